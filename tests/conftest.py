@@ -1,0 +1,40 @@
+"""Shared fixtures: one tiny synthetic class in the MAD layout, generated once per test session."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+# Parameters of the tiny class (tests may import these to know what to expect).
+TINY_CLASS = "tiny"
+TINY_SEED = 0
+TINY_SIZE = 32
+TINY_N_TRAIN = 12
+TINY_N_TEST_GOOD = 2
+TINY_N_TEST_DEFECT = 2  # per defect type (Burrs, Missing, Stains)
+TINY_SUPERSAMPLE = 2
+
+
+def generate_tiny(data_root: Path, **overrides) -> Path:
+    from data.synthesize import generate_class
+
+    kwargs = dict(seed=TINY_SEED, size=TINY_SIZE, n_train=TINY_N_TRAIN, n_test_good=TINY_N_TEST_GOOD,
+                  n_test_defect=TINY_N_TEST_DEFECT, supersample=TINY_SUPERSAMPLE, workers=1, progress=False)
+    kwargs.update(overrides)
+    return generate_class(data_root, TINY_CLASS, **kwargs)
+
+
+@pytest.fixture(scope="session")
+def tiny_data_root(tmp_path_factory) -> Path:
+    """A dataset root `<tmp>/synthetic` holding the class `tiny` (see tiny_class_dir)."""
+    root = tmp_path_factory.mktemp("data") / "synthetic"
+    generate_tiny(root)
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_class_dir(tiny_data_root) -> Path:
+    """A tiny synthetic class in the MAD layout (32x32 RGB on white, 12 train views with poses,
+    2 test/good + 2 per defect type Burrs/Missing/Stains with masks, test_poses.json). Read-only:
+    copy it before modifying anything."""
+    return tiny_data_root / TINY_CLASS
