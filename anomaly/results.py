@@ -1,0 +1,160 @@
+"""On-disk layout of per-image results, shared by the pipeline (writer) and auroc_test.py (reader).
+
+For the test sample named ``<defect_type>/<stem>`` (data.mad.TestSample.name) of a class, inside
+``out_dir = outputs/<dataset>/<class>/`` (common.config.output_dir):
+
+    <defect_type>/<stem>.npy          float32 [H,W] anomaly map at the full query resolution
+    <defect_type>/<stem>.json         record: at least image_score, label, defect_type, backbone
+                                      (+ name, added here, and any pipeline extras: poses, losses...)
+    <defect_type>/<stem>_query.png    the query image (optional)
+    <defect_type>/<stem>_ref.png      the NeRF reference rendered at the refined pose (optional)
+    <defect_type>/<stem>_overlay.png  heat-map overlay (optional; auroc_test.py rewrites it with the
+                                      class-wide colour scale, see anomaly.visualize)
+
+Class-level files (written by auroc_test.py): metrics.json, roc.png, qualitative.png.
+A result is *done* when both its .npy and .json exist. save_result writes every file atomically
+and the .json last, so an interrupted run never leaves a result that looks done but is not.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import numpy as np
+
+from common.errors import DataError
+from common.io import write_image, write_json, write_npy
+
+REQUIRED_KEYS = ("image_score", "label", "defect_type", "backbone")
+
+
+@dataclass(frozen=True)
+class ResultPaths:
+    map: Path        # .npy score map
+    record: Path     # .json record
+    query: Path      # _query.png
+    reference: Path  # _ref.png
+    overlay: Path    # _overlay.png
+
+
+@dataclass
+class SavedResult:
+    name: str
+    record: dict
+    paths: ResultPaths
+
+    @property
+    def defect_type(self) -> str:
+        return self.record["defect_type"]
+
+    @property
+    def label(self) -> int:
+        return int(self.record["label"])
+
+    def load_map(self) -> np.ndarray:
+        return load_score_map(self.paths.map)
+
+
+def result_paths(out_dir: str | Path, sample_name: str) -> ResultPaths:
+    """Paths of one sample's result files; `sample_name` is ``<defect_type>/<stem>``."""
+    parts = PurePosixPath(sample_name).parts
+    if len(parts) != 2 or any(p in ("", ".", "..") for p in parts) or sample_name.startswith("/"):
+        raise DataError(f"sample name {sample_name!r} is not of the form '<defect_type>/<stem>'")
+    base = Path(out_dir) / parts[0]
+    stem = parts[1]
+    return ResultPaths(
+        map=base / f"{stem}.npy",
+        record=base / f"{stem}.json",
+        query=base / f"{stem}_query.png",
+        reference=base / f"{stem}_ref.png",
+        overlay=base / f"{stem}_overlay.png",
+    )
+
+
+def is_done(out_dir: str | Path, sample_name: str) -> bool:
+    """True when the sample's record (.json) and score map (.npy) are both present."""
+    paths = result_paths(out_dir, sample_name)
+    return paths.record.is_file() and paths.map.is_file()
+
+
+def save_result(out_dir: str | Path, sample_name: str, score_map, record: dict[str, Any], *,
+                query: np.ndarray | None = None, reference: np.ndarray | None = None,
+                overlay: np.ndarray | None = None) -> ResultPaths:
+    """Write one sample's results atomically (images and map first, the JSON record last).
+
+    `score_map`: [H,W] (numpy or torch; stored float32). `record` must hold image_score, label,
+    defect_type and backbone; JSON-serialisable extras (numpy arrays become lists) are kept.
+    Images: [H,W,3] float in [0,1] or uint8 (numpy or torch, any device).
+    """
+    missing = [k for k in REQUIRED_KEYS if k not in record]
+    if missing:
+        raise ValueError(f"result record for {sample_name} lacks {missing}")
+    score_map = _numpy(score_map).astype(np.float32, copy=False)
+    if score_map.ndim != 2:
+        raise ValueError(f"score map for {sample_name} must be [H,W], got shape {score_map.shape}")
+    paths = result_paths(out_dir, sample_name)
+    for image, path in ((query, paths.query), (reference, paths.reference), (overlay, paths.overlay)):
+        if image is not None:
+            write_image(path, _numpy(image))
+    write_npy(paths.map, score_map)
+    write_json(paths.record, {"name": sample_name, **record})
+    return paths
+
+
+def load_record(path: str | Path) -> dict:
+    path = Path(path)
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise DataError(f"{path}: cannot read result record ({err})") from None
+    if not isinstance(record, dict):
+        raise DataError(f"{path}: result record is not a JSON object")
+    missing = [k for k in REQUIRED_KEYS if k not in record]
+    if missing:
+        raise DataError(f"{path}: result record lacks {', '.join(missing)}")
+    return record
+
+
+def load_score_map(path: str | Path) -> np.ndarray:
+    path = Path(path)
+    try:
+        amap = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as err:
+        raise DataError(f"{path}: cannot read score map ({err})") from None
+    if amap.ndim != 2:
+        raise DataError(f"{path}: score map must be 2-D [H,W], got shape {amap.shape}")
+    return amap.astype(np.float32, copy=False)
+
+
+def load_results(out_dir: str | Path) -> list[SavedResult]:
+    """Every finished result under `out_dir`, ordered like data.mad.load_test_set
+    (good first, then defect types alphabetically; numeric file order). Maps are loaded lazily."""
+    out_dir = Path(out_dir)
+    results = []
+    if not out_dir.is_dir():
+        return results
+    for json_path in out_dir.glob("*/*.json"):
+        name = f"{json_path.parent.name}/{json_path.stem}"
+        paths = result_paths(out_dir, name)
+        if not paths.map.is_file():
+            continue
+        record = load_record(json_path)
+        record.setdefault("name", name)
+        results.append(SavedResult(name=name, record=record, paths=paths))
+    results.sort(key=lambda r: sample_sort_key(r.name))
+    return results
+
+
+def sample_sort_key(name: str) -> tuple:
+    """good first, then defect types alphabetically; stems numerically when numeric."""
+    defect, stem = name.split("/", 1)
+    stem_key = (0, int(stem), "") if stem.isdigit() else (1, 0, stem)
+    return (defect != "good", defect, stem_key)
+
+
+def _numpy(array) -> np.ndarray:
+    if hasattr(array, "detach"):  # torch tensor, possibly on the GPU
+        array = array.detach().float().cpu().numpy() if array.is_floating_point() else array.detach().cpu().numpy()
+    return np.asarray(array)
