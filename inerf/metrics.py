@@ -1,0 +1,41 @@
+"""Pose-error measures (pure numpy): geodesic rotation error and relative translation error."""
+from __future__ import annotations
+
+import numpy as np
+
+
+def rotation_error_deg(est: np.ndarray, true: np.ndarray) -> np.ndarray:
+    """Geodesic angle between rotations, in degrees. Accepts [...,3,3] or [...,4,4] poses."""
+    r_est = np.asarray(est, dtype=np.float64)[..., :3, :3]
+    r_true = np.asarray(true, dtype=np.float64)[..., :3, :3]
+    rel = np.swapaxes(r_est, -1, -2) @ r_true
+    cos = (np.trace(rel, axis1=-2, axis2=-1) - 1.0) / 2.0
+    return np.degrees(np.arccos(np.clip(cos, -1.0, 1.0)))
+
+
+def translation_error_frac(est: np.ndarray, true: np.ndarray) -> np.ndarray:
+    """||t_est - t_true|| / ||t_true||: camera-position error as a fraction of the camera distance
+    from the world origin (where the object sits). Accepts [...,4,4] poses or [...,3] positions."""
+    est = np.asarray(est, dtype=np.float64)
+    true = np.asarray(true, dtype=np.float64)
+    t_est = est[..., :3, 3] if est.shape[-2:] == (4, 4) else est
+    t_true = true[..., :3, 3] if true.shape[-2:] == (4, 4) else true
+    return np.linalg.norm(t_est - t_true, axis=-1) / np.maximum(np.linalg.norm(t_true, axis=-1), 1e-12)
+
+
+def summarise(rot_err_deg, trans_err_frac, threshold_deg: float = 2.0) -> dict:
+    """Median, 90th percentile, mean and share under `threshold_deg` of the errors."""
+    rot = np.asarray(rot_err_deg, dtype=np.float64).reshape(-1)
+    trans = np.asarray(trans_err_frac, dtype=np.float64).reshape(-1)
+    if rot.size == 0:
+        return {"n": 0}
+    return {
+        "n": int(rot.size),
+        "rot_median_deg": float(np.median(rot)),
+        "rot_p90_deg": float(np.percentile(rot, 90)),
+        "rot_mean_deg": float(np.mean(rot)),
+        f"share_under_{threshold_deg:g}deg": float(np.mean(rot < threshold_deg)),
+        "trans_median_frac": float(np.median(trans)),
+        "trans_p90_frac": float(np.percentile(trans, 90)),
+        "trans_mean_frac": float(np.mean(trans)),
+    }

@@ -1,0 +1,190 @@
+"""How good are the estimated poses? Compares coarse (retrieval) and refined (iNeRF) test poses with
+the true ones of a generated class.
+
+    python -m inerf.pose_accuracy --config configs/<dataset>/<class>.txt [--from_outputs]
+
+This is the ONLY code that reads ``<class_dir>/test_poses.json`` (written by data.synthesize; MAD
+itself has no test poses, so this diagnostic only runs on generated data or with user-provided poses).
+
+Default: load the trained NeRF, the backbone and the retrieval database, estimate the pose of every
+test image (retrieval + iNeRF) and time it. With --from_outputs: read the poses the pipeline already
+wrote to ``outputs/<dataset>/<class>/<defect_type>/<stem>.json`` (keys "coarse_pose", "refined_pose").
+
+Errors: rotation = geodesic angle in degrees; translation = ||t_est - t_true|| / ||t_true|| (fraction of
+the camera's distance to the object). Report: printed table + outputs/<dataset>/<class>/pose_accuracy.json.
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from common.config import class_dir as config_class_dir
+from common.config import build_parser, dataset_name, output_dir
+from common.errors import DataError, exit_on_user_error
+from common.io import write_json
+from inerf.metrics import rotation_error_deg, summarise, translation_error_frac
+
+TEST_POSES_FILE = "test_poses.json"
+STAGES = (("retrieval", "coarse_pose"), ("iNeRF", "refined_pose"))
+
+
+def load_test_poses(class_dir) -> dict[str, np.ndarray]:
+    """{"<defect_type>/<stem>": [4,4] camera-to-world} from <class_dir>/test_poses.json."""
+    path = Path(class_dir) / TEST_POSES_FILE
+    if not path.is_file():
+        raise DataError(f"{path}: no test poses (only generated classes have them; MAD itself does not)")
+    try:
+        frames = json.loads(path.read_text())["frames"]
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise DataError(f"{path}: not a test-pose file with a 'frames' list ({err})") from None
+    poses = {}
+    for i, frame in enumerate(frames):
+        try:
+            rel = Path(frame["file_path"])
+            pose = np.asarray(frame["transform_matrix"], dtype=np.float64)
+        except (KeyError, TypeError, ValueError) as err:
+            raise DataError(f"{path}: frame {i} lacks file_path/transform_matrix ({err})") from None
+        if pose.shape != (4, 4) or not np.isfinite(pose).all():
+            raise DataError(f"{path}: frame {i} ({rel}) transform_matrix is not a finite 4x4 matrix")
+        poses[f"{rel.parent.name}/{rel.stem}"] = pose
+    return poses
+
+
+def pose_errors(estimates: dict[str, dict], truth: dict[str, np.ndarray]) -> dict:
+    """Per-image and summary errors of each stage for the names present in both."""
+    names = [n for n in estimates if n in truth]
+    report = {"n": len(names), "stages": {}, "per_image": []}
+    true = np.stack([truth[n] for n in names]) if names else np.zeros((0, 4, 4))
+    per_stage = {}
+    for stage, key in STAGES:
+        est = np.stack([np.asarray(estimates[n][key], dtype=np.float64) for n in names]) if names else true
+        rot, trans = rotation_error_deg(est, true), translation_error_frac(est, true)
+        per_stage[stage] = (rot, trans)
+        report["stages"][stage] = summarise(rot, trans)
+    for i, name in enumerate(names):
+        row = {"name": name}
+        for stage, _ in STAGES:
+            row[f"{stage}_rot_deg"] = float(per_stage[stage][0][i])
+            row[f"{stage}_trans_frac"] = float(per_stage[stage][1][i])
+        report["per_image"].append(row)
+    return report
+
+
+def format_table(report: dict) -> str:
+    lines = [f"{'stage':<10} {'n':>4} {'rot med':>9} {'rot p90':>9} {'<2 deg':>7} {'t med':>8} {'t p90':>8}"]
+    for stage, s in report["stages"].items():
+        if not s.get("n"):
+            continue
+        lines.append(f"{stage:<10} {s['n']:>4} {s['rot_median_deg']:>8.2f}° {s['rot_p90_deg']:>8.2f}° "
+                     f"{100 * s['share_under_2deg']:>6.1f}% {s['trans_median_frac']:>8.4f} {s['trans_p90_frac']:>8.4f}")
+    if report.get("seconds_per_query") is not None:
+        lines.append(f"seconds per query (retrieval + iNeRF): {report['seconds_per_query']:.3f}")
+    return "\n".join(lines)
+
+
+def estimates_from_outputs(cfg, names: Sequence[str]) -> tuple[dict[str, dict], list[str]]:
+    """Poses the pipeline wrote per image; returns (estimates, missing JSON paths)."""
+    out = output_dir(cfg)
+    estimates, missing = {}, []
+    for name in names:
+        path = out / f"{name}.json"
+        if not path.is_file():
+            missing.append(str(path))
+            continue
+        try:
+            record = json.loads(path.read_text())
+            estimates[name] = {key: np.asarray(record[key], dtype=np.float64).reshape(4, 4) for _, key in STAGES}
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            raise DataError(f"{path}: cannot read coarse_pose/refined_pose as 4x4 matrices ({err})") from None
+    return estimates, missing
+
+
+def estimates_from_pipeline(cfg, device, progress: bool = True) -> tuple[dict[str, dict], float, dict]:
+    """Run retrieval + iNeRF on every test image; returns (estimates, seconds per query, info)."""
+    import torch
+
+    from data.mad import load_test_set, load_train_views, resolve_class_dir
+    from features.backbone import load_backbone
+    from inerf.optimize import estimate_poses
+    from nerf.checkpoint import load_renderer
+    from retrieval.database import load_or_build_database
+
+    cdir = resolve_class_dir(cfg.data_root, cfg.class_name)
+    renderer = load_renderer(cfg, device)
+    backbone = load_backbone(cfg, device)
+    views = load_train_views(cdir, cfg.half_res, cfg.white_bkgd)
+    database = load_or_build_database(cfg, backbone, views, device)
+    samples = load_test_set(cdir, cfg.half_res, cfg.white_bkgd)
+    images = np.stack([s.image for s in samples])
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    t0 = time.perf_counter()
+    results = estimate_poses(renderer, database, views, images, cfg, device, progress=progress)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    seconds = (time.perf_counter() - t0) / max(len(samples), 1)
+    estimates = {s.name: r for s, r in zip(samples, results)}
+    info = {"backbone": backbone.description, "retrieval_notes": database.notes, "device": str(device),
+            "final_loss_median": float(np.median([r["final_loss"] for r in results])),
+            "sampling_fallbacks": sum(r["sampling"] != cfg.inerf_sampling for r in results)}
+    return estimates, seconds, info
+
+
+def evaluate_class(cfg, from_outputs: bool = False, device=None, progress: bool = True) -> dict:
+    """Pose accuracy of one class; writes outputs/<dataset>/<class>/pose_accuracy.json and returns the report."""
+    from common.runtime import resolve_device
+
+    truth = load_test_poses(config_class_dir(cfg))
+    seconds, info, missing = None, {}, []
+    if from_outputs:
+        estimates, missing = estimates_from_outputs(cfg, list(truth))
+        if not estimates:
+            raise DataError(f"{output_dir(cfg)}: no per-image pose JSONs (e.g. {missing[0] if missing else '?'}); "
+                            "run the pipeline first or drop --from_outputs")
+    else:
+        device = resolve_device(cfg.device) if device is None else device
+        estimates, seconds, info = estimates_from_pipeline(cfg, device, progress)
+    unknown = sorted(set(estimates) - set(truth))
+    report = {"dataset": dataset_name(cfg), "class": cfg.class_name,
+              "source": "outputs" if from_outputs else "pipeline", **pose_errors(estimates, truth),
+              "seconds_per_query": seconds, "missing_outputs": missing, "images_without_true_pose": unknown,
+              "settings": {k: getattr(cfg, k, None) for k in (
+                  "desc_dim", "retrieval_size", "inerf_steps", "inerf_rays", "inerf_lr", "inerf_sampling",
+                  "kernel_size", "dil_iter", "inerf_topk_restarts", "half_res")},
+              **info}
+    write_json(output_dir(cfg) / "pose_accuracy.json", report)
+    return report
+
+
+@exit_on_user_error
+def main(argv: Sequence[str] | None = None) -> list[dict]:
+    parser = build_parser("Pose accuracy of retrieval (coarse) and iNeRF (refined) against <class_dir>/test_poses.json")
+    parser.add_argument("--from_outputs", action="store_true",
+                        help="read coarse/refined poses from the pipeline's per-image JSONs instead of running it")
+    cfg = parser.parse_args(argv)
+    from_outputs = bool(cfg.from_outputs)
+    if cfg.class_name == "all":
+        from data.mad import list_classes
+
+        classes = list_classes(cfg.data_root)
+    else:
+        classes = [cfg.class_name]
+    reports = []
+    for name in classes:
+        cfg.class_name = name
+        report = evaluate_class(cfg, from_outputs=from_outputs)
+        print(f"== {report['dataset']}/{name} ({report['source']}) ==")
+        print(format_table(report))
+        if report["missing_outputs"]:
+            print(f"({len(report['missing_outputs'])} test images had no output JSON)")
+        print(f"-> {output_dir(cfg) / 'pose_accuracy.json'}")
+        reports.append(report)
+    return reports
+
+
+if __name__ == "__main__":
+    main()
