@@ -1,0 +1,137 @@
+"""NeRF training: exact resume, checkpoint errors, and a tiny run that beats the mean-colour baseline."""
+import json
+import math
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from common.config import parse_config
+from common.errors import PadError
+from nerf.checkpoint import checkpoint_path, load_renderer, read_checkpoint
+from nerf.rays import camera_directions
+from nerf.train import ensure_trained, learning_rate, split_views, train
+
+
+def look_at(position: np.ndarray) -> np.ndarray:
+    """Camera-to-world (OpenGL) for a camera at `position` looking at the origin, world z up."""
+    back = position / np.linalg.norm(position)
+    right = np.cross([0.0, 0.0, 1.0], back)
+    right /= np.linalg.norm(right)
+    up = np.cross(back, right)
+    c2w = np.eye(4)
+    c2w[:3, 0], c2w[:3, 1], c2w[:3, 2], c2w[:3, 3] = right, up, back, position
+    return c2w
+
+
+def render_sphere(c2w: np.ndarray, size: int, focal: float) -> np.ndarray:
+    """Unit sphere at the origin coloured by its normal, on white (exact ray casting, shared convention)."""
+    d = camera_directions(size, size, focal, device="cpu").numpy().reshape(-1, 3) @ c2w[:3, :3].T
+    o = c2w[:3, 3]
+    a, b, c = (d * d).sum(-1), 2 * d @ o, o @ o - 1.0
+    disc = b * b - 4 * a * c
+    hit = disc > 0
+    t = (-b - np.sqrt(np.maximum(disc, 0))) / (2 * a)
+    normal = o + t[:, None] * d
+    img = np.where(hit[:, None], 0.5 + 0.45 * normal, 1.0)
+    return img.reshape(size, size, 3)
+
+
+def write_sphere_class(root, size=16, n_views=20, name="sphere"):
+    """A tiny class in the MAD layout (train views + transforms.json only)."""
+    class_dir = root / name
+    (class_dir / "train" / "good").mkdir(parents=True)
+    angle = 0.6
+    focal = 0.5 * size / math.tan(0.5 * angle)
+    frames = []
+    rng = np.random.default_rng(0)
+    for k in range(n_views):
+        theta, phi = 2 * math.pi * k / n_views, rng.uniform(0.2, 0.9)
+        pos = 4.0 * np.array([math.cos(theta) * math.cos(phi), math.sin(theta) * math.cos(phi), math.sin(phi)])
+        c2w = look_at(pos)
+        img = render_sphere(c2w, size, focal)
+        cv2.imwrite(str(class_dir / "train" / "good" / f"{k}.png"), (img[:, :, ::-1] * 255 + 0.5).astype(np.uint8))
+        frames.append({"file_path": f"train/good/{k}.png", "transform_matrix": c2w.tolist()})
+    (class_dir / "transforms.json").write_text(json.dumps({"camera_angle_x": angle, "frames": frames}))
+    return class_dir
+
+
+TINY = ["--netdepth", "2", "--netwidth", "32", "--netdepth_fine", "2", "--netwidth_fine", "32", "--skips",
+        "--multires", "4", "--multires_views", "2", "--N_samples", "12", "--N_importance", "8", "--N_rand", "64",
+        "--lrate", "5e-3", "--i_print", "5", "--i_val", "1000", "--i_weights", "1000", "--holdout_every", "5",
+        "--device", "cpu", "--seed", "1"]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """2-core machines shared with other jobs: two OpenMP threads thrash (10-40x slower); restore afterwards."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+@pytest.fixture(scope="module")
+def sphere_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("nerfdata") / "spheres"
+    write_sphere_class(root)
+    return root
+
+
+def _cfg(data_root, ckpt_root, *extra):
+    return parse_config(["--data_root", str(data_root), "--class_name", "sphere", "--ckpt_root", str(ckpt_root),
+                         *TINY, *extra])
+
+
+def test_helpers():
+    assert split_views(10, 4) == ([1, 2, 3, 5, 6, 7, 9], [0, 4, 8])
+    assert split_views(3, 0) == ([0, 1, 2], [])
+    assert learning_rate(0, 1e-3, 1) == 1e-3
+    assert math.isclose(learning_rate(1000, 1e-3, 1), 1e-4)
+
+
+def test_resume_is_exact(sphere_root, tmp_path):
+    straight = _cfg(sphere_root, tmp_path / "a", "--n_iters", "12", "--i_weights", "6")
+    train(straight, progress=False)
+    first = _cfg(sphere_root, tmp_path / "b", "--n_iters", "6")
+    r1 = train(first, progress=False)
+    assert r1["step"] == 6 and r1["finished"]
+    assert read_checkpoint(checkpoint_path(first))["step"] == 6
+    second = _cfg(sphere_root, tmp_path / "b", "--n_iters", "12")
+    r2 = train(second, progress=False)
+    assert r2["step"] == 12 and r2["finished"]
+    a, b = read_checkpoint(checkpoint_path(straight)), read_checkpoint(checkpoint_path(second))
+    for key, value in a["model"].items():
+        assert torch.equal(value, b["model"][key]), key
+    assert torch.equal(a["rng"]["generator"], b["rng"]["generator"])
+    # a finished checkpoint is not trained again
+    again = train(second, progress=False)
+    assert again["step"] == 12
+    assert torch.equal(read_checkpoint(checkpoint_path(second))["model"]["coarse.rgb_linear.weight"],
+                       b["model"]["coarse.rgb_linear.weight"])
+    log = json.loads((checkpoint_path(second).parent / "train_log.json").read_text())
+    assert log["step"] == 12 and log["baseline_psnr"] is not None
+
+
+def test_load_renderer_errors(sphere_root, tmp_path):
+    cfg = _cfg(sphere_root, tmp_path, "--n_iters", "2")
+    with pytest.raises(PadError, match="nerf.pt"):
+        load_renderer(cfg, "cpu")
+    train(cfg, progress=False)
+    renderer = load_renderer(cfg, "cpu")
+    assert not renderer.training and not any(p.requires_grad for p in renderer.parameters())
+    wider = _cfg(sphere_root, tmp_path, "--n_iters", "2", "--netwidth", "64")
+    with pytest.raises(PadError, match="netwidth"):
+        load_renderer(wider, "cpu")
+    with pytest.raises(PadError, match="netwidth"):
+        train(wider, progress=False)
+    assert ensure_trained(cfg, "cpu") is not None
+
+
+def test_tiny_training_beats_mean_colour(sphere_root, tmp_path):
+    cfg = _cfg(sphere_root, tmp_path, "--n_iters", "300", "--netwidth", "64", "--netwidth_fine", "64",
+               "--N_rand", "256", "--lrate", "5e-3", "--lrate_decay", "1")
+    result = train(cfg, progress=False)
+    assert result["finished"] and result["step"] == 300
+    assert result["val_psnr"] > result["baseline_psnr"] + 8.0
