@@ -6,7 +6,6 @@ nerf.renderer.NeRFRenderer, so they are fast and independent of NeRF training.
 """
 import json
 import math
-import os
 import time
 import warnings
 from types import SimpleNamespace
@@ -296,8 +295,6 @@ def test_pose_accuracy_pipeline_smoke(tiny_class_dir, tmp_path):
     assert (tmp_path / "out" / "synthetic" / "tiny" / "pose_accuracy.json").is_file()
 
 
-@pytest.mark.skipif(os.environ.get("PAD_SLOW_TESTS") != "1",
-                    reason="trains a small real NeRF on CPU (~5 min); set PAD_SLOW_TESTS=1 to run")
 def test_refine_with_trained_nerf(scene, tmp_path):
     """iNeRF against a real (small) NeRF trained on renders of the blob scene: 10 deg -> < 2 deg."""
     import cv2
