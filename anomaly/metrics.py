@@ -79,15 +79,7 @@ def image_roc_curve(labels: Sequence[int], scores: Sequence[float]) -> RocCurve:
 
 def image_auroc(labels: Sequence[int], scores: Sequence[float]) -> float:
     """Image-level AUROC (good = 0, defect = 1)."""
-    from sklearn.metrics import roc_auc_score
-
-    labels = np.asarray(labels).astype(bool).ravel()
-    scores = np.asarray(scores, dtype=np.float64).ravel()
-    if labels.shape != scores.shape:
-        raise ValueError(f"{labels.size} labels but {scores.size} scores")
-    _require_both(labels, "image AUROC", unit="images")
-    _require_finite(scores, "image scores")
-    return float(roc_auc_score(labels, scores))
+    return image_roc_curve(labels, scores).auc
 
 
 # ---------------------------------------------------------------------------------------------

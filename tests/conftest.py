@@ -24,6 +24,17 @@ def generate_tiny(data_root: Path, **overrides) -> Path:
     return generate_class(data_root, TINY_CLASS, **kwargs)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def single_thread():
+    """Tiny tensor ops run fastest on one thread; on a small shared machine more threads thrash."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def tiny_data_root(tmp_path_factory) -> Path:
     """A dataset root `<tmp>/synthetic` holding the class `tiny` (see tiny_class_dir)."""

@@ -93,15 +93,6 @@ def cfg(**kw):
     return SimpleNamespace(**base)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def single_thread():
-    """Tiny tensor ops gain nothing from intra-op threads and slow down badly on a shared 2-core box."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def scene():
     return BlobScene()

@@ -63,15 +63,6 @@ TINY = ["--netdepth", "2", "--netwidth", "32", "--netdepth_fine", "2", "--netwid
         "--device", "cpu", "--seed", "1"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """2-core machines shared with other jobs: two OpenMP threads thrash (10-40x slower); restore afterwards."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 @pytest.fixture(scope="module")
 def sphere_root(tmp_path_factory):
     root = tmp_path_factory.mktemp("nerfdata") / "spheres"

@@ -12,7 +12,6 @@ import warnings
 
 import numpy as np
 import pytest
-import torch
 
 import anomaly_nerf_lego
 from common.config import parse_config
@@ -25,15 +24,6 @@ NERF_ARGS = [
     "--lrate", "5e-3", "--lrate_decay", "2", "--precrop_iters", "100", "--n_iters", "500",
     "--holdout_every", "8", "--i_val", "500", "--i_weights", "500", "--seed", "0", "--device", "cpu",
 ]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def single_thread():
-    """Tiny tensor ops run fastest on one thread on a small shared machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -15,14 +15,6 @@ from retrieval.database import DescriptorDatabase, cache_path, load_or_build_dat
 N, SIZE = 10, 64
 
 
-@pytest.fixture(scope="module", autouse=True)
-def single_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def backbone():
     return random_backbone_for_tests("cpu")
