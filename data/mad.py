@@ -60,7 +60,8 @@ class TestSample:
 def natural_key(name: str) -> tuple:
     """Sort key that orders embedded numbers numerically: '2.png' < '10.png'."""
     parts = re.split(r"(\d+)", name)
-    return tuple((0, int(p), p) if p.isdigit() else (1, 0, p) for p in parts if p != "") + (name,)
+    chunks = tuple((0, int(p), p) if p.isdigit() else (1, 0, p) for p in parts if p != "")
+    return chunks, name  # the name breaks ties such as '01' vs '1'; a chunk prefix sorts first
 
 
 def _list_images(folder: Path) -> list[Path]:

@@ -90,6 +90,9 @@ def test_numeric_file_order(tmp_path):
     assert names == ["good/0", "good/1", "good/2", "good/10", "Burrs/3", "Burrs/11"]
     assert sorted(["10.png", "2.png", "b.png", "a10.png", "a9.png"], key=natural_key) == \
         ["2.png", "10.png", "a9.png", "a10.png", "b.png"]
+    # A name that is a prefix of another (class folders "demo" and "demo96") must sort, not crash.
+    assert sorted(["demo96", "demo", "01Gorilla", "1Gorilla", "demo9"], key=natural_key) == \
+        ["01Gorilla", "1Gorilla", "demo", "demo9", "demo96"]
 
 
 def test_half_res(tmp_path):
