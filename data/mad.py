@@ -70,15 +70,21 @@ def _list_images(folder: Path) -> list[Path]:
     return sorted(files, key=lambda p: natural_key(p.name))
 
 
+def _imread(path: Path, what: str) -> np.ndarray:
+    """cv2.imread with its failures turned into one DataError line naming the file."""
+    if not path.is_file():
+        raise DataError(f"{path}: {what} file not found")
+    raw = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if raw is None or raw.size == 0:
+        raise DataError(f"{path}: cannot decode {what} (corrupt or not an image)")
+    return raw
+
+
 def read_image_file(path: Path, white_bkgd: bool = True) -> np.ndarray:
     """Read an image as float32 RGB [H,W,3] in [0,1]. RGBA is composited on white when
     `white_bkgd`, otherwise its alpha is dropped; grayscale is expanded to 3 channels."""
     path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: image file not found")
-    raw = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if raw is None or raw.size == 0:
-        raise DataError(f"{path}: cannot decode image (corrupt or not an image)")
+    raw = _imread(path, "image")
     img = _to_unit_float(raw, path)
     if img.ndim == 2:
         img = np.repeat(img[:, :, None], 3, axis=2)
@@ -104,11 +110,7 @@ def read_image_file(path: Path, white_bkgd: bool = True) -> np.ndarray:
 def read_mask_file(path: Path) -> np.ndarray:
     """Read a binary mask (0/1 or 0/255, grayscale or colour) as bool [H,W] (any channel > 0)."""
     path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: mask file not found")
-    raw = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if raw is None or raw.size == 0:
-        raise DataError(f"{path}: cannot decode mask image (corrupt or not an image)")
+    raw = _imread(path, "mask")
     if raw.ndim == 3:
         if raw.shape[2] in (2, 4):  # ignore alpha
             raw = raw[:, :, :-1]
