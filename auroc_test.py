@@ -43,7 +43,7 @@ def build_parser():
 
 def evaluate_class(cfg, obj: str, write_outputs: bool = True) -> dict:
     """Metrics of one class from its saved maps; writes metrics.json and the figures."""
-    from data.mad import load_test_set, resolve_class_dir
+    from data.mad import load_test_set, read_image_file, resolve_class_dir
 
     class_path = resolve_class_dir(cfg.data_root, obj)
     out_dir = output_dir(cfg, obj)
@@ -107,7 +107,7 @@ def evaluate_class(cfg, obj: str, write_outputs: bool = True) -> dict:
     for i in select_qualitative(defect_types, cfg.n_qualitative):
         sample = samples[i]
         ref_path = result_paths(out_dir, sample.name).reference
-        reference = _read_png(ref_path) if ref_path.is_file() else None
+        reference = read_image_file(ref_path) if ref_path.is_file() else None
         if reference is not None and reference.shape[:2] != sample.image.shape[:2]:
             reference = None
         rows.append(QualitativeRow(title=f"{sample.name}\nscore {scores[i]:.3g}", query=sample.image,
@@ -189,12 +189,6 @@ def main(argv=None) -> int:
               file=sys.stderr)
         return 1
     return 0
-
-
-def _read_png(path: Path) -> np.ndarray:
-    import imageio.v3 as iio
-
-    return np.asarray(iio.imread(path))[..., :3]
 
 
 def _fmt(value) -> str:

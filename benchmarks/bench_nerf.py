@@ -24,13 +24,8 @@ import torch  # noqa: E402
 
 from common.config import parse_config  # noqa: E402
 from common.errors import exit_on_user_error  # noqa: E402
-from common.runtime import resolve_device  # noqa: E402
+from common.runtime import resolve_device, synchronize  # noqa: E402
 from nerf.train import build_renderer, train  # noqa: E402
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def random_rays(n: int, device: torch.device, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -48,7 +43,7 @@ def train_rays_per_s(cfg, device: torch.device, batch: int, steps: int, warmup: 
     t0 = 0.0
     for k in range(warmup + steps):
         if k == warmup:
-            _sync(device)
+            synchronize(device)
             t0 = time.perf_counter()
         rays_o, rays_d = random_rays(batch, device, gen)
         out = renderer.render_rays(rays_o, rays_d, perturb=True, generator=gen)
@@ -58,7 +53,7 @@ def train_rays_per_s(cfg, device: torch.device, batch: int, steps: int, warmup: 
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-    _sync(device)
+    synchronize(device)
     return batch * steps / (time.perf_counter() - t0)
 
 
@@ -68,11 +63,11 @@ def render_ms(cfg, device: torch.device, size: int, repeats: int = 2) -> float:
     c2w[2, 3] = 4.0
     focal = 0.5 * size / 0.36                       # ~40 degree field of view
     renderer.render_image(c2w, min(size, 32), min(size, 32), focal)      # warm-up
-    _sync(device)
+    synchronize(device)
     t0 = time.perf_counter()
     for _ in range(repeats):
         renderer.render_image(c2w, size, size, focal)
-    _sync(device)
+    synchronize(device)
     return 1000.0 * (time.perf_counter() - t0) / repeats
 
 

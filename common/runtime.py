@@ -20,3 +20,9 @@ def seed_everything(seed: int) -> torch.Generator:
     np.random.seed(seed)
     torch.manual_seed(seed)
     return torch.Generator().manual_seed(seed)
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for queued CUDA work (for honest timings); a no-op on CPU."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)

@@ -105,8 +105,7 @@ def estimates_from_outputs(cfg, names: Sequence[str]) -> tuple[dict[str, dict], 
 
 def estimates_from_pipeline(cfg, device, progress: bool = True) -> tuple[dict[str, dict], float, dict]:
     """Run retrieval + iNeRF on every test image; returns (estimates, seconds per query, info)."""
-    import torch
-
+    from common.runtime import synchronize
     from data.mad import load_test_set, load_train_views, resolve_class_dir
     from features.backbone import load_backbone
     from inerf.optimize import estimate_poses
@@ -120,12 +119,10 @@ def estimates_from_pipeline(cfg, device, progress: bool = True) -> tuple[dict[st
     database = load_or_build_database(cfg, backbone, views, device)
     samples = load_test_set(cdir, cfg.half_res, cfg.white_bkgd)
     images = np.stack([s.image for s in samples])
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+    synchronize(device)
     t0 = time.perf_counter()
     results = estimate_poses(renderer, database, views, images, cfg, device, progress=progress)
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+    synchronize(device)
     seconds = (time.perf_counter() - t0) / max(len(samples), 1)
     estimates = {s.name: r for s, r in zip(samples, results)}
     info = {"backbone": backbone.description, "retrieval_notes": database.notes, "device": str(device),

@@ -22,7 +22,7 @@ from tqdm import tqdm
 from common.config import parse_config
 from common.errors import ConfigError, exit_on_user_error
 from common.io import write_json
-from common.runtime import resolve_device
+from common.runtime import resolve_device, synchronize
 from nerf.checkpoint import check_arch, checkpoint_path, load_renderer, read_checkpoint, save_checkpoint
 from nerf.rays import camera_directions, rays_from_poses
 from nerf.renderer import NeRFRenderer, arch_from_config
@@ -104,11 +104,6 @@ class RayBank:
             i = w // 2 - dw + torch.randint(2 * dw, (n_rays,), device=device, generator=generator)
         rays_o, rays_d = rays_from_poses(self.poses[view], self.dirs[j, i])
         return rays_o, rays_d, self.images[view, j, i]
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def _budget_s(cfg: argparse.Namespace) -> float:
@@ -231,7 +226,7 @@ def train(cfg: argparse.Namespace, device: torch.device | str | None = None, pro
                 bar.set_postfix(loss=f"{loss.item():.4f}", psnr=f"{float(psnr_from_mse(mse.detach())):.2f}",
                                 lr=f"{lr:.1e}")
             if (cfg.i_val > 0 and step % cfg.i_val == 0) or (cfg.i_weights > 0 and step % cfg.i_weights == 0):
-                _sync(device)
+                synchronize(device)
                 t0 = time.perf_counter()
                 train_s = t0 - session_start - overhead
                 rays_per_s = rays_done / max(train_s, 1e-9)
@@ -247,7 +242,7 @@ def train(cfg: argparse.Namespace, device: torch.device | str | None = None, pro
         save(False)
         raise
     bar.close()
-    _sync(device)
+    synchronize(device)
     now = time.perf_counter()
     if rays_done:
         rays_per_s = rays_done / max(now - session_start - overhead, 1e-9)
