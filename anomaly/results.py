@@ -1,7 +1,7 @@
 """On-disk layout of per-image results, shared by the pipeline (writer) and auroc_test.py (reader).
 
 For the test sample named ``<defect_type>/<stem>`` (data.mad.TestSample.name) of a class, inside
-``out_dir = outputs/<dataset>/<class>/`` (common.config.output_dir):
+``out_dir = outputs/<dataset>/<class>/`` (common.run.RunOptions.output_dir):
 
     <defect_type>/<stem>.npy          float32 [H,W] anomaly map at the full query resolution
     <defect_type>/<stem>.json         record: at least image_score, label, defect_type, backbone
@@ -9,7 +9,7 @@ For the test sample named ``<defect_type>/<stem>`` (data.mad.TestSample.name) of
     <defect_type>/<stem>_query.png    the query image (optional)
     <defect_type>/<stem>_ref.png      the NeRF reference rendered at the refined pose (optional)
     <defect_type>/<stem>_overlay.png  heat-map overlay (optional; auroc_test.py rewrites it with the
-                                      class-wide colour scale, see anomaly.visualize)
+                                      class-wide colour scale, see evaluation.plots)
 
 Class-level files (written by auroc_test.py): metrics.json, roc.png, qualitative.png.
 A result is *done* when both its .npy and .json exist. save_result writes every file atomically

@@ -20,101 +20,52 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from anomaly.options import ScoreOptions
 from common.errors import ConfigError
 
-N_STAGES = 5
 _CHANNEL_CHUNK = 64  # channels upsampled at once; bounds peak memory on large maps
 
 
-@dataclass(frozen=True)
-class ScoreOptions:
-    """The scorer's options; `from_config` is the thin adapter from the parsed config."""
-
-    stages: tuple[int, ...] = (1, 2, 3, 4, 5)
-    include_rgb: bool = True
-    stage_weights: tuple[float, ...] = ()
-    sigma: float = 4.0
-
-    @classmethod
-    def from_config(cls, cfg) -> "ScoreOptions":
-        return cls(
-            stages=tuple(int(s) for s in cfg.score_stages),
-            include_rgb=bool(cfg.score_include_rgb),
-            stage_weights=tuple(float(w) for w in (cfg.score_stage_weights or ())),
-            sigma=float(cfg.score_sigma),
-        )
-
-    def validated(self) -> "ScoreOptions":
-        if not self.stages and not self.include_rgb:
-            raise ConfigError("score_stages is empty and score_include_rgb is off: nothing to compare")
-        bad = [s for s in self.stages if not 1 <= s <= N_STAGES]
-        if bad:
-            raise ConfigError(f"score_stages must be in 1..{N_STAGES}, got {list(self.stages)}")
-        if len(set(self.stages)) != len(self.stages):
-            raise ConfigError(f"score_stages has repeated stages: {list(self.stages)}")
-        n_terms = len(self.stages) + int(self.include_rgb)
-        if self.stage_weights and len(self.stage_weights) not in (len(self.stages), n_terms):
-            raise ConfigError(
-                f"score_stage_weights has {len(self.stage_weights)} values; expected one per stage "
-                f"({len(self.stages)}) or one per stage plus one for RGB ({n_terms})")
-        if any(w < 0 or not math.isfinite(w) for w in self.stage_weights):
-            raise ConfigError(f"score_stage_weights must be finite and >= 0, got {list(self.stage_weights)}")
-        if self.sigma < 0 or not math.isfinite(self.sigma):
-            raise ConfigError(f"score_sigma must be >= 0, got {self.sigma}")
-        return self
-
-    def term_weights(self) -> tuple[list[float], float]:
-        """(weight per stage, weight of the RGB term). All 1 by default (the plain L2 formula)."""
-        if not self.stage_weights:
-            return [1.0] * len(self.stages), 1.0
-        weights = list(self.stage_weights)
-        rgb = weights[len(self.stages)] if len(weights) > len(self.stages) else 1.0
-        return weights[: len(self.stages)], rgb
-
-
-def anomaly_map(backbone, query: torch.Tensor, reference: torch.Tensor, cfg=None, *,
+def anomaly_map(backbone, query: torch.Tensor, reference: torch.Tensor, opts: ScoreOptions | None = None, *,
                 stages: Sequence[int] | None = None, include_rgb: bool | None = None,
                 stage_weights: Sequence[float] | None = None, sigma: float | None = None) -> torch.Tensor:
     """Anomaly maps [B,H,W] float32 for queries and references [B,3,H,W] in [0,1].
 
-    Options come from `cfg` (score_stages, score_include_rgb, score_stage_weights, score_sigma) and
-    are overridden by the explicit keyword arguments; with neither, the paper defaults are used.
+    Options come from `opts` (stages, RGB term, stage weights, sigma) and are overridden by the explicit
+    keyword arguments; with neither, the paper defaults are used.
     Stage weights w_k (optional) weight the squared distance of each term:
     s(u) = sqrt(sum_k w_k ||d_k(u)||^2), which is the L2 norm of the concatenation of the features
     scaled by sqrt(w_k); all ones (default) is the plain formula. A weight list one longer than
     the stage list weights the RGB term with its last value.
     Tensors must be on the backbone's device; the result stays there.
     """
-    opts = ScoreOptions.from_config(cfg) if cfg is not None else ScoreOptions()
-    overrides = {k: v for k, v in dict(stages=None if stages is None else tuple(stages),
-                                        include_rgb=include_rgb,
-                                        stage_weights=None if stage_weights is None else tuple(stage_weights),
-                                        sigma=sigma).items() if v is not None}
-    if overrides:
-        opts = dataclasses.replace(opts, **overrides)
+    overrides = {"score_stages": None if stages is None else tuple(stages), "score_include_rgb": include_rgb,
+                 "score_stage_weights": None if stage_weights is None else tuple(stage_weights),
+                 "score_sigma": sigma}
+    opts = dataclasses.replace(opts or ScoreOptions(), **{k: v for k, v in overrides.items() if v is not None})
     opts.validated()
     _check_pair(query, reference)
 
     n = query.shape[0]
-    if opts.stages:
+    if opts.score_stages:
         features = backbone(torch.cat([query, reference], dim=0))  # one batched call of 2B
-        if len(features) < max(opts.stages):
-            raise ConfigError(f"backbone gives {len(features)} stages; score_stages asks for {list(opts.stages)}")
-        q_feats = [features[s - 1][:n] for s in opts.stages]
-        r_feats = [features[s - 1][n:] for s in opts.stages]
+        if len(features) < max(opts.score_stages):
+            raise ConfigError(f"backbone gives {len(features)} stages; score_stages asks for "
+                              f"{list(opts.score_stages)}")
+        q_feats = [features[s - 1][:n] for s in opts.score_stages]
+        r_feats = [features[s - 1][n:] for s in opts.score_stages]
     else:
         q_feats, r_feats = [], []
     stage_w, rgb_w = opts.term_weights()
     maps = feature_distance(q_feats, r_feats, size=tuple(query.shape[-2:]), weights=stage_w,
-                            rgb=(query, reference) if opts.include_rgb else None, rgb_weight=rgb_w)
-    return gaussian_blur(maps, opts.sigma)
+                            rgb=(query, reference) if opts.score_include_rgb else None, rgb_weight=rgb_w)
+    return gaussian_blur(maps, opts.score_sigma)
 
 
 def feature_distance(q_feats: Sequence[torch.Tensor], r_feats: Sequence[torch.Tensor], size: tuple[int, int],

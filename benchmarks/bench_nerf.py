@@ -12,6 +12,7 @@ the held-out figure uses the config's own N_samples/N_importance, not --samples)
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import platform
 import sys
 import tempfile
@@ -22,10 +23,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from common.config import parse_config  # noqa: E402
 from common.errors import exit_on_user_error  # noqa: E402
+from common.io import write_json  # noqa: E402
 from common.runtime import resolve_device, synchronize  # noqa: E402
-from nerf.train import build_renderer, train  # noqa: E402
+from nerf.options import NeRFOptions  # noqa: E402
+from nerf.trainer import build_renderer  # noqa: E402
+from omniposead.config import parse_config  # noqa: E402
+from omniposead.pipeline import train_class  # noqa: E402
 
 
 def random_rays(n: int, device: torch.device, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -35,9 +39,10 @@ def random_rays(n: int, device: torch.device, generator: torch.Generator) -> tup
     return o, d
 
 
-def train_rays_per_s(cfg, device: torch.device, batch: int, steps: int, warmup: int = 3) -> float:
-    renderer = build_renderer(cfg, device).train()
-    optimizer = torch.optim.Adam(renderer.parameters(), lr=cfg.lrate, fused=device.type == "cuda")
+def train_rays_per_s(opts: NeRFOptions, lrate: float, device: torch.device, batch: int, steps: int,
+                     warmup: int = 3) -> float:
+    renderer = build_renderer(opts, True, 0, device).train()
+    optimizer = torch.optim.Adam(renderer.parameters(), lr=lrate, fused=device.type == "cuda")
     gen = torch.Generator(device=device).manual_seed(0)
     target = torch.rand(batch, 3, device=device, generator=gen)
     t0 = 0.0
@@ -57,8 +62,8 @@ def train_rays_per_s(cfg, device: torch.device, batch: int, steps: int, warmup: 
     return batch * steps / (time.perf_counter() - t0)
 
 
-def render_ms(cfg, device: torch.device, size: int, repeats: int = 2) -> float:
-    renderer = build_renderer(cfg, device).eval()
+def render_ms(opts: NeRFOptions, device: torch.device, size: int, repeats: int = 2) -> float:
+    renderer = build_renderer(opts, True, 0, device).eval()
     c2w = torch.eye(4, device=device)
     c2w[2, 3] = 4.0
     focal = 0.5 * size / 0.36                       # ~40 degree field of view
@@ -83,39 +88,41 @@ def main(argv=None) -> dict:
     p.add_argument("--json", type=Path, help="also write the figures to this JSON file")
     args, rest = p.parse_known_args(argv)
     cfg = parse_config(rest, description="bench_nerf")
-    device = resolve_device(cfg.device)
+    device = resolve_device(cfg.run.device)
     n_s, _, n_i = args.samples.partition("+")
-    speed_cfg = argparse.Namespace(**{**vars(cfg), "N_samples": int(n_s), "N_importance": int(n_i or 0)})
+    speed_opts = cfg.nerf.replace(N_samples=int(n_s), N_importance=int(n_i or 0))
+    nerf = cfg.nerf
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({platform.processor() or 'cpu'}," \
         f" {torch.get_num_threads()} threads)"
-    arch = f"{cfg.netdepth}x{cfg.netwidth}" + (f" + fine {cfg.netdepth_fine}x{cfg.netwidth_fine}" if int(n_i or 0) else "") \
-        + f", multires {cfg.multires}/{cfg.multires_views}"
-    print(f"device: {name}; torch {torch.__version__}; amp={cfg.amp and device.type == 'cuda'}; MLP {arch}")
+    arch = f"{nerf.netdepth}x{nerf.netwidth}" + (f" + fine {nerf.netdepth_fine}x{nerf.netwidth_fine}"
+                                                  if int(n_i or 0) else "") \
+        + f", multires {nerf.multires}/{nerf.multires_views}"
+    print(f"device: {name}; torch {torch.__version__}; amp={nerf.amp and device.type == 'cuda'}; MLP {arch}")
     result = {"device": name, "torch": torch.__version__, "arch": arch}
 
-    rps = train_rays_per_s(speed_cfg, device, args.batch, args.steps)
+    rps = train_rays_per_s(speed_opts, cfg.train.lrate, device, args.batch, args.steps)
     print(f"training: {rps:,.0f} rays/s ({args.samples} samples, batch {args.batch}, {rps / args.batch:.1f} it/s)")
-    ms = render_ms(speed_cfg, device, args.render_size)
+    ms = render_ms(speed_opts, device, args.render_size)
     print(f"render: {ms:,.0f} ms per {args.render_size}x{args.render_size} view ({args.samples} samples)")
     result.update(train_rays_per_s=rps, samples=args.samples, batch=args.batch, render_ms=ms,
                   render_size=args.render_size)
 
     if args.budget_minutes > 0:
         with tempfile.TemporaryDirectory() as tmp:
-            run_cfg = argparse.Namespace(**{**vars(cfg), "ckpt_root": tmp, "max_train_minutes": args.budget_minutes,
-                                            "n_iters": 10 ** 9})          # the budget decides when to stop
+            run_cfg = dataclasses.replace(                       # the budget decides when to stop
+                cfg, run=cfg.run.replace(ckpt_root=tmp),
+                train=cfg.train.replace(max_train_minutes=args.budget_minutes, n_iters=10 ** 9))
             t0 = time.perf_counter()
-            out = train(run_cfg, device, progress=True)
+            out = train_class(run_cfg, device, progress=True)
             wall = time.perf_counter() - t0
-        print(f"quality: {cfg.class_name} after {out['seconds']:.0f} s training ({out['step']} steps, "
-              f"{wall:.0f} s wall incl. loading/validation): held-out PSNR {out['val_psnr']:.2f} dB vs "
-              f"mean-colour baseline {out['baseline_psnr']:.2f} dB ({out['val_psnr'] - out['baseline_psnr']:+.2f} dB)"
-              f", {out['rays_per_s']:,.0f} rays/s")
-        result.update(budget_minutes=args.budget_minutes, steps=out["step"], val_psnr=out["val_psnr"],
-                      baseline_psnr=out["baseline_psnr"], train_seconds=out["seconds"], wall_seconds=wall,
-                      train_loop_rays_per_s=out["rays_per_s"])
+        print(f"quality: {cfg.run.class_name} after {out.seconds:.0f} s training ({out.step} steps, "
+              f"{wall:.0f} s wall incl. loading/validation): held-out PSNR {out.val_psnr:.2f} dB vs "
+              f"mean-colour baseline {out.baseline_psnr:.2f} dB ({out.val_psnr - out.baseline_psnr:+.2f} dB)"
+              f", {out.rays_per_s:,.0f} rays/s")
+        result.update(budget_minutes=args.budget_minutes, steps=out.step, val_psnr=out.val_psnr,
+                      baseline_psnr=out.baseline_psnr, train_seconds=out.seconds, wall_seconds=wall,
+                      train_loop_rays_per_s=out.rays_per_s)
     if args.json:
-        from common.io import write_json
         write_json(args.json, result)
     return result
 

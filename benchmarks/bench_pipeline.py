@@ -23,25 +23,25 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 import anomaly_nerf_lego  # noqa: E402
-from common.config import dataset_name, output_dir  # noqa: E402
 from common.errors import exit_on_user_error  # noqa: E402
 from common.io import write_json  # noqa: E402
-from inerf import pose_accuracy  # noqa: E402
+from omniposead import pose_accuracy  # noqa: E402
+from omniposead.config import parse_config  # noqa: E402
 
 
 def run_one(config: str, extra: list[str]) -> dict:
     args = ["--config", config, *extra]
-    cfg = anomaly_nerf_lego.build_argument_parser().parse_args(args)
+    cfg = parse_config(args)
     start = time.perf_counter()
     anomaly_nerf_lego.main(args)
     wall = time.perf_counter() - start
-    metrics = _read_json(output_dir(cfg) / "metrics.json")
+    metrics = _read_json(cfg.run.output_dir / "metrics.json")
     poses = pose_accuracy.evaluate_class(cfg, from_outputs=True, progress=False)
-    return {"config": config, "class": cfg.class_name, "dataset": dataset_name(cfg), "wall_s": wall,
+    return {"config": config, "class": cfg.run.class_name, "dataset": cfg.run.dataset_name, "wall_s": wall,
             "pixel_auroc": metrics["pixel_auroc"], "image_auroc": metrics["image_auroc"],
             "pixel_aupro": metrics["pixel_aupro"], "per_defect": metrics["per_defect"],
             "backbone": metrics["backbone"], "pose": poses["stages"], "n_images": metrics["n_images"],
-            "output_dir": str(output_dir(cfg))}
+            "output_dir": str(cfg.run.output_dir)}
 
 
 def table(rows: list[dict]) -> str:
@@ -74,7 +74,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--device", default="auto", help="passed to every stage")
     args, extra = parser.parse_known_args(argv)
     rows = [run_one(config, ["--device", args.device, *extra]) for config in args.configs]
-    device = torch.cuda.get_device_name() if torch.cuda.is_available() and args.device != "cpu" else platform.processor() or "cpu"
+    on_gpu = torch.cuda.is_available() and args.device != "cpu"
+    device = torch.cuda.get_device_name() if on_gpu else platform.processor() or "cpu"
     text = f"device: {device}; date: {time.strftime('%Y-%m-%d')}\n\n{table(rows)}\n"
     print(text)
     out = Path(rows[0]["output_dir"]).parent

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from common.errors import ConfigError
+from features.options import BackboneOptions
 
 STAGE_INDICES = (0, 1, 2, 3, 4)  # strides 2, 4, 8, 16, 32
 BUNDLED_ARCH = "tf_efficientnet_lite2"
@@ -54,12 +55,10 @@ class FrozenBackbone(nn.Module):
         return list(self.features(x))
 
 
-def load_backbone(cfg, device: torch.device | str) -> FrozenBackbone:
-    """The backbone named by the config, on `device`; built once per (options, device)."""
-    return _load_backbone_cached(
-        cfg.backbone, cfg.backbone_weights or "", bool(cfg.backbone_fallback),
-        bool(cfg.allow_random_backbone), str(torch.device(device)),
-    )
+def load_backbone(opts: BackboneOptions, device: torch.device | str) -> FrozenBackbone:
+    """The backbone named by the options, on `device`; built once per (options, device)."""
+    return _load_backbone_cached(opts.backbone, opts.backbone_weights or "", opts.backbone_fallback,
+                                 opts.allow_random_backbone, str(torch.device(device)))
 
 
 @functools.lru_cache(maxsize=4)
@@ -139,9 +138,9 @@ def random_backbone_for_tests(device: torch.device | str = "cpu") -> FrozenBackb
 
 
 def _wrap(features: nn.Module, description: str, device: str) -> FrozenBackbone:
-    cfg = getattr(features, "pretrained_cfg", {}) or {}
-    mean = cfg.get("mean", (0.485, 0.456, 0.406))
-    std = cfg.get("std", (0.229, 0.224, 0.225))
+    pretrained = getattr(features, "pretrained_cfg", {}) or {}
+    mean = pretrained.get("mean", (0.485, 0.456, 0.406))
+    std = pretrained.get("std", (0.229, 0.224, 0.225))
     return FrozenBackbone(features, mean, std, description).to(device)
 
 

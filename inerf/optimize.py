@@ -6,7 +6,7 @@ independent), and every step renders the sampled rays of ALL queries in one `ren
 (or in groups of at most ``inerf_chunk`` rays, gradients accumulated) so the GPU stays busy.
 Losses are kept on the device and copied to the host once at the end.
 
-`estimate_poses` is the full coarse-to-fine step: retrieval top-1 (or top-k restarts) -> iNeRF.
+The coarse-to-fine step (retrieval, then this refinement) is inerf.estimate.estimate_poses.
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from common.errors import DataError
+from inerf.options import InerfOptions
 from inerf.sampling import PixelSampler
 from inerf.se3 import apply_correction
 from nerf.rays import camera_directions, rays_from_poses
@@ -27,18 +27,14 @@ class PoseRefinement:
     poses: np.ndarray          # [B, 4, 4] float32 refined camera-to-world
     final_loss: np.ndarray     # [B] photometric MSE at the refined pose (fixed evaluation pixels)
     loss_curves: np.ndarray    # [B, steps] MSE at the pose BEFORE each step's update (column 0 = start)
-    initial_loss: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))  # [B] same pixels as final_loss, at the start pose
+    # [B] photometric MSE on the same pixels as final_loss, at the start pose
+    initial_loss: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
     sampling: list[str] = field(default_factory=list)  # strategy actually used per query (fallbacks show as "random")
 
 
-def _opt(cfg, name, default):
-    return getattr(cfg, name, default)
-
-
-def _lr_at(cfg, step: int) -> float:
+def learning_rate(opts: InerfOptions, step: int) -> float:
     """iNeRF schedule: lr * decay^(step / decay_every) (reference code: 0.01 * 0.8^(k/100))."""
-    every = max(int(_opt(cfg, "inerf_lr_decay_every", 100)), 1)
-    return float(cfg.inerf_lr) * float(_opt(cfg, "inerf_lr_decay", 0.8)) ** (step / every)
+    return float(opts.inerf_lr) * float(opts.inerf_lr_decay) ** (step / max(opts.inerf_lr_decay_every, 1))
 
 
 def _groups(batch: int, rays_per_query: int, chunk: int) -> list[slice]:
@@ -66,36 +62,36 @@ def _photometric_loss(renderer, twist, init, dirs, targets, pixels, sl: slice) -
     return ((rgb - target) ** 2).mean(dim=(1, 2))
 
 
-def refine_poses(renderer, images, init_poses, focal: float, cfg, device, progress: bool = False) -> PoseRefinement:
+def refine_poses(renderer, images, init_poses, focal: float, opts: InerfOptions, device, seed: int = 0,
+                 progress: bool = False) -> PoseRefinement:
     """iNeRF on a batch: images [B,H,W,3] float in [0,1], init_poses [B,4,4] camera-to-world.
 
     The NeRF stays frozen (its parameters are temporarily excluded from autograd) and is queried
-    with ``perturb=False``. Rays: cfg.inerf_rays per query per step, drawn with cfg.inerf_sampling.
+    with ``perturb=False``. Rays: opts.inerf_rays per query per step, drawn with opts.inerf_sampling;
+    `seed` drives the ray sampling.
     """
     device = torch.device(device)
     images = np.asarray(images, dtype=np.float32)
     if images.ndim != 4 or images.shape[-1] != 3:
         raise ValueError(f"images must be [B,H,W,3], got {images.shape}")
     b, h, w = images.shape[:3]
-    steps = int(cfg.inerf_steps)
-    n_rays = int(cfg.inerf_rays)
-    seed = int(_opt(cfg, "seed", 0))
+    steps = int(opts.inerf_steps)
+    n_rays = int(opts.inerf_rays)
 
     targets = torch.from_numpy(images).to(device)
     init = torch.as_tensor(np.asarray(init_poses), dtype=torch.float32, device=device).reshape(b, 4, 4)
     dirs = camera_directions(h, w, float(focal), device=device)
-    sampler = PixelSampler(images, strategy=_opt(cfg, "inerf_sampling", "interest_regions"),
-                           kernel_size=int(_opt(cfg, "kernel_size", 5)), dil_iter=int(_opt(cfg, "dil_iter", 3)),
-                           detector=_opt(cfg, "inerf_detector", "sift"),
-                           min_points=int(_opt(cfg, "inerf_min_keypoints", 8)), seed=seed, device=device)
+    sampler = PixelSampler(images, strategy=opts.inerf_sampling, kernel_size=opts.kernel_size,
+                           dil_iter=opts.dil_iter, detector=opts.inerf_detector,
+                           min_points=opts.inerf_min_keypoints, seed=seed, device=device)
     # Fixed evaluation pixels (depend only on the image and the seed) so the final losses of
     # restarts from different coarse poses of the same query are comparable.
     eval_gen = torch.Generator(device=device).manual_seed(seed + 7919)
     eval_pixels = sampler.sample(n_rays, generator=eval_gen)
-    groups = _groups(b, n_rays, int(_opt(cfg, "inerf_chunk", 0)))
+    groups = _groups(b, n_rays, opts.inerf_chunk)
 
     twist = torch.zeros(b, 6, device=device, requires_grad=True)
-    optimizer = torch.optim.Adam([twist], lr=_lr_at(cfg, 0))
+    optimizer = torch.optim.Adam([twist], lr=learning_rate(opts, 0))
     curves = torch.zeros(b, steps, device=device)
 
     params = list(renderer.parameters()) if hasattr(renderer, "parameters") else []
@@ -107,7 +103,7 @@ def refine_poses(renderer, images, init_poses, focal: float, cfg, device, progre
             initial = _evaluate(renderer, twist, init, dirs, targets, eval_pixels, groups)
         for step in tqdm(range(steps), desc="iNeRF", leave=False, disable=not progress):
             for group in optimizer.param_groups:
-                group["lr"] = _lr_at(cfg, step)
+                group["lr"] = learning_rate(opts, step)
             pixels = sampler.sample(n_rays)
             optimizer.zero_grad(set_to_none=True)
             for sl in groups:
@@ -133,61 +129,3 @@ def refine_poses(renderer, images, init_poses, focal: float, cfg, device, progre
 
 def _evaluate(renderer, twist, init, dirs, targets, pixels, groups) -> torch.Tensor:
     return torch.cat([_photometric_loss(renderer, twist, init, dirs, targets, pixels, sl) for sl in groups])
-
-
-def estimate_poses(renderer, database, train_views, images, cfg, device, progress: bool = True) -> list[dict]:
-    """Coarse (retrieval top-1) + fine (iNeRF) pose of every query image.
-
-    images: [N,H,W,3] float in [0,1] (or a list of [H,W,3]) at the training resolution.
-    With cfg.inerf_topk_restarts = k > 1, iNeRF starts from each of the k nearest training views
-    and the result with the lowest final loss is kept (k = 1 is the paper's method).
-    Returns one dict per image: coarse_pose, refined_pose ([4,4] float32 arrays), retrieval_index,
-    retrieval_distance, topk_indices, topk_distances, restart_rank (which neighbour won),
-    initial_loss, final_loss, loss_curve ([steps] array), sampling (strategy used).
-    """
-    images = np.stack([np.asarray(im, dtype=np.float32) for im in images]) if len(images) else np.zeros((0,))
-    if len(images) == 0:
-        return []
-    h, w = images.shape[1:3]
-    if (h, w) != (train_views.height, train_views.width):
-        raise DataError(f"query images are {h}x{w} but the training views (and the NeRF) are "
-                        f"{train_views.height}x{train_views.width}; load both with the same half_res")
-    restarts = max(1, int(_opt(cfg, "inerf_topk_restarts", 1)))
-    k = max(restarts, int(_opt(cfg, "retrieval_topk", 1)))
-    topk_idx, topk_dist = database.query(images, k=k)
-    restarts = min(restarts, topk_idx.shape[1])
-    train_poses = np.asarray(train_views.poses, dtype=np.float32)
-
-    jobs = [(q, r) for q in range(len(images)) for r in range(restarts)]
-    batch = max(1, int(_opt(cfg, "inerf_batch", 16)))
-    best: dict[int, tuple[int, PoseRefinement, int]] = {}
-    bar = tqdm(total=len(jobs), desc="pose (retrieval + iNeRF)", unit="query", disable=not progress)
-    for start in range(0, len(jobs), batch):
-        chunk = jobs[start:start + batch]
-        q_idx = np.array([q for q, _ in chunk])
-        inits = train_poses[[topk_idx[q, r] for q, r in chunk]]
-        result = refine_poses(renderer, images[q_idx], inits, train_views.focal, cfg, device)
-        for j, (q, r) in enumerate(chunk):
-            if q not in best or result.final_loss[j] < best[q][1].final_loss[best[q][2]]:
-                best[q] = (r, result, j)
-        bar.update(len(chunk))
-    bar.close()
-
-    out = []
-    for q in range(len(images)):
-        r, result, j = best[q]
-        out.append({
-            "coarse_pose": train_poses[topk_idx[q, 0]].copy(),
-            "refined_pose": result.poses[j],
-            "retrieval_index": int(topk_idx[q, 0]),
-            "retrieval_distance": float(topk_dist[q, 0]),
-            "topk_indices": [int(i) for i in topk_idx[q]],
-            "topk_distances": [float(d) for d in topk_dist[q]],
-            "restart_rank": int(r),
-            "start_pose": train_poses[topk_idx[q, r]].copy(),
-            "initial_loss": float(result.initial_loss[j]),
-            "final_loss": float(result.final_loss[j]),
-            "loss_curve": result.loss_curves[j],
-            "sampling": result.sampling[j],
-        })
-    return out

@@ -20,8 +20,7 @@ import cv2
 import numpy as np
 import torch
 
-STRATEGIES = ("random", "interest_points", "interest_regions")
-DETECTORS = ("sift", "orb")
+from inerf.options import DETECTORS, STRATEGIES
 
 
 @dataclass

@@ -1,23 +1,23 @@
-"""NeRF checkpoints: ckpts/<dataset>/<class>/nerf.pt, written atomically, loaded with architecture checks."""
+"""NeRF checkpoints (ckpts/<dataset>/<class>/nerf.pt): written atomically, read with architecture checks."""
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from common.config import ckpt_dir
 from common.errors import PadError
 from common.io import save_torch
-from nerf.renderer import ARCH_KEYS, NeRFRenderer, arch_from_config
+from nerf.options import NeRFOptions
+from nerf.renderer import NeRFRenderer
 
 CHECKPOINT_NAME = "nerf.pt"
+LOG_NAME = "train_log.json"
 
 
-def checkpoint_path(cfg: argparse.Namespace, class_name: str | None = None) -> Path:
-    """ckpts/<dataset>/<class>/nerf.pt"""
-    return ckpt_dir(cfg, class_name) / CHECKPOINT_NAME
+def checkpoint_path(ckpt_dir: Path) -> Path:
+    """The NeRF checkpoint of a class's checkpoint folder."""
+    return Path(ckpt_dir) / CHECKPOINT_NAME
 
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
@@ -40,25 +40,32 @@ def read_checkpoint(path: Path, device: torch.device | str = "cpu") -> dict[str,
     return state
 
 
-def check_arch(path: Path, saved: dict[str, Any], cfg: argparse.Namespace) -> None:
-    """PadError listing every architecture option where the checkpoint and the config disagree."""
-    wanted = arch_from_config(cfg)
-    diffs = [f"{k}={saved.get(k)!r} (config: {wanted[k]!r})" for k in ARCH_KEYS if saved.get(k) != wanted[k]]
+def check_arch(path: Path, saved: dict[str, Any], opts: NeRFOptions) -> None:
+    """PadError listing every architecture option where the checkpoint and the options disagree."""
+    wanted = opts.architecture()
+    diffs = [f"{k}={saved.get(k)!r} (config: {v!r})" for k, v in wanted.items() if saved.get(k) != v]
     if diffs:
         raise PadError(f"NeRF checkpoint {path} was trained with a different architecture: "
                        + ", ".join(diffs) + "; use the training config or retrain")
 
 
-def load_renderer(cfg: argparse.Namespace, device: torch.device | str,
-                  class_name: str | None = None) -> NeRFRenderer:
-    """The trained renderer of a class, in eval mode with frozen parameters (requires_grad False).
+def frozen_renderer(renderer: NeRFRenderer) -> NeRFRenderer:
+    """The renderer in eval mode with its parameters excluded from autograd (for poses and references)."""
+    return renderer.eval().requires_grad_(False)
 
-    Rendering options (N_samples, near/far, chunk, amp) come from `cfg`; the architecture must match.
+
+def renderer_from_state(state: dict[str, Any], path: Path, opts: NeRFOptions, white_bkgd: bool,
+                        device: torch.device | str) -> NeRFRenderer:
+    """The frozen renderer of an already read checkpoint (see frozen_renderer).
+
+    Rendering options (N_samples, near/far, chunk, amp) come from `opts`; the architecture must match.
     """
-    path = checkpoint_path(cfg, class_name)
-    state = read_checkpoint(path, device)
-    check_arch(path, state["arch"], cfg)
-    renderer = NeRFRenderer.from_config(cfg)
+    check_arch(path, state["arch"], opts)
+    renderer = NeRFRenderer(opts, white_bkgd)
     renderer.load_state_dict(state["model"])
-    renderer.to(device).eval().requires_grad_(False)
-    return renderer
+    return frozen_renderer(renderer.to(device))
+
+
+def load_renderer(path: Path, opts: NeRFOptions, white_bkgd: bool, device: torch.device | str) -> NeRFRenderer:
+    """The frozen renderer of the checkpoint at `path`."""
+    return renderer_from_state(read_checkpoint(path, device), path, opts, white_bkgd, device)

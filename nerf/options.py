@@ -1,44 +1,81 @@
-"""NeRF model, sampling and training options (names follow nerf-pytorch where they exist)."""
+"""NeRF model, rendering and training options (names follow nerf-pytorch where they exist)."""
 from __future__ import annotations
 
-from common.config import str2bool
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from common.options import Options, option, require
 
 
-def add_args(parser) -> None:
-    g = parser.add_argument_group("NeRF model and rendering")
-    g.add_argument("--netdepth", type=int, default=8, help="layers in the coarse MLP")
-    g.add_argument("--netwidth", type=int, default=256, help="channels per layer in the coarse MLP")
-    g.add_argument("--netdepth_fine", type=int, default=8, help="layers in the fine MLP")
-    g.add_argument("--netwidth_fine", type=int, default=256, help="channels per layer in the fine MLP")
-    g.add_argument("--skips", type=int, nargs="*", default=[4],
-                   help="0-based layer indices after which the encoded input is concatenated (4 = skip at layer 5)")
-    g.add_argument("--multires", type=int, default=10, help="positional-encoding frequencies for xyz")
-    g.add_argument("--multires_views", type=int, default=4, help="positional-encoding frequencies for view directions")
-    g.add_argument("--use_viewdirs", type=str2bool, default=True, help="view-dependent colour branch")
-    g.add_argument("--density_bias_init", type=float, default=0.1,
-                   help="initial bias of the density output; > 0 keeps the ReLU density from starting dead "
-                        "(zero everywhere, no gradient), which small MLPs otherwise often do")
-    g.add_argument("--N_samples", type=int, default=64, help="coarse samples per ray")
-    g.add_argument("--N_importance", type=int, default=64, help="extra fine samples per ray (0 = coarse only)")
-    g.add_argument("--perturb", type=float, default=1.0, help="1 = stratified jitter while training, 0 = fixed")
-    g.add_argument("--raw_noise_std", type=float, default=0.0, help="noise added to density while training")
-    g.add_argument("--near", type=float, default=2.0, help="near bound along each ray (MAD-Sim / synthetic: 2)")
-    g.add_argument("--far", type=float, default=6.0, help="far bound along each ray (MAD-Sim / synthetic: 6)")
-    g.add_argument("--chunk", type=int, default=32768, help="rays rendered per forward pass when rendering images")
-    g.add_argument("--amp", type=str2bool, default=True, help="bf16 autocast + TF32 matmuls on CUDA (ignored on CPU)")
+@dataclass(frozen=True)
+class NeRFOptions(Options):
+    GROUP: ClassVar[str] = "NeRF model and rendering"
 
-    t = parser.add_argument_group("NeRF training")
-    t.add_argument("--N_rand", type=int, default=4096, help="rays per training batch")
-    t.add_argument("--lrate", type=float, default=5e-4, help="Adam learning rate")
-    t.add_argument("--lrate_decay", type=float, default=250,
-                   help="learning rate decays by 10x every lrate_decay*1000 steps")
-    t.add_argument("--n_iters", type=int, default=200000, help="training iterations")
-    t.add_argument("--max_train_minutes", type=float, default=0.0,
-                   help="stop training after this wall-clock budget (0 = no limit)")
-    t.add_argument("--precrop_iters", type=int, default=0, help="sample rays from the image centre for this many steps")
-    t.add_argument("--precrop_frac", type=float, default=0.5, help="fraction of the image used by precrop")
-    t.add_argument("--holdout_every", type=int, default=8,
-                   help="every k-th training view is held out for validation PSNR (0 = none)")
-    t.add_argument("--i_print", type=int, default=100, help="update the progress bar every N steps")
-    t.add_argument("--i_val", type=int, default=5000, help="held-out PSNR every N steps")
-    t.add_argument("--i_weights", type=int, default=10000, help="checkpoint every N steps")
+    netdepth: int = option(8, "layers in the coarse MLP")
+    netwidth: int = option(256, "channels per layer in the coarse MLP")
+    netdepth_fine: int = option(8, "layers in the fine MLP")
+    netwidth_fine: int = option(256, "channels per layer in the fine MLP")
+    skips: tuple[int, ...] = option((4,), "0-based layer indices after which the encoded input is "
+                                          "concatenated (4 = skip at layer 5)")
+    multires: int = option(10, "positional-encoding frequencies for xyz")
+    multires_views: int = option(4, "positional-encoding frequencies for view directions")
+    use_viewdirs: bool = option(True, "view-dependent colour branch")
+    density_bias_init: float = option(0.1, "initial bias of the density output; > 0 keeps the ReLU density from "
+                                           "starting dead (zero everywhere, no gradient), which small MLPs "
+                                           "otherwise often do")
+    N_samples: int = option(64, "coarse samples per ray")
+    N_importance: int = option(64, "extra fine samples per ray (0 = coarse only)")
+    perturb: float = option(1.0, "1 = stratified jitter while training, 0 = fixed")
+    raw_noise_std: float = option(0.0, "noise added to density while training")
+    near: float = option(2.0, "near bound along each ray (MAD-Sim / synthetic: 2)")
+    far: float = option(6.0, "far bound along each ray (MAD-Sim / synthetic: 6)")
+    chunk: int = option(32768, "rays rendered per forward pass when rendering images")
+    amp: bool = option(True, "bf16 autocast + TF32 matmuls on CUDA (ignored on CPU)")
+
+    def validated(self) -> "NeRFOptions":
+        require(self.N_samples >= 2, f"N_samples must be >= 2, got {self.N_samples}")
+        require(self.N_importance >= 0, f"N_importance must be >= 0, got {self.N_importance}")
+        require(0 < self.near < self.far, f"need 0 < near < far, got near={self.near}, far={self.far}")
+        require(self.chunk >= 1, f"chunk must be >= 1, got {self.chunk}")
+        return self
+
+    @property
+    def has_fine(self) -> bool:
+        return self.N_importance > 0
+
+    def architecture(self) -> dict[str, Any]:
+        """The options that shape the networks' parameters: a checkpoint only loads under the same values."""
+        return {
+            "netdepth": self.netdepth, "netwidth": self.netwidth,
+            "netdepth_fine": self.netdepth_fine if self.has_fine else None,
+            "netwidth_fine": self.netwidth_fine if self.has_fine else None,
+            "skips": [int(s) for s in self.skips], "multires": self.multires,
+            "multires_views": self.multires_views, "use_viewdirs": bool(self.use_viewdirs),
+            "has_fine": self.has_fine,
+        }
+
+
+@dataclass(frozen=True)
+class TrainOptions(Options):
+    GROUP: ClassVar[str] = "NeRF training"
+
+    N_rand: int = option(4096, "rays per training batch")
+    lrate: float = option(5e-4, "Adam learning rate")
+    lrate_decay: float = option(250, "learning rate decays by 10x every lrate_decay*1000 steps")
+    n_iters: int = option(200000, "training iterations")
+    max_train_minutes: float = option(0.0, "stop training after this wall-clock budget (0 = no limit)")
+    precrop_iters: int = option(0, "sample rays from the image centre for this many steps")
+    precrop_frac: float = option(0.5, "fraction of the image used by precrop")
+    holdout_every: int = option(8, "every k-th training view is held out for validation PSNR (0 = none)")
+    i_print: int = option(100, "update the progress bar every N steps")
+    i_val: int = option(5000, "held-out PSNR every N steps")
+    i_weights: int = option(10000, "checkpoint every N steps")
+
+    def validated(self) -> "TrainOptions":
+        for name in ("N_rand", "n_iters"):
+            require(getattr(self, name) >= 1, f"{name} must be >= 1, got {getattr(self, name)}")
+        require(self.lrate > 0 and self.lrate_decay > 0,
+                f"lrate and lrate_decay must be > 0, got {self.lrate} and {self.lrate_decay}")
+        require(0 < self.precrop_frac <= 1, f"precrop_frac must be in (0, 1], got {self.precrop_frac}")
+        require(self.i_print >= 1, f"i_print must be >= 1, got {self.i_print}")
+        return self

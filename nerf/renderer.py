@@ -1,34 +1,17 @@
 """NeRFRenderer: coarse + fine fields, ray sampling and compositing in one module."""
 from __future__ import annotations
 
-import argparse
 import contextlib
-from typing import Any, Sequence
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
+from nerf.compositing import composite
 from nerf.field import NeRFField
+from nerf.options import NeRFOptions
 from nerf.rays import image_rays
-from nerf.rendering import composite
 from nerf.sampling import merge_samples, sample_pdf, stratified_samples
-
-# Options that change the network's parameters: a checkpoint only loads under the same values.
-ARCH_KEYS = ("netdepth", "netwidth", "netdepth_fine", "netwidth_fine", "skips",
-             "multires", "multires_views", "use_viewdirs", "has_fine")
-
-
-def arch_from_config(cfg: argparse.Namespace) -> dict[str, Any]:
-    """The architecture subset of the config (what a checkpoint needs to rebuild the networks)."""
-    has_fine = cfg.N_importance > 0
-    return {
-        "netdepth": cfg.netdepth, "netwidth": cfg.netwidth,
-        "netdepth_fine": cfg.netdepth_fine if has_fine else None,
-        "netwidth_fine": cfg.netwidth_fine if has_fine else None,
-        "skips": [int(s) for s in cfg.skips], "multires": cfg.multires,
-        "multires_views": cfg.multires_views, "use_viewdirs": bool(cfg.use_viewdirs), "has_fine": has_fine,
-    }
 
 
 class NeRFRenderer(nn.Module):
@@ -38,31 +21,16 @@ class NeRFRenderer(nn.Module):
     On CUDA with amp=True the MLPs run under bf16 autocast; encoding and compositing stay fp32.
     """
 
-    def __init__(self, *, netdepth: int = 8, netwidth: int = 256, netdepth_fine: int = 8, netwidth_fine: int = 256,
-                 skips: Sequence[int] = (4,), multires: int = 10, multires_views: int = 4,
-                 use_viewdirs: bool = True, N_samples: int = 64, N_importance: int = 64,
-                 near: float = 2.0, far: float = 6.0, white_bkgd: bool = True, chunk: int = 32768,
-                 amp: bool = True, density_bias_init: float | None = 0.1):
+    def __init__(self, opts: NeRFOptions = NeRFOptions(), white_bkgd: bool = True):
         super().__init__()
-        if N_samples < 2:
-            raise ValueError(f"N_samples must be >= 2, got {N_samples}")
-        if not 0 < near < far:
-            raise ValueError(f"need 0 < near < far, got near={near}, far={far}")
-        field_args = dict(skips=skips, multires=multires, multires_views=multires_views, use_viewdirs=use_viewdirs,
-                          density_bias_init=density_bias_init)
-        self.coarse = NeRFField(netdepth, netwidth, **field_args)
-        self.fine = NeRFField(netdepth_fine, netwidth_fine, **field_args) if N_importance > 0 else None
-        self.N_samples, self.N_importance = N_samples, N_importance
-        self.near, self.far = float(near), float(far)
-        self.white_bkgd, self.chunk, self.amp = white_bkgd, chunk, amp
-
-    @classmethod
-    def from_config(cls, cfg: argparse.Namespace) -> "NeRFRenderer":
-        return cls(netdepth=cfg.netdepth, netwidth=cfg.netwidth, netdepth_fine=cfg.netdepth_fine,
-                   netwidth_fine=cfg.netwidth_fine, skips=cfg.skips, multires=cfg.multires,
-                   multires_views=cfg.multires_views, use_viewdirs=cfg.use_viewdirs, N_samples=cfg.N_samples,
-                   N_importance=cfg.N_importance, near=cfg.near, far=cfg.far, white_bkgd=cfg.white_bkgd,
-                   chunk=cfg.chunk, amp=cfg.amp, density_bias_init=getattr(cfg, "density_bias_init", 0.1))
+        opts.validated()
+        field_args = dict(skips=opts.skips, multires=opts.multires, multires_views=opts.multires_views,
+                          use_viewdirs=opts.use_viewdirs, density_bias_init=opts.density_bias_init)
+        self.coarse = NeRFField(opts.netdepth, opts.netwidth, **field_args)
+        self.fine = NeRFField(opts.netdepth_fine, opts.netwidth_fine, **field_args) if opts.has_fine else None
+        self.N_samples, self.N_importance = opts.N_samples, opts.N_importance
+        self.near, self.far = float(opts.near), float(opts.far)
+        self.white_bkgd, self.chunk, self.amp = white_bkgd, opts.chunk, opts.amp
 
     @property
     def device(self) -> torch.device:

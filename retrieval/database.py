@@ -6,7 +6,7 @@ stage maps, concatenate, standardise with the training-set statistics, project w
 on the training set to ``desc_dim`` dimensions, L2-normalise. The query's nearest training view
 (squared L2 distance) gives the coarse pose.
 
-The database is cached in ``ckpt_dir(cfg)/retrieval.pt`` with a fingerprint of everything it
+The database is cached in ``<ckpt_dir>/retrieval.pt`` with a fingerprint of everything it
 depends on (training images, backbone description and weights, desc_dim, retrieval_size) and
 rebuilt whenever the fingerprint changes.
 """
@@ -20,8 +20,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from common.config import ckpt_dir
 from common.io import save_torch
+from retrieval.options import RetrievalOptions
 
 CACHE_NAME = "retrieval.pt"
 FORMAT_VERSION = 1
@@ -154,17 +154,10 @@ def database_fingerprint(images, backbone, desc_dim: int, retrieval_size: int) -
     return h.hexdigest()
 
 
-def cache_path(cfg, class_name: str | None = None) -> Path:
-    return ckpt_dir(cfg, class_name) / CACHE_NAME
-
-
-def load_or_build_database(cfg, backbone, train_views, device, class_name: str | None = None) -> DescriptorDatabase:
-    """The cached database of the class when its fingerprint matches, else a freshly built (and saved) one."""
-    desc_dim = int(getattr(cfg, "desc_dim", 64))
-    size = int(getattr(cfg, "retrieval_size", 224))
-    batch_size = int(getattr(cfg, "retrieval_batch", 32))
-    fingerprint = database_fingerprint(train_views.images, backbone, desc_dim, size)
-    path = cache_path(cfg, class_name)
+def load_or_build_database(opts: RetrievalOptions, backbone, train_views, device, path: Path) -> DescriptorDatabase:
+    """The database cached at `path` when its fingerprint matches, else a freshly built (and saved) one."""
+    fingerprint = database_fingerprint(train_views.images, backbone, opts.desc_dim, opts.retrieval_size)
+    path = Path(path)
     if path.is_file():
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
@@ -172,7 +165,8 @@ def load_or_build_database(cfg, backbone, train_views, device, class_name: str |
             warnings.warn(f"{path}: unreadable retrieval cache ({err}); rebuilding", stacklevel=2)
             state = None
         if state and state.get("format_version") == FORMAT_VERSION and state.get("fingerprint") == fingerprint:
-            return DescriptorDatabase.from_state(state, backbone, device, batch_size)
-    db = DescriptorDatabase.build(backbone, train_views.images, desc_dim, size, device, fingerprint, batch_size)
+            return DescriptorDatabase.from_state(state, backbone, device, opts.retrieval_batch)
+    db = DescriptorDatabase.build(backbone, train_views.images, opts.desc_dim, opts.retrieval_size, device,
+                                  fingerprint, opts.retrieval_batch)
     save_torch(path, db.state())
     return db

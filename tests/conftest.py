@@ -15,13 +15,16 @@ TINY_N_TEST_DEFECT = 2  # per defect type (Burrs, Missing, Stains)
 TINY_SUPERSAMPLE = 2
 
 
-def generate_tiny(data_root: Path, **overrides) -> Path:
-    from data.synthesize import generate_class
+def generate_tiny(data_root: Path, overwrite: bool = False, **overrides) -> Path:
+    """The tiny class under data_root; `overrides` are generator options without their synth_ prefix."""
+    from data.options import SynthOptions
+    from data.synth.generate import generate_class
 
-    kwargs = dict(seed=TINY_SEED, size=TINY_SIZE, n_train=TINY_N_TRAIN, n_test_good=TINY_N_TEST_GOOD,
-                  n_test_defect=TINY_N_TEST_DEFECT, supersample=TINY_SUPERSAMPLE, workers=1, progress=False)
-    kwargs.update(overrides)
-    return generate_class(data_root, TINY_CLASS, **kwargs)
+    options = dict(seed=TINY_SEED, size=TINY_SIZE, n_train=TINY_N_TRAIN, n_test_good=TINY_N_TEST_GOOD,
+                   n_test_defect=TINY_N_TEST_DEFECT, supersample=TINY_SUPERSAMPLE, workers=1)
+    options.update(overrides)
+    opts = SynthOptions(**{f"synth_{k}": v for k, v in options.items()})
+    return generate_class(data_root, TINY_CLASS, opts, overwrite=overwrite, progress=False)
 
 
 @pytest.fixture(scope="session", autouse=True)

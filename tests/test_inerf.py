@@ -4,6 +4,7 @@ The main convergence checks use `BlobScene`, a small analytic scene (coloured Ga
 blobs) rendered by differentiable volume rendering with the same `render_rays` interface as
 nerf.renderer.NeRFRenderer, so they are fast and independent of NeRF training.
 """
+import dataclasses
 import json
 import math
 import time
@@ -15,8 +16,10 @@ import pytest
 import torch
 from torch import nn
 
+from inerf.estimate import estimate_poses
 from inerf.metrics import rotation_error_deg, translation_error_frac
-from inerf.optimize import estimate_poses, refine_poses
+from inerf.optimize import refine_poses
+from inerf.options import InerfOptions
 from inerf.sampling import PixelSampler, candidate_pixels, detect_keypoints, interest_region_mask
 from inerf.se3 import exp_map
 from nerf.rays import image_rays
@@ -87,10 +90,9 @@ def perturb(pose: np.ndarray, angle_deg: float, shift: float, seed: int) -> np.n
 def cfg(**kw):
     base = dict(inerf_steps=150, inerf_rays=256, inerf_lr=0.02, inerf_lr_decay=0.8, inerf_lr_decay_every=100,
                 inerf_sampling="interest_regions", kernel_size=5, dil_iter=3, inerf_detector="sift",
-                inerf_min_keypoints=8, inerf_chunk=0, inerf_batch=16, inerf_topk_restarts=1, retrieval_topk=1,
-                seed=0)
+                inerf_min_keypoints=8, inerf_chunk=0, inerf_batch=16, inerf_topk_restarts=1)
     base.update(kw)
-    return SimpleNamespace(**base)
+    return InerfOptions(**base).validated()
 
 
 @pytest.fixture(scope="module")
@@ -161,15 +163,15 @@ def test_estimate_poses_topk_restarts_keep_lowest_loss(scene):
     train = SimpleNamespace(poses=np.stack([far_view, near_view]), focal=FOCAL, height=H, width=W)
     image = render(scene, true)[None]
     single = estimate_poses(scene, _FakeDatabase([0, 1]), train, image, cfg(inerf_steps=60), "cpu", progress=False)
-    assert single[0]["retrieval_index"] == 0 and single[0]["restart_rank"] == 0
-    np.testing.assert_allclose(single[0]["coarse_pose"], far_view)
+    assert single[0].retrieval_index == 0 and single[0].restart_rank == 0
+    np.testing.assert_allclose(single[0].coarse_pose, far_view)
     multi = estimate_poses(scene, _FakeDatabase([0, 1]), train, image, cfg(inerf_steps=60, inerf_topk_restarts=2),
                            "cpu", progress=False)
-    assert multi[0]["restart_rank"] == 1 and multi[0]["topk_indices"] == [0, 1]
-    assert multi[0]["final_loss"] < single[0]["final_loss"]
-    assert rotation_error_deg(multi[0]["refined_pose"], true) < 2.0
-    assert set(multi[0]) >= {"coarse_pose", "refined_pose", "retrieval_index", "retrieval_distance", "final_loss",
-                             "loss_curve", "topk_indices"}
+    assert multi[0].restart_rank == 1 and multi[0].topk_indices == [0, 1]
+    assert multi[0].final_loss < single[0].final_loss
+    assert rotation_error_deg(multi[0].refined_pose, true) < 2.0
+    assert set(dataclasses.asdict(multi[0])) >= {"coarse_pose", "refined_pose", "retrieval_index",
+                                                 "retrieval_distance", "final_loss", "loss_curve", "topk_indices"}
 
 
 # ----------------------------------------------------------------------------------------- sampling
@@ -233,7 +235,7 @@ def test_sampler_seeded_and_per_query_sets():
 # ----------------------------------------------------------------------------------- pose accuracy CLI
 
 def test_pose_accuracy_from_outputs(tiny_class_dir, tmp_path, capsys):
-    from inerf.pose_accuracy import load_test_poses, main
+    from omniposead.pose_accuracy import load_test_poses, main
 
     truth = load_test_poses(tiny_class_dir)
     assert "good/0" in truth and len(truth) >= 4
@@ -241,29 +243,29 @@ def test_pose_accuracy_from_outputs(tiny_class_dir, tmp_path, capsys):
     names = sorted(truth)
     for i, name in enumerate(names[:-1]):      # the last image has no output JSON
         record = {"coarse_pose": perturb(truth[name], 20.0, 0.0, seed=i).tolist(),
-                  "refined_pose": perturb(truth[name], 1.0, 0.0, seed=i).tolist()}
+                  "refined_pose": perturb(truth[name], 1.0, 0.0, seed=i).tolist(),
+                  "image_score": 0.0, "label": int(not name.startswith("good/")),
+                  "defect_type": name.split("/")[0], "backbone": "test"}
         (out / name).parent.mkdir(parents=True, exist_ok=True)
         (out / f"{name}.json").write_text(json.dumps(record))
-    reports = main(["--data_root", str(tiny_class_dir.parent), "--class_name", "tiny",
-                    "--output_root", str(tmp_path / "outputs"), "--from_outputs"])
-    report = reports[0]
+    assert main(["--data_root", str(tiny_class_dir.parent), "--class_name", "tiny",
+                 "--output_root", str(tmp_path / "outputs"), "--from_outputs"]) == 0
+    report = json.loads((out / "pose_accuracy.json").read_text())
     assert report["source"] == "outputs" and report["n"] == len(names) - 1
     assert report["stages"]["retrieval"]["rot_median_deg"] == pytest.approx(20.0, abs=1e-3)
     assert report["stages"]["iNeRF"]["rot_median_deg"] == pytest.approx(1.0, abs=1e-3)
     assert report["stages"]["iNeRF"]["share_under_2deg"] == 1.0
     assert report["stages"]["retrieval"]["share_under_2deg"] == 0.0
     assert len(report["missing_outputs"]) == 1
-    saved = json.loads((out / "pose_accuracy.json").read_text())
-    assert saved["stages"] == report["stages"]
     text = capsys.readouterr().out
     assert "retrieval" in text and "iNeRF" in text
 
 
 def test_pose_accuracy_pipeline_smoke(tiny_class_dir, tmp_path):
     """Plumbing only: an (almost) untrained tiny NeRF + random backbone through retrieval and iNeRF."""
-    from common.config import parse_config
-    from inerf.pose_accuracy import evaluate_class
-    from nerf.train import train
+    from omniposead.config import parse_config
+    from omniposead.pipeline import train_class
+    from omniposead.pose_accuracy import evaluate_class
 
     args = ["--data_root", str(tiny_class_dir.parent), "--class_name", "tiny", "--ckpt_root", str(tmp_path / "ck"),
             "--output_root", str(tmp_path / "out"), "--device", "cpu",
@@ -274,7 +276,7 @@ def test_pose_accuracy_pipeline_smoke(tiny_class_dir, tmp_path):
             "--retrieval_size", "32", "--inerf_steps", "3", "--inerf_rays", "32", "--inerf_batch", "3",
             "--inerf_topk_restarts", "2"]
     cfg = parse_config(args)
-    train(cfg, "cpu", progress=False)
+    train_class(cfg, torch.device("cpu"), progress=False)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         report = evaluate_class(cfg, device=torch.device("cpu"), progress=False)
@@ -290,9 +292,9 @@ def test_refine_with_trained_nerf(scene, tmp_path):
     """iNeRF against a real (small) NeRF trained on renders of the blob scene: 10 deg -> < 2 deg."""
     import cv2
 
-    from common.config import parse_config
-    from nerf.checkpoint import load_renderer
-    from nerf.train import train
+    from nerf.checkpoint import checkpoint_path, load_renderer
+    from omniposead.config import parse_config
+    from omniposead.pipeline import train_class
 
     size, angle = 32, 0.7
     focal = 0.5 * size / math.tan(0.5 * angle)
@@ -312,9 +314,9 @@ def test_refine_with_trained_nerf(scene, tmp_path):
         "--multires", "6", "--multires_views", "2", "--N_samples", "24", "--N_importance", "16", "--N_rand", "256",
         "--lrate", "5e-3", "--lrate_decay", "10", "--n_iters", "4000", "--i_val", "100000", "--i_weights", "100000",
         "--holdout_every", "8", "--seed", "0"])
-    summary = train(nerf_cfg, "cpu", progress=False)
-    assert summary["val_psnr"] > 25.0, summary
-    renderer = load_renderer(nerf_cfg, "cpu")
+    summary = train_class(nerf_cfg, torch.device("cpu"), progress=False)
+    assert summary.val_psnr > 25.0, summary
+    renderer = load_renderer(checkpoint_path(nerf_cfg.run.ckpt_dir), nerf_cfg.nerf, True, "cpu")
     trues = np.stack([look_at(30.0, 25.0), look_at(-100.0, 10.0)])
     images = np.stack([scene.render_image(torch.from_numpy(p), size, size, focal).numpy() for p in trues])
     starts = np.stack([perturb(trues[0], 10.0, 0.05, seed=0), perturb(trues[1], 10.0, 0.05, seed=1)])

@@ -2,10 +2,20 @@
 import numpy as np
 import pytest
 
-from anomaly.metrics import (EvaluationError, area_under_curve, evaluate, flatten_pixels, image_auroc,
-                             label_regions, per_defect_metrics, pixel_aupro, pixel_auroc, pixel_roc_curve,
-                             pro_curve)
 from common.errors import PadError
+from evaluation.metrics import (
+    EvaluationError,
+    area_under_curve,
+    evaluate,
+    flatten_pixels,
+    image_auroc,
+    label_regions,
+    per_defect_metrics,
+    pixel_aupro,
+    pixel_auroc,
+    pixel_roc_curve,
+    pro_curve,
+)
 
 # Two 2x2 images. Defect pixels (mask) carry scores {0.9, 0.4}; normal pixels {0.2, 0.1, 0.3, 0.5, 0.0, 0.6}.
 MASKS_2x2 = [np.array([[1, 0], [1, 0]], bool), np.zeros((2, 2), bool)]

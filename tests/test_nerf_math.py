@@ -4,10 +4,11 @@ import math
 import pytest
 import torch
 
+from nerf.compositing import composite
 from nerf.encoding import encoding_dim, positional_encoding
 from nerf.field import NeRFField
+from nerf.options import NeRFOptions
 from nerf.rays import camera_directions, image_rays, rays_from_poses
-from nerf.rendering import composite
 from nerf.renderer import NeRFRenderer
 from nerf.sampling import merge_samples, sample_bins, sample_pdf, stratified_samples
 
@@ -141,8 +142,8 @@ def test_composite_opaque_last_sample_and_empty_ray():
 
 def _tiny_renderer(n_importance=8):
     torch.manual_seed(0)
-    return NeRFRenderer(netdepth=2, netwidth=16, netdepth_fine=2, netwidth_fine=16, skips=(), multires=3,
-                        multires_views=2, N_samples=8, N_importance=n_importance, chunk=50)
+    return NeRFRenderer(NeRFOptions(netdepth=2, netwidth=16, netdepth_fine=2, netwidth_fine=16, skips=(), multires=3,
+                                    multires_views=2, N_samples=8, N_importance=n_importance, chunk=50))
 
 
 def test_renderer_outputs_and_ray_gradients():

@@ -7,11 +7,28 @@ import numpy as np
 import pytest
 import torch
 
-from common.config import parse_config
 from common.errors import PadError
+from data.mad import load_train_views
 from nerf.checkpoint import checkpoint_path, load_renderer, read_checkpoint
 from nerf.rays import camera_directions
-from nerf.train import ensure_trained, learning_rate, split_views, train
+from nerf.trainer import learning_rate, split_views
+from omniposead.config import parse_config
+from omniposead.pipeline import ensure_trained, train_class
+
+CPU = torch.device("cpu")
+
+
+def train(cfg):
+    """Train or resume as `python -m nerf.train` does; the TrainSummary."""
+    return train_class(cfg, CPU, progress=False)
+
+
+def ckpt(cfg):
+    return checkpoint_path(cfg.run.ckpt_dir)
+
+
+def load(cfg):
+    return load_renderer(ckpt(cfg), cfg.nerf, cfg.run.white_bkgd, "cpu")
 
 
 def look_at(position: np.ndarray) -> np.ndarray:
@@ -84,45 +101,46 @@ def test_helpers():
 
 def test_resume_is_exact(sphere_root, tmp_path):
     straight = _cfg(sphere_root, tmp_path / "a", "--n_iters", "12", "--i_weights", "6")
-    train(straight, progress=False)
+    train(straight)
     first = _cfg(sphere_root, tmp_path / "b", "--n_iters", "6")
-    r1 = train(first, progress=False)
-    assert r1["step"] == 6 and r1["finished"]
-    assert read_checkpoint(checkpoint_path(first))["step"] == 6
+    r1 = train(first)
+    assert r1.step == 6 and r1.finished
+    assert read_checkpoint(ckpt(first))["step"] == 6
     second = _cfg(sphere_root, tmp_path / "b", "--n_iters", "12")
-    r2 = train(second, progress=False)
-    assert r2["step"] == 12 and r2["finished"]
-    a, b = read_checkpoint(checkpoint_path(straight)), read_checkpoint(checkpoint_path(second))
+    r2 = train(second)
+    assert r2.step == 12 and r2.finished
+    a, b = read_checkpoint(ckpt(straight)), read_checkpoint(ckpt(second))
     for key, value in a["model"].items():
         assert torch.equal(value, b["model"][key]), key
     assert torch.equal(a["rng"]["generator"], b["rng"]["generator"])
     # a finished checkpoint is not trained again
-    again = train(second, progress=False)
-    assert again["step"] == 12
-    assert torch.equal(read_checkpoint(checkpoint_path(second))["model"]["coarse.rgb_linear.weight"],
+    again = train(second)
+    assert again.step == 12
+    assert torch.equal(read_checkpoint(ckpt(second))["model"]["coarse.rgb_linear.weight"],
                        b["model"]["coarse.rgb_linear.weight"])
-    log = json.loads((checkpoint_path(second).parent / "train_log.json").read_text())
+    log = json.loads((ckpt(second).parent / "train_log.json").read_text())
     assert log["step"] == 12 and log["baseline_psnr"] is not None
 
 
 def test_load_renderer_errors(sphere_root, tmp_path):
     cfg = _cfg(sphere_root, tmp_path, "--n_iters", "2")
     with pytest.raises(PadError, match="nerf.pt"):
-        load_renderer(cfg, "cpu")
-    train(cfg, progress=False)
-    renderer = load_renderer(cfg, "cpu")
+        load(cfg)
+    train(cfg)
+    renderer = load(cfg)
     assert not renderer.training and not any(p.requires_grad for p in renderer.parameters())
     wider = _cfg(sphere_root, tmp_path, "--n_iters", "2", "--netwidth", "64")
     with pytest.raises(PadError, match="netwidth"):
-        load_renderer(wider, "cpu")
+        load(wider)
     with pytest.raises(PadError, match="netwidth"):
-        train(wider, progress=False)
-    assert ensure_trained(cfg, "cpu") is not None
+        train(wider)
+    views = load_train_views(cfg.run.class_dir)
+    assert ensure_trained(cfg, views, CPU, progress=False) is not None
 
 
 def test_tiny_training_beats_mean_colour(sphere_root, tmp_path):
     cfg = _cfg(sphere_root, tmp_path, "--n_iters", "300", "--netwidth", "64", "--netwidth_fine", "64",
                "--N_rand", "256", "--lrate", "5e-3", "--lrate_decay", "1")
-    result = train(cfg, progress=False)
-    assert result["finished"] and result["step"] == 300
-    assert result["val_psnr"] > result["baseline_psnr"] + 8.0
+    result = train(cfg)
+    assert result.finished and result.step == 300
+    assert result.val_psnr > result.baseline_psnr + 8.0

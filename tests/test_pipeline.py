@@ -12,10 +12,12 @@ import warnings
 
 import numpy as np
 import pytest
+import torch
 
 import anomaly_nerf_lego
-from common.config import parse_config
 from data.mad import load_test_set
+from omniposead import pipeline
+from omniposead.config import parse_config
 
 SIZE = 48
 NERF_ARGS = [
@@ -29,22 +31,23 @@ NERF_ARGS = [
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """(data_root, ckpt_root, train summary): a 48x48 synthetic class and its trained NeRF."""
-    from data.synthesize import generate_class
-    from nerf.train import train
+    from data.options import SynthOptions
+    from data.synth.generate import generate_class
 
     base = tmp_path_factory.mktemp("pipeline")
     data_root = base / "synthetic"
-    generate_class(data_root, "toy", seed=3, size=SIZE, n_train=40, n_test_good=3, n_test_defect=2,
-                   supersample=2, workers=1, progress=False)
+    generate_class(data_root, "toy", SynthOptions(synth_seed=3, synth_size=SIZE, synth_n_train=40,
+                                                  synth_n_test_good=3, synth_n_test_defect=2, synth_supersample=2,
+                                                  synth_workers=1), progress=False)
     cfg = parse_config(["--data_root", str(data_root), "--class_name", "toy",
                         "--ckpt_root", str(base / "ckpts"), *NERF_ARGS])
-    summary = train(cfg, "cpu", progress=False)
+    summary = pipeline.train_class(cfg, torch.device("cpu"), progress=False)
     return data_root, base / "ckpts", summary
 
 
 def test_demo_recipe_beats_mean_colour_by_8db(trained):
     _, _, summary = trained
-    assert summary["val_psnr"] - summary["baseline_psnr"] >= 8.0, summary
+    assert summary.val_psnr - summary.baseline_psnr >= 8.0, summary
 
 
 def _pipeline_args(data_root, ckpt_root, out_root):
@@ -60,7 +63,7 @@ def test_pipeline_writes_every_result_and_prints_both_aurocs(trained, tmp_path, 
     shutil.copytree(ckpt_root, ckpts)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the bundled-backbone warning (tested in test_backbone.py)
-        anomaly_nerf_lego.main(_pipeline_args(data_root, ckpts, tmp_path / "out"))
+        assert anomaly_nerf_lego.main(_pipeline_args(data_root, ckpts, tmp_path / "out")) == 0
     printed = capsys.readouterr().out
     assert "pixel AUROC: " in printed and "image AUROC: " in printed
 
@@ -85,7 +88,7 @@ def test_interrupted_run_resumes_without_recomputing_finished_images(trained, tm
     ckpts = tmp_path / "ckpts"
     shutil.copytree(ckpt_root, ckpts)
     args = _pipeline_args(data_root, ckpts, tmp_path / "out") + ["--evaluate", "false"]
-    real_save = anomaly_nerf_lego.save_result
+    real_save = pipeline.save_result
     saved: list[str] = []
 
     def save_then_interrupt(out_dir, name, *a, **kw):
@@ -94,7 +97,7 @@ def test_interrupted_run_resumes_without_recomputing_finished_images(trained, tm
         if len(saved) == 4:  # mid-way through the second batch of three
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(anomaly_nerf_lego, "save_result", save_then_interrupt)
+    monkeypatch.setattr(pipeline, "save_result", save_then_interrupt)
     with pytest.raises(KeyboardInterrupt):
         anomaly_nerf_lego.main(args)
     out_dir = tmp_path / "out" / "synthetic" / "toy"
@@ -106,7 +109,7 @@ def test_interrupted_run_resumes_without_recomputing_finished_images(trained, tm
         recomputed.append(name)
         real_save(out_dir, name, *a, **kw)
 
-    monkeypatch.setattr(anomaly_nerf_lego, "save_result", count_save)
+    monkeypatch.setattr(pipeline, "save_result", count_save)
     anomaly_nerf_lego.main(args)
     names = [s.name for s in load_test_set(data_root / "toy")]
     assert sorted(recomputed) == sorted(set(names) - set(saved))

@@ -8,9 +8,11 @@ import numpy as np
 import pytest
 import torch
 
+from common.run import RunOptions
 from features.backbone import random_backbone_for_tests
 from retrieval import database as dbmod
-from retrieval.database import DescriptorDatabase, cache_path, load_or_build_database
+from retrieval.database import CACHE_NAME, DescriptorDatabase, load_or_build_database
+from retrieval.options import RetrievalOptions
 
 N, SIZE = 10, 64
 
@@ -34,11 +36,17 @@ def make_views(n=N, size=48, seed=0):
                            paths=[Path(f"train/good/{i}.png") for i in range(n)])
 
 
-def make_cfg(tmp_path, **kw):
-    base = dict(ckpt_root=str(tmp_path / "ckpts"), data_root=str(tmp_path / "data" / "synthetic"),
-                class_name="demo", desc_dim=64, retrieval_size=SIZE, retrieval_topk=1, retrieval_batch=4)
-    base.update(kw)
-    return SimpleNamespace(**base)
+def make_cfg(tmp_path, class_name="demo", **kw):
+    """(retrieval options, cache path of the class) as the pipeline derives them."""
+    run = RunOptions(ckpt_root=str(tmp_path / "ckpts"), data_root=str(tmp_path / "data" / "synthetic"),
+                     class_name=class_name)
+    opts = RetrievalOptions(**{**dict(desc_dim=64, retrieval_size=SIZE, retrieval_topk=1, retrieval_batch=4), **kw})
+    return opts, run.ckpt_dir / CACHE_NAME
+
+
+def build(cfg, backbone, views):
+    opts, path = cfg
+    return load_or_build_database(opts, backbone, views, "cpu", path)
 
 
 def test_training_image_retrieves_itself(tmp_path, backbone):
@@ -46,7 +54,7 @@ def test_training_image_retrieves_itself(tmp_path, backbone):
     cfg = make_cfg(tmp_path)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        db = load_or_build_database(cfg, backbone, views, "cpu")
+        db = build(cfg, backbone, views)
     # desc_dim 64 is clamped to n_train - 1 with a note
     assert db.desc_dim == N - 1 and any("clamped" in str(w.message) for w in caught) and db.notes
     idx, dist = db.query(views.images, k=3)
@@ -75,36 +83,36 @@ def test_cache_reused_and_rebuilt_on_fingerprint_change(tmp_path, backbone, monk
         return real_build(cls, *args, **kwargs)
 
     monkeypatch.setattr(DescriptorDatabase, "build", classmethod(counting_build))
-    first = load_or_build_database(cfg, backbone, views, "cpu")
-    path = cache_path(cfg)
-    assert path == Path(cfg.ckpt_root) / "synthetic" / "demo" / "retrieval.pt" and path.is_file()
+    first = build(cfg, backbone, views)
+    path = cfg[1]
+    assert path == tmp_path / "ckpts" / "synthetic" / "demo" / "retrieval.pt" and path.is_file()
     assert len(builds) == 1
 
-    again = load_or_build_database(cfg, backbone, views, "cpu")
+    again = build(cfg, backbone, views)
     assert len(builds) == 1                              # reused
     assert again.fingerprint == first.fingerprint
     torch.testing.assert_close(again.descriptors, first.descriptors)
     np.testing.assert_array_equal(again.query(views.images[:3])[0], first.query(views.images[:3])[0])
 
-    load_or_build_database(make_cfg(tmp_path, desc_dim=3), backbone, views, "cpu")
+    build(make_cfg(tmp_path, desc_dim=3), backbone, views)
     assert len(builds) == 2                              # desc_dim changed
-    load_or_build_database(make_cfg(tmp_path, desc_dim=3, retrieval_size=32), backbone, views, "cpu")
+    build(make_cfg(tmp_path, desc_dim=3, retrieval_size=32), backbone, views)
     assert len(builds) == 3                              # retrieval_size changed
     changed = make_views()
     changed.images[2, :4, :4] = 0.0
-    load_or_build_database(make_cfg(tmp_path, desc_dim=3, retrieval_size=32), backbone, changed, "cpu")
+    build(make_cfg(tmp_path, desc_dim=3, retrieval_size=32), backbone, changed)
     assert len(builds) == 4                              # a training image changed
     other = copy.deepcopy(backbone)
     with torch.no_grad():
         next(other.parameters()).add_(0.01)
-    load_or_build_database(make_cfg(tmp_path, desc_dim=3, retrieval_size=32), other, changed, "cpu")
+    build(make_cfg(tmp_path, desc_dim=3, retrieval_size=32), other, changed)
     assert len(builds) == 5                              # backbone weights changed
-    load_or_build_database(make_cfg(tmp_path, desc_dim=3, retrieval_size=32), other, changed, "cpu")
+    build(make_cfg(tmp_path, desc_dim=3, retrieval_size=32), other, changed)
     assert len(builds) == 5
 
     path.write_bytes(b"not a torch file")                # corrupt cache -> rebuilt with a warning
     with pytest.warns(UserWarning, match="unreadable"):
-        load_or_build_database(make_cfg(tmp_path, desc_dim=3, retrieval_size=32), other, changed, "cpu")
+        build(make_cfg(tmp_path, desc_dim=3, retrieval_size=32), other, changed)
     assert len(builds) == 6
 
 
@@ -123,8 +131,8 @@ def test_on_generated_class(tiny_class_dir, tmp_path, backbone):
     views = load_train_views(tiny_class_dir)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        db = load_or_build_database(make_cfg(tmp_path, retrieval_size=32), backbone, views, "cpu", class_name="tiny")
-    assert cache_path(make_cfg(tmp_path), "tiny").is_file()
+        db = build(make_cfg(tmp_path, "tiny", retrieval_size=32), backbone, views)
+    assert make_cfg(tmp_path, "tiny")[1].is_file()
     idx, dist = db.query(views.images, k=1)
     np.testing.assert_array_equal(idx[:, 0], np.arange(len(views.images)))
     assert np.all(dist < 1e-5)

@@ -6,8 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from anomaly.scorer import (ScoreOptions, anomaly_map, feature_distance, gaussian_blur, gaussian_kernel1d,
-                            image_scores)
+from anomaly.options import ScoreOptions
+from anomaly.scorer import anomaly_map, feature_distance, gaussian_blur, gaussian_kernel1d, image_scores
 from common.errors import ConfigError
 from features.backbone import random_backbone_for_tests
 
@@ -109,8 +109,9 @@ def test_rgb_only_is_the_pixel_colour_distance(backbone):
 
 def test_options_from_config_and_validation(backbone):
     cfg = argparse.Namespace(score_stages=[1, 3], score_include_rgb=False, score_stage_weights=[],
-                             score_sigma=0.0)
-    assert ScoreOptions.from_config(cfg) == ScoreOptions(stages=(1, 3), include_rgb=False, sigma=0.0)
+                             score_sigma=0.0, image_score_pool=32)
+    assert ScoreOptions.from_config(cfg) == ScoreOptions(score_stages=(1, 3), score_include_rgb=False,
+                                                         score_sigma=0.0)
     q = torch.rand(1, 3, 32, 32)
     with pytest.raises(ConfigError, match="score_stages"):
         anomaly_map(backbone, q, q, stages=[0, 6])

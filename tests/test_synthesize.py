@@ -9,10 +9,20 @@ import numpy as np
 import pytest
 
 from common.errors import DataError
-from data import synthesize as syn
 from data.mad import load_test_set, load_train_views
-from tests.conftest import (TINY_N_TEST_DEFECT, TINY_N_TEST_GOOD, TINY_N_TRAIN, TINY_SEED, TINY_SIZE,
-                            TINY_SUPERSAMPLE, generate_tiny)
+from data.synth.cameras import BLENDER_CAMERA_ANGLE_X, focal_from_angle, spherical_pose
+from data.synth.defects import DEFECT_TYPES
+from data.synth.render import camera_dirs, render_view
+from data.synth.scene import Scene, make_scene
+from tests.conftest import (
+    TINY_N_TEST_DEFECT,
+    TINY_N_TEST_GOOD,
+    TINY_N_TRAIN,
+    TINY_SEED,
+    TINY_SIZE,
+    TINY_SUPERSAMPLE,
+    generate_tiny,
+)
 
 
 def _rgb(path):
@@ -24,7 +34,7 @@ def _files(root):
 
 
 def _focal():
-    return syn.focal_from_angle(TINY_SIZE, syn.BLENDER_CAMERA_ANGLE_X)
+    return focal_from_angle(TINY_SIZE, BLENDER_CAMERA_ANGLE_X)
 
 
 def test_layout_and_counts(tiny_class_dir):
@@ -32,16 +42,16 @@ def test_layout_and_counts(tiny_class_dir):
     assert (tiny_class_dir / "test_poses.json").is_file()
     assert len(list((tiny_class_dir / "train" / "good").glob("*.png"))) == TINY_N_TRAIN
     assert len(list((tiny_class_dir / "test" / "good").glob("*.png"))) == TINY_N_TEST_GOOD
-    for d in syn.DEFECT_TYPES:
+    for d in DEFECT_TYPES:
         images = sorted((tiny_class_dir / "test" / d).glob("*.png"))
         assert len(images) == TINY_N_TEST_DEFECT
         for img in images:
             assert (tiny_class_dir / "ground_truth" / d / f"{img.stem}_mask.png").is_file()
     meta = json.loads((tiny_class_dir / "transforms.json").read_text())
-    assert meta["camera_angle_x"] == pytest.approx(syn.BLENDER_CAMERA_ANGLE_X)
+    assert meta["camera_angle_x"] == pytest.approx(BLENDER_CAMERA_ANGLE_X)
     assert [f["file_path"] for f in meta["frames"]] == [f"train/good/{i}.png" for i in range(TINY_N_TRAIN)]
     stats = json.loads((tiny_class_dir / "synth_stats.json").read_text())
-    assert set(stats["mask_area_percent"]) == set(syn.DEFECT_TYPES)
+    assert set(stats["mask_area_percent"]) == set(DEFECT_TYPES)
     # no stray temporary folders next to the class
     assert [p.name for p in tiny_class_dir.parent.iterdir()] == [tiny_class_dir.name]
 
@@ -73,21 +83,21 @@ def test_refuses_existing_class_unless_overwrite(tiny_class_dir, tmp_path):
 
 
 def test_training_image_reproduced_by_renderer(tiny_class_dir):
-    scene = syn.make_scene(TINY_SEED)
+    scene = make_scene(TINY_SEED)
     meta = json.loads((tiny_class_dir / "transforms.json").read_text())
     for frame in meta["frames"][:3]:
         saved = _rgb(tiny_class_dir / frame["file_path"]).astype(int)
         pose = np.array(frame["transform_matrix"])
-        rendered = syn.render_view(scene, pose, TINY_SIZE, TINY_SIZE, _focal(), TINY_SUPERSAMPLE).astype(int)
+        rendered = render_view(scene, pose, TINY_SIZE, TINY_SIZE, _focal(), TINY_SUPERSAMPLE).astype(int)
         assert np.abs(saved - rendered).max() <= 1
         assert (saved < 255).any(axis=-1).mean() > 0.05  # the object is in view
 
 
 def test_masks_nonempty_exact_and_on_object(tiny_class_dir):
-    scene = syn.make_scene(TINY_SEED)
+    scene = make_scene(TINY_SEED)
     poses = {f["file_path"]: np.array(f["transform_matrix"])
              for f in json.loads((tiny_class_dir / "test_poses.json").read_text())["frames"]}
-    for d in syn.DEFECT_TYPES:
+    for d in DEFECT_TYPES:
         for img_path in sorted((tiny_class_dir / "test" / d).glob("*.png")):
             image = _rgb(img_path)
             mask = cv2.imread(str(tiny_class_dir / "ground_truth" / d / f"{img_path.stem}_mask.png"),
@@ -95,7 +105,7 @@ def test_masks_nonempty_exact_and_on_object(tiny_class_dir):
             assert mask.shape == image.shape[:2] and mask.dtype == np.uint8
             assert set(np.unique(mask)) <= {0, 255}
             assert (mask > 0).sum() >= 1
-            normal = syn.render_view(scene, poses[f"test/{d}/{img_path.name}"], TINY_SIZE, TINY_SIZE,
+            normal = render_view(scene, poses[f"test/{d}/{img_path.name}"], TINY_SIZE, TINY_SIZE,
                                      _focal(), TINY_SUPERSAMPLE)
             diff = np.abs(image.astype(int) - normal.astype(int)).max(-1)
             np.testing.assert_array_equal(mask > 0, diff > 1)  # the mask is exactly the changed pixels
@@ -126,7 +136,7 @@ def test_test_poses_cover_every_test_image_and_differ_from_train(tiny_class_dir)
 
 
 def test_scene_inside_unit_sphere_and_seeded():
-    a, b, c = syn.make_scene(0), syn.make_scene(0), syn.make_scene(1)
+    a, b, c = make_scene(0), make_scene(0), make_scene(1)
     np.testing.assert_array_equal(a.lo, b.lo)
     assert a.lo.shape != c.lo.shape or not np.array_equal(a.lo, c.lo)
     for s in (a, c):
@@ -141,10 +151,10 @@ def test_camera_convention_projects_a_point_to_the_predicted_pixel():
     height, width, focal = 40, 60, 50.0
     point = np.array([0.3, -0.2, 0.25])
     half = 0.01
-    scene = syn.Scene(lo=(point - half)[None], hi=(point + half)[None], color=np.array([[0.1, 0.1, 0.1]]),
+    scene = Scene(lo=(point - half)[None], hi=(point + half)[None], color=np.array([[0.1, 0.1, 0.1]]),
                       brick=np.array([0]), kind=np.array([0]), removable=(0,))
-    c2w = syn.spherical_pose(math.radians(30), math.radians(20), 4.0)
-    image = syn.render_view(scene, c2w, height, width, focal, supersample=3)
+    c2w = spherical_pose(math.radians(30), math.radians(20), 4.0)
+    image = render_view(scene, c2w, height, width, focal, supersample=3)
     cam = c2w[:3, :3].T @ (point - c2w[:3, 3])
     i = focal * cam[0] / -cam[2] + width / 2 - 0.5
     j = height / 2 - 0.5 - focal * cam[1] / -cam[2]
@@ -156,7 +166,7 @@ def test_camera_convention_projects_a_point_to_the_predicted_pixel():
 
 def test_camera_dirs_match_nerf_rays():
     rays = pytest.importorskip("nerf.rays")
-    mine = syn.camera_dirs(5, 7, 3.5)
+    mine = camera_dirs(5, 7, 3.5)
     theirs = rays.camera_directions(5, 7, 3.5, "cpu").double().numpy()
     np.testing.assert_allclose(mine, theirs, atol=1e-6)
 
@@ -168,10 +178,10 @@ def test_supersampling_is_symmetric_about_pixel_centres():
     c2w = np.eye(4)
     c2w[2, 3] = 4.0  # at +z looking down -z: camera axes = world axes, top face at depth 4
     edge = (1 + 0.5 - width / 2) / focal * 4.0  # world x of column 1's centre ray at depth 4
-    scene = syn.Scene(lo=np.array([[-10.0, -10.0, -1.0]]), hi=np.array([[edge, 10.0, 0.0]]),
+    scene = Scene(lo=np.array([[-10.0, -10.0, -1.0]]), hi=np.array([[edge, 10.0, 0.0]]),
                       color=np.array([[0.0, 0.0, 0.0]]), brick=np.array([0]), kind=np.array([0]),
                       removable=(0,))
     for s in (2, 4):
-        image = syn.render_view(scene, c2w, height, width, focal, supersample=s)
+        image = render_view(scene, c2w, height, width, focal, supersample=s)
         assert (image[:, 0] == 0).all() and (image[:, 2:] == 255).all()
         assert (image[:, 1] == 128).all()

@@ -61,7 +61,7 @@ def overlay_heatmap(image: np.ndarray, amap: np.ndarray, vmin: float, vmax: floa
 
 
 def plot_roc_curves(path: str | Path, pixel_curve, image_curve, title: str = "") -> None:
-    """PNG with the pixel and image ROC curves (RocCurve from anomaly.metrics), AUCs in the legend."""
+    """PNG with the pixel and image ROC curves (RocCurve from evaluation.metrics), AUCs in the legend."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 

@@ -1,14 +1,16 @@
 """How good are the estimated poses? Compares coarse (retrieval) and refined (iNeRF) test poses with
 the true ones of a generated class.
 
-    python -m inerf.pose_accuracy --config configs/<dataset>/<class>.txt [--from_outputs]
+    python -m omniposead.pose_accuracy --config configs/<dataset>/<class>.txt [--from_outputs]
+
+(The successor of `python -m inerf.pose_accuracy`: same flags.)
 
 This is the ONLY code that reads ``<class_dir>/test_poses.json`` (written by data.synthesize; MAD
 itself has no test poses, so this diagnostic only runs on generated data or with user-provided poses).
 
-Default: load the trained NeRF, the backbone and the retrieval database, estimate the pose of every
-test image (retrieval + iNeRF) and time it. With --from_outputs: read the poses the pipeline already
-wrote to ``outputs/<dataset>/<class>/<defect_type>/<stem>.json`` (keys "coarse_pose", "refined_pose").
+Default: load the class as the pipeline does (omniposead.pipeline.load_class, without training),
+estimate the pose of every test image (retrieval + iNeRF) and time it. With --from_outputs: read the
+poses the pipeline already wrote per image (anomaly.results records, keys "coarse_pose", "refined_pose").
 
 Errors: rotation = geodesic angle in degrees; translation = ||t_est - t_true|| / ||t_true|| (fraction of
 the camera's distance to the object). Report: printed table + outputs/<dataset>/<class>/pose_accuracy.json.
@@ -16,17 +18,21 @@ the camera's distance to the object). Report: printed table + outputs/<dataset>/
 from __future__ import annotations
 
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
-from common.config import class_dir as config_class_dir
-from common.config import build_parser, dataset_name, output_dir
+from anomaly.results import load_record, result_paths
 from common.errors import DataError, exit_on_user_error
 from common.io import write_json
+from common.runtime import resolve_device, synchronize
 from inerf.metrics import rotation_error_deg, summarise, translation_error_frac
+from omniposead.classes import exit_code, run_classes
+from omniposead.config import OmniposeConfig, build_parser
+from omniposead.pipeline import estimate_batch_poses, load_class
 
 TEST_POSES_FILE = "test_poses.json"
 STAGES = (("retrieval", "coarse_pose"), ("iNeRF", "refined_pose"))
@@ -86,102 +92,88 @@ def format_table(report: dict) -> str:
     return "\n".join(lines)
 
 
-def estimates_from_outputs(cfg, names: Sequence[str]) -> tuple[dict[str, dict], list[str]]:
-    """Poses the pipeline wrote per image; returns (estimates, missing JSON paths)."""
-    out = output_dir(cfg)
+def estimates_from_outputs(cfg: OmniposeConfig, names: Sequence[str]) -> tuple[dict[str, dict], list[str]]:
+    """Poses the pipeline wrote per image; returns (estimates, missing record paths)."""
     estimates, missing = {}, []
     for name in names:
-        path = out / f"{name}.json"
+        path = result_paths(cfg.run.output_dir, name).record
         if not path.is_file():
             missing.append(str(path))
             continue
+        record = load_record(path)
         try:
-            record = json.loads(path.read_text())
             estimates[name] = {key: np.asarray(record[key], dtype=np.float64).reshape(4, 4) for _, key in STAGES}
-        except (OSError, ValueError, KeyError, TypeError) as err:
+        except (KeyError, TypeError, ValueError) as err:
             raise DataError(f"{path}: cannot read coarse_pose/refined_pose as 4x4 matrices ({err})") from None
     return estimates, missing
 
 
-def estimates_from_pipeline(cfg, device, progress: bool = True) -> tuple[dict[str, dict], float, dict]:
+def estimates_from_pipeline(cfg: OmniposeConfig, device, progress: bool = True) -> tuple[dict[str, dict], float, dict]:
     """Run retrieval + iNeRF on every test image; returns (estimates, seconds per query, info)."""
-    from common.runtime import synchronize
-    from data.mad import load_test_set, load_train_views, resolve_class_dir
-    from features.backbone import load_backbone
-    from inerf.optimize import estimate_poses
-    from nerf.checkpoint import load_renderer
-    from retrieval.database import load_or_build_database
-
-    cdir = resolve_class_dir(cfg.data_root, cfg.class_name)
-    renderer = load_renderer(cfg, device)
-    backbone = load_backbone(cfg, device)
-    views = load_train_views(cdir, cfg.half_res, cfg.white_bkgd)
-    database = load_or_build_database(cfg, backbone, views, device)
-    samples = load_test_set(cdir, cfg.half_res, cfg.white_bkgd)
+    assets = load_class(cfg, device, train=False, progress=progress)
+    samples = assets.test_set
     images = np.stack([s.image for s in samples])
-    synchronize(device)
+    synchronize(assets.device)
     t0 = time.perf_counter()
-    results = estimate_poses(renderer, database, views, images, cfg, device, progress=progress)
-    synchronize(device)
+    results = estimate_batch_poses(assets, images, progress=progress)
+    synchronize(assets.device)
     seconds = (time.perf_counter() - t0) / max(len(samples), 1)
-    estimates = {s.name: r for s, r in zip(samples, results)}
-    info = {"backbone": backbone.description, "retrieval_notes": database.notes, "device": str(device),
-            "final_loss_median": float(np.median([r["final_loss"] for r in results])),
-            "sampling_fallbacks": sum(r["sampling"] != cfg.inerf_sampling for r in results)}
+    estimates = {s.name: {key: r.coarse_pose if key == "coarse_pose" else r.refined_pose for _, key in STAGES}
+                 for s, r in zip(samples, results)}
+    info = {"backbone": assets.backbone.description, "retrieval_notes": assets.database.notes,
+            "device": str(assets.device),
+            "final_loss_median": float(np.median([r.final_loss for r in results])),
+            "sampling_fallbacks": sum(r.sampling != cfg.inerf.inerf_sampling for r in results)}
     return estimates, seconds, info
 
 
-def evaluate_class(cfg, from_outputs: bool = False, device=None, progress: bool = True) -> dict:
+def evaluate_class(cfg: OmniposeConfig, from_outputs: bool = False, device=None, progress: bool = True) -> dict:
     """Pose accuracy of one class; writes outputs/<dataset>/<class>/pose_accuracy.json and returns the report."""
-    from common.runtime import resolve_device
-
-    truth = load_test_poses(config_class_dir(cfg))
+    truth = load_test_poses(cfg.run.class_dir)
     seconds, info, missing = None, {}, []
     if from_outputs:
         estimates, missing = estimates_from_outputs(cfg, list(truth))
         if not estimates:
-            raise DataError(f"{output_dir(cfg)}: no per-image pose JSONs (e.g. {missing[0] if missing else '?'}); "
+            raise DataError(f"{cfg.run.output_dir}: no per-image pose records (e.g. {missing[0] if missing else '?'}); "
                             "run the pipeline first or drop --from_outputs")
     else:
-        device = resolve_device(cfg.device) if device is None else device
+        device = resolve_device(cfg.run.device) if device is None else device
         estimates, seconds, info = estimates_from_pipeline(cfg, device, progress)
     unknown = sorted(set(estimates) - set(truth))
-    report = {"dataset": dataset_name(cfg), "class": cfg.class_name,
+    inerf = cfg.inerf
+    report = {"dataset": cfg.run.dataset_name, "class": cfg.run.class_name,
               "source": "outputs" if from_outputs else "pipeline", **pose_errors(estimates, truth),
               "seconds_per_query": seconds, "missing_outputs": missing, "images_without_true_pose": unknown,
-              "settings": {k: getattr(cfg, k, None) for k in (
-                  "desc_dim", "retrieval_size", "inerf_steps", "inerf_rays", "inerf_lr", "inerf_sampling",
-                  "kernel_size", "dil_iter", "inerf_topk_restarts", "half_res")},
+              "settings": {"desc_dim": cfg.retrieval.desc_dim, "retrieval_size": cfg.retrieval.retrieval_size,
+                           "inerf_steps": inerf.inerf_steps, "inerf_rays": inerf.inerf_rays,
+                           "inerf_lr": inerf.inerf_lr, "inerf_sampling": inerf.inerf_sampling,
+                           "kernel_size": inerf.kernel_size, "dil_iter": inerf.dil_iter,
+                           "inerf_topk_restarts": inerf.inerf_topk_restarts, "half_res": cfg.run.half_res},
               **info}
-    write_json(output_dir(cfg) / "pose_accuracy.json", report)
+    write_json(cfg.run.output_dir / "pose_accuracy.json", report)
     return report
 
 
 @exit_on_user_error
-def main(argv: Sequence[str] | None = None) -> list[dict]:
+def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser("Pose accuracy of retrieval (coarse) and iNeRF (refined) against <class_dir>/test_poses.json")
     parser.add_argument("--from_outputs", action="store_true",
                         help="read coarse/refined poses from the pipeline's per-image JSONs instead of running it")
-    cfg = parser.parse_args(argv)
-    from_outputs = bool(cfg.from_outputs)
-    if cfg.class_name == "all":
-        from data.mad import list_classes
+    namespace = parser.parse_args(argv)
+    cfg = OmniposeConfig.from_namespace(namespace)
 
-        classes = list_classes(cfg.data_root)
-    else:
-        classes = [cfg.class_name]
-    reports = []
-    for name in classes:
-        cfg.class_name = name
-        report = evaluate_class(cfg, from_outputs=from_outputs)
+    def one_class(name: str) -> dict:
+        class_cfg = cfg.for_class(name)
+        report = evaluate_class(class_cfg, from_outputs=bool(namespace.from_outputs))
         print(f"== {report['dataset']}/{name} ({report['source']}) ==")
         print(format_table(report))
         if report["missing_outputs"]:
             print(f"({len(report['missing_outputs'])} test images had no output JSON)")
-        print(f"-> {output_dir(cfg) / 'pose_accuracy.json'}")
-        reports.append(report)
-    return reports
+        print(f"-> {class_cfg.run.output_dir / 'pose_accuracy.json'}")
+        return report
+
+    return exit_code(run_classes(cfg.run.data_root, cfg.run.class_name, one_class, "pose accuracy"))
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -1,0 +1,53 @@
+"""What a run works on and where it writes: the dataset, the class, the checkpoint and output roots."""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar
+
+from common.errors import ConfigError
+from common.options import Options, option
+
+
+@dataclass(frozen=True)
+class RunOptions(Options):
+    GROUP: ClassVar[str] = "data and paths"
+
+    data_root: str = option("data/synthetic",
+                            "dataset folder holding one sub-folder per class (MAD: data/LEGO-3D)")
+    class_name: str = option("demo", "class sub-folder of data_root, e.g. 01Gorilla ('all' loops over every class)")
+    ckpt_root: str = option("ckpts", "checkpoints land in <ckpt_root>/<dataset>/<class>/")
+    output_root: str = option("outputs", "anomaly maps and metrics land in <output_root>/<dataset>/<class>/")
+    half_res: bool = option(False, "load images at half resolution (MAD-Sim 800x800 -> 400x400)")
+    white_bkgd: bool = option(True, "composite RGBA images on white and render with a white background")
+    seed: int = option(0, "seed for sampling, initialisation and data order")
+    device: str = option("auto", "'auto' (CUDA if present, else CPU), 'cpu', 'cuda', 'cuda:1', ...")
+
+    @property
+    def dataset_name(self) -> str:
+        """The dataset tag used in checkpoint and output paths: the data_root folder's name."""
+        name = Path(self.data_root).resolve().name
+        if not name:
+            raise ConfigError(f"data_root {self.data_root!r} has no folder name")
+        return name
+
+    @property
+    def class_dir(self) -> Path:
+        return Path(self.data_root) / self.class_name
+
+    @property
+    def ckpt_dir(self) -> Path:
+        return Path(self.ckpt_root) / self.dataset_name / self.class_name
+
+    @property
+    def output_dir(self) -> Path:
+        return Path(self.output_root) / self.dataset_name / self.class_name
+
+    @property
+    def dataset_output_dir(self) -> Path:
+        """<output_root>/<dataset>: where all-class tables land."""
+        return Path(self.output_root) / self.dataset_name
+
+    def for_class(self, class_name: str) -> "RunOptions":
+        return dataclasses.replace(self, class_name=class_name)

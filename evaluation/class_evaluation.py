@@ -1,0 +1,105 @@
+"""Evaluate one class from its saved anomaly maps: load maps and ground truth, compute every metric,
+write metrics.json, the ROC plot, the qualitative sheet and (optionally) class-scaled overlays.
+
+Image scores are recomputed from the saved maps (max of the average-pooled map, image_score_pool),
+so the pooling can be tuned without rerunning the pipeline.
+"""
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+
+from anomaly.options import ScoreOptions
+from anomaly.results import load_results, load_score_map, result_paths
+from anomaly.scorer import image_scores
+from common.errors import DataError
+from common.io import write_image, write_json
+from common.run import RunOptions
+from data.mad import load_test_set, read_image_file, resolve_class_dir
+from evaluation.metrics import GOOD, evaluate
+from evaluation.options import EvalOptions
+from evaluation.plots import (
+    QualitativeRow,
+    colour_scale,
+    overlay_heatmap,
+    plot_roc_curves,
+    qualitative_sheet,
+    select_qualitative,
+)
+
+
+def evaluate_class(run: RunOptions, score: ScoreOptions, ev: EvalOptions, write_outputs: bool = True) -> dict:
+    """Metrics of the class `run.class_name` from its saved maps; writes metrics.json and the figures."""
+    obj = run.class_name
+    class_path = resolve_class_dir(run.data_root, obj)
+    out_dir = run.output_dir
+    samples = load_test_set(class_path, half_res=run.half_res, white_bkgd=run.white_bkgd)
+
+    missing = []
+    for sample in samples:
+        paths = result_paths(out_dir, sample.name)
+        for path in (paths.map, paths.record):
+            if not path.is_file():
+                missing.append(path)
+    if missing:
+        raise DataError(f"{missing[0]}: result file missing ({len(missing)} missing for the "
+                        f"{len(samples)} test images of {obj}); run anomaly_nerf_lego.py for this class first")
+
+    records = {r.name: r.record for r in load_results(out_dir)}
+    maps = []
+    for sample in samples:
+        path = result_paths(out_dir, sample.name).map
+        amap = load_score_map(path)
+        if amap.shape != sample.mask.shape:
+            raise DataError(f"{path}: score map is {amap.shape[1]}x{amap.shape[0]} but the test image "
+                            f"{sample.path} loads as {sample.mask.shape[1]}x{sample.mask.shape[0]} "
+                            f"(same --half_res as the pipeline run?)")
+        if not np.all(np.isfinite(amap)):
+            raise DataError(f"{path}: score map contains NaN or infinite values")
+        maps.append(amap)
+    scores = np.array([float(image_scores(m[None], score.image_score_pool)[0]) for m in maps])
+    defect_types = [s.defect_type for s in samples]
+    masks = [s.mask for s in samples]
+
+    result = evaluate(defect_types, scores, masks, maps, fpr_limit=ev.aupro_fpr, max_pixels=ev.eval_max_pixels,
+                      seed=run.seed)
+    curves = result.pop("_curves")
+    backbones = sorted({str(records[s.name].get("backbone", "unknown")) for s in samples})
+    good_maps = [m for m, t in zip(maps, defect_types) if t == GOOD]
+    vmin, vmax = colour_scale(good_maps, maps, ev.heatmap_vmin, ev.heatmap_vmax)
+    threshold = result["pixel_threshold"] if ev.qual_threshold is None else float(ev.qual_threshold)
+
+    metrics = {
+        "class": obj,
+        "dataset": run.dataset_name,
+        "backbone": backbones[0] if len(backbones) == 1 else backbones,
+        **result,
+        "image_score_pool": int(score.image_score_pool),
+        "colour_scale": [vmin, vmax],
+        "qualitative_threshold": threshold,
+        "images": [{"name": s.name, "defect_type": s.defect_type, "label": int(s.label),
+                    "image_score": float(sc)} for s, sc in zip(samples, scores)],
+    }
+    if not write_outputs:
+        return metrics
+
+    if len(backbones) > 1:
+        print(f"warning: maps of {obj} come from different backbones: {backbones}", file=sys.stderr)
+    if ev.save_overlays:
+        for sample, amap in zip(samples, maps):
+            write_image(result_paths(out_dir, sample.name).overlay, overlay_heatmap(sample.image, amap, vmin, vmax))
+    plot_roc_curves(out_dir / "roc.png", curves["pixel"], curves["image"], title=f"{obj}: ROC")
+    rows = []
+    for i in select_qualitative(defect_types, ev.n_qualitative):
+        sample = samples[i]
+        ref_path = result_paths(out_dir, sample.name).reference
+        reference = read_image_file(ref_path) if ref_path.is_file() else None
+        if reference is not None and reference.shape[:2] != sample.image.shape[:2]:
+            reference = None
+        rows.append(QualitativeRow(title=f"{sample.name}\nscore {scores[i]:.3g}", query=sample.image,
+                                   reference=reference, mask=sample.mask, amap=maps[i]))
+    qualitative_sheet(out_dir / "qualitative.png", rows, vmin, vmax, threshold,
+                      title=f"{obj}: heat-map scale [{vmin:.3g}, {vmax:.3g}], mask threshold {threshold:.3g}")
+    write_json(out_dir / "metrics.json", metrics)
+    return metrics

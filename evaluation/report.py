@@ -1,0 +1,39 @@
+"""Text reports of evaluated classes: one class's figures, and the all-class table (like the paper's Table 2)."""
+from __future__ import annotations
+
+import numpy as np
+
+TABLE_KEYS = ("pixel_auroc", "image_auroc", "pixel_aupro")
+
+
+def report(metrics: dict) -> str:
+    """Lines for the terminal: the class's AUROCs and AUPRO, then each defect type against the good images."""
+    lines = [
+        f"== {metrics['class']}: {metrics['n_images']} test images ({metrics['n_good']} good), "
+        f"backbone: {metrics['backbone']} ==",
+        f"pixel AUROC: {metrics['pixel_auroc']:.3f}",
+        f"image AUROC: {metrics['image_auroc']:.3f}",
+        f"pixel AUPRO: {metrics['pixel_aupro']:.3f} (FPR <= {metrics['aupro_fpr_limit']:g})",
+    ]
+    for dtype, entry in metrics["per_defect"].items():
+        lines.append(f"  {dtype} ({entry['n_images']} images vs good): image AUROC {_fmt(entry['image_auroc'])}, "
+                     f"pixel AUROC {_fmt(entry['pixel_auroc'])}, pixel AUPRO {_fmt(entry['pixel_aupro'])}")
+    return "\n".join(lines)
+
+
+def results_table(rows: list[dict]) -> str:
+    """Markdown table in percent with a Mean row over the given (complete) classes."""
+    out = ["| class | pixel AUROC (%) | image AUROC (%) | pixel AUPRO (%) |",
+           "|---|---:|---:|---:|"]
+    for r in rows:
+        out.append(f"| {r['class']} | " + " | ".join(f"{100 * r[k]:.1f}" for k in TABLE_KEYS) + " |")
+    if rows:
+        means = [100 * float(np.mean([r[k] for r in rows])) for k in TABLE_KEYS]
+        n = len(rows)
+        out.append(f"| **Mean ({n} class{'es' if n != 1 else ''})** | " + " | ".join(f"**{m:.1f}**" for m in means)
+                   + " |")
+    return "\n".join(out) + "\n"
+
+
+def _fmt(value) -> str:
+    return "n/a" if value is None else f"{value:.3f}"

@@ -1,0 +1,225 @@
+"""Train a class's NeRF: random rays across all training views each step, Adam with exponential decay,
+MSE on coarse + fine.
+
+`NeRFTrainer` reads the class's checkpoint once when it is built and resumes from it exactly (same
+step, weights, optimizer and random stream). `run()` trains until `n_iters` or `max_train_minutes` of
+accumulated wall clock; every `i_weights` steps (and at the end, and on Ctrl-C) the full training
+state is written atomically. Every `holdout_every`-th view is held out and its PSNR is compared with
+the mean-colour baseline (a constant image of the mean training colour).
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from common.errors import ConfigError
+from common.io import write_json
+from common.runtime import synchronize
+from nerf.checkpoint import LOG_NAME, check_arch, frozen_renderer, read_checkpoint, save_checkpoint
+from nerf.options import NeRFOptions, TrainOptions
+from nerf.psnr import heldout_psnr, mean_colour_psnr, psnr_from_mse
+from nerf.ray_bank import RayBank
+from nerf.renderer import NeRFRenderer
+
+
+def learning_rate(step: int, lrate: float, lrate_decay: float) -> float:
+    """lrate * 0.1^(step / (lrate_decay * 1000)) (nerf-pytorch's schedule)."""
+    return lrate * 0.1 ** (step / (lrate_decay * 1000.0))
+
+
+def split_views(n_views: int, holdout_every: int) -> tuple[list[int], list[int]]:
+    """(train, held-out) view indices: every `holdout_every`-th view (0, k, 2k, ...) is held out."""
+    if holdout_every <= 0:
+        return list(range(n_views)), []
+    held = [i for i in range(n_views) if i % holdout_every == 0]
+    train = [i for i in range(n_views) if i % holdout_every != 0]
+    return train, held
+
+
+def build_renderer(opts: NeRFOptions, white_bkgd: bool, seed: int, device: torch.device) -> NeRFRenderer:
+    """Fresh renderer, initialised from `seed` on the CPU (same weights on any device), global RNG untouched."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        renderer = NeRFRenderer(opts, white_bkgd)
+    return renderer.to(device)
+
+
+@dataclass
+class TrainSummary:
+    step: int
+    val_psnr: float | None
+    baseline_psnr: float | None
+    seconds: float
+    rays_per_s: float | None
+    finished: bool
+    checkpoint: str
+
+    def line(self, label: str) -> str:
+        """One line for the terminal: steps, time, held-out PSNR against the baseline, speed."""
+        text = f"{label}: step {self.step}, {self.seconds:.0f} s"
+        if self.val_psnr is not None:
+            text += (f", held-out PSNR {self.val_psnr:.2f} dB vs mean-colour baseline {self.baseline_psnr:.2f} dB "
+                     f"({self.val_psnr - self.baseline_psnr:+.2f} dB)")
+        if self.rays_per_s:
+            text += f", {self.rays_per_s:.0f} rays/s"
+        return text + f" -> {self.checkpoint}"
+
+
+class NeRFTrainer:
+    """The training state of one class's NeRF: renderer, optimizer, random stream, history.
+
+    views: the class's training views (data.mad.TrainViews: images, poses, focal).
+    checkpoint: where the state is saved and resumed from; it is read here unless the caller passes the
+    `state` it has already read.
+    """
+
+    def __init__(self, views, nerf: NeRFOptions, train: TrainOptions, *, checkpoint: Path, white_bkgd: bool,
+                 seed: int, device: torch.device, label: str = "", progress: bool = True,
+                 state: dict | None = None):
+        self.opts, self.nerf_opts = train, nerf
+        self.path, self.device, self.label, self.progress = Path(checkpoint), torch.device(device), label, progress
+        self.focal = views.focal
+        self.data_info = {"height": views.height, "width": views.width, "focal": views.focal}
+        train_idx, val_idx = split_views(len(views.images), train.holdout_every)
+        if not train_idx:
+            raise ConfigError(f"holdout_every={train.holdout_every} leaves no training view out of "
+                              f"{len(views.images)}")
+        self.data_info.update(n_train=len(train_idx), n_heldout=len(val_idx))
+        self.bank = RayBank.build(views.images[train_idx], views.poses[train_idx], views.focal, self.device)
+        self.val_images = torch.as_tensor(views.images[val_idx], dtype=torch.float32, device=self.device)
+        self.val_poses = torch.as_tensor(views.poses[val_idx], dtype=torch.float32, device=self.device)
+        self.baseline = mean_colour_psnr(self.bank.images, self.val_images) if val_idx else None
+
+        self.renderer = build_renderer(nerf, white_bkgd, seed, self.device)
+        self.optimizer = torch.optim.Adam(self.renderer.parameters(), lr=train.lrate, betas=(0.9, 0.999),
+                                          fused=self.device.type == "cuda")
+        self.generator = torch.Generator(device=self.device).manual_seed(seed)
+        self.step, self.elapsed, self.val_history, self.rays_per_s = 0, 0.0, [], None
+        self.finished = False
+        if state is None and self.path.is_file():
+            state = read_checkpoint(self.path, self.device)
+        if state is not None:
+            self._restore(state)
+
+    # ------------------------------------------------------------------------- state
+
+    def _restore(self, state: dict) -> None:
+        check_arch(self.path, state["arch"], self.nerf_opts)
+        self.renderer.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.generator.set_state(state["rng"]["generator"].cpu())
+        self.step, self.elapsed = state["step"], state["elapsed_s"]
+        self.val_history, self.rays_per_s = state["val_history"], state.get("rays_per_s")
+        self.finished = bool(state.get("finished")) or self._is_done()
+
+    def summary(self) -> TrainSummary:
+        return TrainSummary(step=self.step, val_psnr=self.val_history[-1]["psnr"] if self.val_history else None,
+                            baseline_psnr=self.baseline, seconds=self.elapsed, rays_per_s=self.rays_per_s,
+                            finished=self.finished, checkpoint=str(self.path))
+
+    def save(self) -> None:
+        save_checkpoint(self.path, {
+            "step": self.step, "model": self.renderer.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "rng": {"generator": self.generator.get_state(), "torch_cpu": torch.get_rng_state()},
+            "elapsed_s": self.elapsed, "arch": self.nerf_opts.architecture(), "finished": self.finished,
+            "val_history": self.val_history, "rays_per_s": self.rays_per_s, "baseline_psnr": self.baseline,
+            "data": self.data_info,
+        })
+        write_json(self.path.parent / LOG_NAME, {**asdict(self.summary()), "val_history": self.val_history,
+                                                  "n_rand": self.opts.N_rand, "device": str(self.device)})
+
+    def frozen_renderer(self) -> NeRFRenderer:
+        """The trained renderer, frozen for pose estimation and reference rendering."""
+        return frozen_renderer(self.renderer)
+
+    # ------------------------------------------------------------------------- training
+
+    def _budget_s(self) -> float:
+        return self.opts.max_train_minutes * 60.0 if self.opts.max_train_minutes > 0 else math.inf
+
+    def _is_done(self) -> bool:
+        return self.step >= self.opts.n_iters or self.elapsed >= self._budget_s()
+
+    def validate(self) -> None:
+        """Held-out PSNR at the current step (once per step)."""
+        if len(self.val_images) and (not self.val_history or self.val_history[-1]["step"] != self.step):
+            value = heldout_psnr(self.renderer, self.val_poses, self.val_images, self.focal)
+            self.val_history.append({"step": self.step, "psnr": value})
+            if self.progress:
+                tqdm.write(f"[{self.label}] step {self.step}: held-out PSNR {value:.2f} dB "
+                           f"(mean-colour baseline {self.baseline:.2f} dB)")
+
+    def run(self) -> TrainSummary:
+        """Train (or resume) until done; returns the summary. A finished state returns at once."""
+        opts = self.opts
+        if self._is_done():
+            self.finished = True
+            return self.summary()
+        renderer, optimizer, bank = self.renderer, self.optimizer, self.bank
+        renderer.train()
+        has_fine = renderer.fine is not None
+        perturb = self.nerf_opts.perturb > 0
+        session_start = time.perf_counter()
+        elapsed_at_start = self.elapsed
+        overhead = 0.0                    # seconds spent validating / checkpointing (not training)
+        rays_done = 0
+        bar = tqdm(total=opts.n_iters, initial=self.step, disable=not self.progress, desc=f"NeRF {self.label}",
+                   dynamic_ncols=True)
+        try:
+            while self.step < opts.n_iters:
+                self.elapsed = elapsed_at_start + time.perf_counter() - session_start
+                if self.elapsed >= self._budget_s():
+                    break
+                lr = learning_rate(self.step, opts.lrate, opts.lrate_decay)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
+                crop = opts.precrop_frac if self.step < opts.precrop_iters else None
+                rays_o, rays_d, target = bank.sample(opts.N_rand, self.generator, crop)
+                out = renderer.render_rays(rays_o, rays_d, perturb=perturb,
+                                           raw_noise_std=self.nerf_opts.raw_noise_std, generator=self.generator)
+                mse = torch.mean((out["rgb"] - target) ** 2)
+                loss = mse + torch.mean((out["rgb_coarse"] - target) ** 2) if has_fine else mse
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                self.step += 1
+                rays_done += opts.N_rand
+                bar.update(1)
+                if self.step % opts.i_print == 0:   # the only per-interval host sync
+                    bar.set_postfix(loss=f"{loss.item():.4f}", psnr=f"{float(psnr_from_mse(mse.detach())):.2f}",
+                                    lr=f"{lr:.1e}")
+                val_due = opts.i_val > 0 and self.step % opts.i_val == 0
+                save_due = opts.i_weights > 0 and self.step % opts.i_weights == 0
+                if val_due or save_due:
+                    synchronize(self.device)
+                    t0 = time.perf_counter()
+                    self.rays_per_s = rays_done / max(t0 - session_start - overhead, 1e-9)
+                    self.elapsed = elapsed_at_start + t0 - session_start
+                    if val_due:
+                        self.validate()
+                    if save_due:
+                        self.finished = self._is_done()
+                        self.save()
+                    overhead += time.perf_counter() - t0
+        except KeyboardInterrupt:
+            bar.close()
+            self.elapsed = elapsed_at_start + time.perf_counter() - session_start
+            self.finished = False
+            self.save()
+            raise
+        bar.close()
+        synchronize(self.device)
+        now = time.perf_counter()
+        if rays_done:
+            self.rays_per_s = rays_done / max(now - session_start - overhead, 1e-9)
+        self.elapsed = elapsed_at_start + now - session_start
+        self.validate()
+        self.elapsed = elapsed_at_start + time.perf_counter() - session_start
+        self.finished = self._is_done()
+        self.save()
+        return self.summary()
