@@ -1,9 +1,12 @@
 """Evaluate saved anomaly maps against the ground truth: pixel / image AUROC, pixel AUPRO, plots.
 
     python auroc_test.py --obj 01Gorilla                  # one class
-    python auroc_test.py --obj all                        # every class of data_root with maps + Table 2
+    python auroc_test.py --obj all                        # every class of the dataset + Table 2
     python auroc_test.py --config configs/LEGO-3D/01Gorilla.txt --image_score_pool 16
 
+Without --data_root (or a config that sets it) the dataset is the one whose maps are under
+<output_root>: the pipeline records the settings it made the maps with in each class's run.json
+(data_root, half_res, white_bkgd, ...), and the evaluation loads the ground truth with them.
 Reads the per-image results written by anomaly_nerf_lego.py (layout: anomaly/results.py) from
 <output_root>/<dataset>/<class>/ and the test set (images, masks, labels, defect types) from
 <data_root>/<class>/. Image scores are recomputed from the saved maps (max of the average-pooled
@@ -20,7 +23,9 @@ The work itself is the evaluation package; this file is its command line.
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
+from anomaly.results import RUN_RECORD, load_run_record
 from common.errors import DataError, exit_on_user_error
 from common.io import atomic_path
 from evaluation.class_evaluation import evaluate_class
@@ -33,15 +38,31 @@ def build_auroc_parser():
     parser = build_parser("Evaluate saved anomaly maps: pixel/image AUROC, pixel AUPRO, figures")
     parser.add_argument("--obj", default=None,
                         help="class to evaluate, or 'all' for every class of data_root (default: --class_name)")
-    parser.set_defaults(data_root="data/LEGO-3D")
+    parser.set_defaults(data_root=None)  # default: the dataset whose maps are under output_root (run.json)
     return parser
+
+
+def dataset_of_saved_maps(output_root: str, obj: str) -> str:
+    """The data_root recorded with the saved maps of class `obj` (or of every class, for "all")."""
+    pattern = f"*/*/{RUN_RECORD}" if obj == ALL else f"*/{obj}/{RUN_RECORD}"
+    roots = sorted({str(load_run_record(p.parent)["data_root"]) for p in Path(output_root).glob(pattern)})
+    if len(roots) == 1:
+        return roots[0]
+    what = "any class" if obj == ALL else f"class {obj!r}"
+    if not roots:
+        raise DataError(f"{output_root}: no saved maps of {what} (no {RUN_RECORD}); run anomaly_nerf_lego.py first, "
+                        "or name the dataset with --data_root / --config")
+    raise DataError(f"{output_root}: saved maps of {what} come from several datasets ({', '.join(roots)}); "
+                    "choose one with --data_root or --config")
 
 
 @exit_on_user_error
 def main(argv=None) -> int:
     namespace = build_auroc_parser().parse_args(argv)
+    obj = namespace.obj or namespace.class_name
+    if namespace.data_root is None:
+        namespace.data_root = dataset_of_saved_maps(namespace.output_root, obj)
     cfg = OmniposeConfig.from_namespace(namespace)
-    obj = namespace.obj or cfg.run.class_name
 
     def one_class(name: str) -> dict:
         run = cfg.run.for_class(name)

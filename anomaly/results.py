@@ -11,7 +11,8 @@ For the test sample named ``<defect_type>/<stem>`` (data.mad.TestSample.name) of
     <defect_type>/<stem>_overlay.png  heat-map overlay (optional; auroc_test.py rewrites it with the
                                       class-wide colour scale, see evaluation.plots)
 
-Class-level files (written by auroc_test.py): metrics.json, roc.png, qualitative.png.
+Class-level files: run.json (written by the pipeline: the settings the maps were made with, read back
+by auroc_test.py), metrics.json, roc.png, qualitative.png (written by the evaluation).
 A result is *done* when both its .npy and .json exist. save_result writes every file atomically
 and the .json last, so an interrupted run never leaves a result that looks done but is not.
 """
@@ -28,6 +29,7 @@ from common.errors import DataError
 from common.io import write_image, write_json, write_npy
 
 REQUIRED_KEYS = ("image_score", "label", "defect_type", "backbone")
+RUN_RECORD = "run.json"
 
 
 @dataclass(frozen=True)
@@ -101,6 +103,25 @@ def save_result(out_dir: str | Path, sample_name: str, score_map, record: dict[s
     write_npy(paths.map, score_map)
     write_json(paths.record, {"name": sample_name, **record})
     return paths
+
+
+def save_run_record(out_dir: str | Path, settings: dict) -> None:
+    """The settings a class's maps were made with (data loading, NeRF, backbone, pose, scoring)."""
+    write_json(Path(out_dir) / RUN_RECORD, settings)
+
+
+def load_run_record(out_dir: str | Path) -> dict | None:
+    """The settings saved with a class's maps, or None when there are none."""
+    path = Path(out_dir) / RUN_RECORD
+    if not path.is_file():
+        return None
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise DataError(f"{path}: cannot read the settings the maps were made with ({err})") from None
+    if not isinstance(record, dict):
+        raise DataError(f"{path}: the settings record is not a JSON object")
+    return record
 
 
 def load_record(path: str | Path) -> dict:

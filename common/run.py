@@ -21,6 +21,8 @@ class RunOptions(Options):
     output_root: str = option("outputs", "anomaly maps and metrics land in <output_root>/<dataset>/<class>/")
     half_res: bool = option(False, "load images at half resolution (MAD-Sim 800x800 -> 400x400)")
     white_bkgd: bool = option(True, "composite RGBA images on white and render with a white background")
+    allow_empty_masks: bool = option(False, "accept defect images whose ground-truth mask is all zero (their "
+                                            "pixels then count as normal); by default such a mask is an error")
     seed: int = option(0, "seed for sampling, initialisation and data order")
     device: str = option("auto", "'auto' (CUDA if present, else CPU), 'cpu', 'cuda', 'cuda:1', ...")
 

@@ -141,13 +141,36 @@ def _half_mask(mask: np.ndarray) -> np.ndarray:
 
 
 def _parallel_map(fn, items: Sequence) -> list:
-    """Ordered map over a few threads (cv2 decoding releases the GIL)."""
+    """Ordered map over a few threads (cv2 decoding releases the GIL). Every item is tried: the
+    DataErrors of all failing items are raised together, one line each."""
+    results, problems = _map_collecting(fn, items)
+    raise_problems(problems)
+    return results
+
+
+def _map_collecting(fn, items: Sequence) -> tuple[list, list[str]]:
+    """(results, problems): `fn` over every item in a few threads; a failing item gives None and its line."""
+
+    def attempt(item):
+        try:
+            return fn(item), None
+        except DataError as err:
+            return None, str(err)
+
     items = list(items)
     workers = min(8, os.cpu_count() or 1, len(items))
     if workers <= 1:
-        return [fn(x) for x in items]
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        return list(pool.map(fn, items))
+        outcomes = [attempt(x) for x in items]
+    else:
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            outcomes = list(pool.map(attempt, items))
+    return [result for result, _ in outcomes], [problem for _, problem in outcomes if problem]
+
+
+def raise_problems(problems: Sequence[str]) -> None:
+    """One DataError listing every problem (one line each), if there is any."""
+    if problems:
+        raise DataError("\n".join(problems))
 
 
 # ----------------------------------------------------------------------------- classes
@@ -280,9 +303,13 @@ def _mask_path(class_dir: Path, defect: str, image_path: Path) -> Path:
     raise DataError(f"{image_path}: defect image has no mask (expected {folder / (stem + '_mask.png')})")
 
 
-def load_test_set(class_dir, half_res: bool = False, white_bkgd: bool = True) -> list[TestSample]:
+def load_test_set(class_dir, half_res: bool = False, white_bkgd: bool = True,
+                  allow_empty_masks: bool = False) -> list[TestSample]:
     """Test images without poses: 'good' first, then defect folders alphabetically; files in
-    numeric order. Defect images take their mask from ground_truth/<Defect>/<stem>_mask.png."""
+    numeric order. Defect images take their mask from ground_truth/<Defect>/<stem>_mask.png.
+
+    Every problem (missing or unreadable image or mask, a mask of another size, an all-zero mask on a
+    defect image unless `allow_empty_masks`, test images of different sizes) is reported together."""
     class_dir = Path(class_dir)
     if not class_dir.is_dir():
         raise DataError(f"{class_dir}: class folder not found")
@@ -295,12 +322,17 @@ def load_test_set(class_dir, half_res: bool = False, white_bkgd: bool = True) ->
         raise DataError(f"{test_dir}: test folder has no sub-folders (expected good/ and defect folders)")
 
     jobs: list[tuple[str, Path, Path | None]] = []
+    problems = []
     for folder in folders:
         files = _list_images(folder)
         if not files:
-            raise DataError(f"{folder}: test folder contains no images")
+            problems.append(f"{folder}: test folder contains no images")
         for f in files:
-            mask = None if folder.name == GOOD else _mask_path(class_dir, folder.name, f)
+            try:
+                mask = None if folder.name == GOOD else _mask_path(class_dir, folder.name, f)
+            except DataError as err:
+                problems.append(str(err))
+                continue
             jobs.append((folder.name, f, mask))
 
     def load(job):
@@ -313,6 +345,9 @@ def load_test_set(class_dir, half_res: bool = False, white_bkgd: bool = True) ->
             if mask.shape != image.shape[:2]:
                 raise DataError(f"{mask_path}: mask size {mask.shape[1]}x{mask.shape[0]} differs from "
                                 f"its image {image_path} ({image.shape[1]}x{image.shape[0]})")
+            if not mask.any() and not allow_empty_masks:
+                raise DataError(f"{mask_path}: mask of the defect image {image_path} is all zero (its defect "
+                                "would be scored as normal); fix the mask, or pass --allow_empty_masks true")
         if half_res:
             image, mask = _half(image), _half_mask(mask)
         return TestSample(
@@ -324,4 +359,13 @@ def load_test_set(class_dir, half_res: bool = False, white_bkgd: bool = True) ->
             mask=mask,
         )
 
-    return _parallel_map(load, jobs)
+    loaded, load_problems = _map_collecting(load, jobs)
+    samples = [s for s in loaded if s is not None]
+    problems += load_problems
+    if samples:
+        h0, w0 = samples[0].image.shape[:2]
+        problems += [f"{s.path}: image size {s.image.shape[1]}x{s.image.shape[0]} differs from {w0}x{h0} of "
+                     f"{samples[0].path} (all test images must share one size)"
+                     for s in samples if s.image.shape[:2] != (h0, w0)]
+    raise_problems(problems)
+    return samples

@@ -11,7 +11,7 @@ import sys
 import numpy as np
 
 from anomaly.options import ScoreOptions
-from anomaly.results import load_results, load_score_map, result_paths
+from anomaly.results import load_results, load_run_record, load_score_map, result_paths
 from anomaly.scorer import image_scores
 from common.errors import DataError
 from common.io import write_image, write_json
@@ -29,12 +29,27 @@ from evaluation.plots import (
 )
 
 
+def with_saved_settings(run: RunOptions) -> RunOptions:
+    """`run` with the data-loading settings the class's maps were made with (run.json), so the ground
+    truth loads at the maps' resolution whatever the evaluation's own config says."""
+    saved = load_run_record(run.output_dir)
+    if not saved:
+        return run
+    keys = [k for k in ("half_res", "white_bkgd") if k in saved and saved[k] != getattr(run, k)]
+    if keys:
+        print(f"[{run.class_name}] using the settings the maps were made with: "
+              + ", ".join(f"{k} = {saved[k]}" for k in keys), file=sys.stderr)
+    return run.replace(**{k: saved[k] for k in keys})
+
+
 def evaluate_class(run: RunOptions, score: ScoreOptions, ev: EvalOptions, write_outputs: bool = True) -> dict:
     """Metrics of the class `run.class_name` from its saved maps; writes metrics.json and the figures."""
+    run = with_saved_settings(run)
     obj = run.class_name
     class_path = resolve_class_dir(run.data_root, obj)
     out_dir = run.output_dir
-    samples = load_test_set(class_path, half_res=run.half_res, white_bkgd=run.white_bkgd)
+    samples = load_test_set(class_path, half_res=run.half_res, white_bkgd=run.white_bkgd,
+                            allow_empty_masks=run.allow_empty_masks)
 
     missing = []
     for sample in samples:

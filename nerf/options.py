@@ -63,13 +63,17 @@ class TrainOptions(Options):
     lrate: float = option(5e-4, "Adam learning rate")
     lrate_decay: float = option(250, "learning rate decays by 10x every lrate_decay*1000 steps")
     n_iters: int = option(200000, "training iterations")
-    max_train_minutes: float = option(0.0, "stop training after this wall-clock budget (0 = no limit)")
+    max_train_minutes: float = option(0.0, "stop this run's training after this many minutes of wall clock (0 = no "
+                                           "limit); the checkpoint is then marked as stopped by the budget and the "
+                                           "next run continues it")
     precrop_iters: int = option(0, "sample rays from the image centre for this many steps")
     precrop_frac: float = option(0.5, "fraction of the image used by precrop")
     holdout_every: int = option(8, "every k-th training view is held out for validation PSNR (0 = none)")
     i_print: int = option(100, "update the progress bar every N steps")
     i_val: int = option(5000, "held-out PSNR every N steps")
     i_weights: int = option(10000, "checkpoint every N steps")
+    save_every_minutes: float = option(1.0, "also checkpoint after this many minutes of training since the last "
+                                            "save (0 = only every i_weights steps), so a killed run loses little")
 
     def validated(self) -> "TrainOptions":
         for name in ("N_rand", "n_iters"):
@@ -78,4 +82,6 @@ class TrainOptions(Options):
                 f"lrate and lrate_decay must be > 0, got {self.lrate} and {self.lrate_decay}")
         require(0 < self.precrop_frac <= 1, f"precrop_frac must be in (0, 1], got {self.precrop_frac}")
         require(self.i_print >= 1, f"i_print must be >= 1, got {self.i_print}")
+        require(self.max_train_minutes >= 0 and self.save_every_minutes >= 0,
+                "max_train_minutes and save_every_minutes must be >= 0")
         return self

@@ -2,14 +2,21 @@
 MSE on coarse + fine.
 
 `NeRFTrainer` reads the class's checkpoint once when it is built and resumes from it exactly (same
-step, weights, optimizer and random stream). `run()` trains until `n_iters` or `max_train_minutes` of
-accumulated wall clock; every `i_weights` steps (and at the end, and on Ctrl-C) the full training
-state is written atomically. Every `holdout_every`-th view is held out and its PSNR is compared with
-the mean-colour baseline (a constant image of the mean training colour).
+step, weights, optimizer and random stream). `run()` trains until `n_iters` (then the checkpoint is
+`finished`) or until this run's `max_train_minutes` budget is spent (then it is marked `stop_reason =
+"budget"` and the next run continues it). The full training state is written atomically, always at a
+step boundary: every `i_weights` steps, every `save_every_minutes` of training, at the end, and on
+Ctrl-C (SIGINT is deferred to the end of the current step, so the saved state is consistent and the
+resume bit-exact). A SIGKILL loses at most the steps since the last save; the resume is exact from there.
+Every `holdout_every`-th view is held out and its PSNR is compared with the mean-colour baseline
+(a constant image of the mean training colour).
 """
 from __future__ import annotations
 
+import contextlib
 import math
+import signal
+import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -17,8 +24,8 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from common.errors import ConfigError
-from common.io import write_json
+from common.errors import ConfigError, Interrupted
+from common.io import remove_stale_temps, write_json
 from common.runtime import synchronize
 from nerf.checkpoint import LOG_NAME, check_arch, frozen_renderer, read_checkpoint, save_checkpoint
 from nerf.options import NeRFOptions, TrainOptions
@@ -58,6 +65,7 @@ class TrainSummary:
     rays_per_s: float | None
     finished: bool
     checkpoint: str
+    stop_reason: str = ""       # "n_iters", "budget" or "interrupted"
 
     def line(self, label: str) -> str:
         """One line for the terminal: steps, time, held-out PSNR against the baseline, speed."""
@@ -67,6 +75,8 @@ class TrainSummary:
                      f"({self.val_psnr - self.baseline_psnr:+.2f} dB)")
         if self.rays_per_s:
             text += f", {self.rays_per_s:.0f} rays/s"
+        if self.stop_reason == "budget":
+            text += " (stopped by the time budget: rerun to continue)"
         return text + f" -> {self.checkpoint}"
 
 
@@ -100,7 +110,8 @@ class NeRFTrainer:
                                           fused=self.device.type == "cuda")
         self.generator = torch.Generator(device=self.device).manual_seed(seed)
         self.step, self.elapsed, self.val_history, self.rays_per_s = 0, 0.0, [], None
-        self.finished = False
+        self.finished, self.stop_reason = False, ""
+        remove_stale_temps(self.path.parent)
         if state is None and self.path.is_file():
             state = read_checkpoint(self.path, self.device)
         if state is not None:
@@ -115,18 +126,20 @@ class NeRFTrainer:
         self.generator.set_state(state["rng"]["generator"].cpu())
         self.step, self.elapsed = state["step"], state["elapsed_s"]
         self.val_history, self.rays_per_s = state["val_history"], state.get("rays_per_s")
-        self.finished = bool(state.get("finished")) or self._is_done()
+        self.stop_reason = state.get("stop_reason", "")
+        self.finished = self.step >= self.opts.n_iters
 
     def summary(self) -> TrainSummary:
         return TrainSummary(step=self.step, val_psnr=self.val_history[-1]["psnr"] if self.val_history else None,
                             baseline_psnr=self.baseline, seconds=self.elapsed, rays_per_s=self.rays_per_s,
-                            finished=self.finished, checkpoint=str(self.path))
+                            finished=self.finished, checkpoint=str(self.path), stop_reason=self.stop_reason)
 
     def save(self) -> None:
         save_checkpoint(self.path, {
             "step": self.step, "model": self.renderer.state_dict(), "optimizer": self.optimizer.state_dict(),
             "rng": {"generator": self.generator.get_state(), "torch_cpu": torch.get_rng_state()},
             "elapsed_s": self.elapsed, "arch": self.nerf_opts.architecture(), "finished": self.finished,
+            "stop_reason": self.stop_reason,
             "val_history": self.val_history, "rays_per_s": self.rays_per_s, "baseline_psnr": self.baseline,
             "data": self.data_info,
         })
@@ -139,12 +152,6 @@ class NeRFTrainer:
 
     # ------------------------------------------------------------------------- training
 
-    def _budget_s(self) -> float:
-        return self.opts.max_train_minutes * 60.0 if self.opts.max_train_minutes > 0 else math.inf
-
-    def _is_done(self) -> bool:
-        return self.step >= self.opts.n_iters or self.elapsed >= self._budget_s()
-
     def validate(self) -> None:
         """Held-out PSNR at the current step (once per step)."""
         if len(self.val_images) and (not self.val_history or self.val_history[-1]["step"] != self.step):
@@ -155,25 +162,35 @@ class NeRFTrainer:
                            f"(mean-colour baseline {self.baseline:.2f} dB)")
 
     def run(self) -> TrainSummary:
-        """Train (or resume) until done; returns the summary. A finished state returns at once."""
+        """Train (or resume) until n_iters or this run's time budget; returns the summary. A finished
+        state returns at once. Ctrl-C saves at the end of the current step and raises Interrupted."""
         opts = self.opts
-        if self._is_done():
-            self.finished = True
+        if self.step >= opts.n_iters:
+            self.finished, self.stop_reason = True, "n_iters"
             return self.summary()
         renderer, optimizer, bank = self.renderer, self.optimizer, self.bank
         renderer.train()
         has_fine = renderer.fine is not None
         perturb = self.nerf_opts.perturb > 0
+        budget_s = opts.max_train_minutes * 60.0 if opts.max_train_minutes > 0 else math.inf
+        save_every_s = opts.save_every_minutes * 60.0 if opts.save_every_minutes > 0 else math.inf
         session_start = time.perf_counter()
+        last_save = session_start
         elapsed_at_start = self.elapsed
         overhead = 0.0                    # seconds spent validating / checkpointing (not training)
         rays_done = 0
+        self.stop_reason = ""
         bar = tqdm(total=opts.n_iters, initial=self.step, disable=not self.progress, desc=f"NeRF {self.label}",
                    dynamic_ncols=True)
-        try:
+        with _deferred_sigint() as interrupted:
             while self.step < opts.n_iters:
-                self.elapsed = elapsed_at_start + time.perf_counter() - session_start
-                if self.elapsed >= self._budget_s():
+                now = time.perf_counter()
+                self.elapsed = elapsed_at_start + now - session_start
+                if interrupted():
+                    self.stop_reason = "interrupted"
+                    break
+                if now - session_start >= budget_s:
+                    self.stop_reason = "budget"
                     break
                 lr = learning_rate(self.step, opts.lrate, opts.lrate_decay)
                 for group in optimizer.param_groups:
@@ -194,7 +211,8 @@ class NeRFTrainer:
                     bar.set_postfix(loss=f"{loss.item():.4f}", psnr=f"{float(psnr_from_mse(mse.detach())):.2f}",
                                     lr=f"{lr:.1e}")
                 val_due = opts.i_val > 0 and self.step % opts.i_val == 0
-                save_due = opts.i_weights > 0 and self.step % opts.i_weights == 0
+                save_due = (opts.i_weights > 0 and self.step % opts.i_weights == 0) or \
+                    time.perf_counter() - last_save >= save_every_s
                 if val_due or save_due:
                     synchronize(self.device)
                     t0 = time.perf_counter()
@@ -203,23 +221,45 @@ class NeRFTrainer:
                     if val_due:
                         self.validate()
                     if save_due:
-                        self.finished = self._is_done()
+                        self.finished = self.step >= opts.n_iters
                         self.save()
+                        last_save = time.perf_counter()
                     overhead += time.perf_counter() - t0
-        except KeyboardInterrupt:
             bar.close()
-            self.elapsed = elapsed_at_start + time.perf_counter() - session_start
-            self.finished = False
+            synchronize(self.device)
+            now = time.perf_counter()
+            if rays_done:
+                self.rays_per_s = rays_done / max(now - session_start - overhead, 1e-9)
+            self.elapsed = elapsed_at_start + now - session_start
+            if self.stop_reason != "interrupted":
+                self.validate()
+                self.elapsed = elapsed_at_start + time.perf_counter() - session_start
+            self.finished = self.step >= opts.n_iters
+            self.stop_reason = "n_iters" if self.finished else self.stop_reason
             self.save()
-            raise
-        bar.close()
-        synchronize(self.device)
-        now = time.perf_counter()
-        if rays_done:
-            self.rays_per_s = rays_done / max(now - session_start - overhead, 1e-9)
-        self.elapsed = elapsed_at_start + now - session_start
-        self.validate()
-        self.elapsed = elapsed_at_start + time.perf_counter() - session_start
-        self.finished = self._is_done()
-        self.save()
+        if self.stop_reason == "interrupted":
+            raise Interrupted(f"NeRF training of {self.label or self.path.parent.name} stopped at step "
+                              f"{self.step}/{opts.n_iters}; the checkpoint {self.path} holds it; rerun the same "
+                              "command to resume exactly from there")
         return self.summary()
+
+
+@contextlib.contextmanager
+def _deferred_sigint():
+    """Within the block, a first Ctrl-C only sets a flag (checked between steps); a second one interrupts
+    at once. Yields the flag reader. Outside the main thread signals cannot be handled: no-op."""
+    flag = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield flag.is_set
+        return
+
+    def handler(signum, frame):
+        if flag.is_set():
+            raise KeyboardInterrupt
+        flag.set()
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield flag.is_set
+    finally:
+        signal.signal(signal.SIGINT, previous)

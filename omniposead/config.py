@@ -8,8 +8,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import difflib
+import re
+import sys
 from dataclasses import dataclass
-from typing import ClassVar, Sequence
+from pathlib import Path
+from typing import ClassVar, NoReturn, Sequence
 
 import configargparse
 
@@ -60,9 +64,61 @@ STAGES: dict[str, type[Options]] = {
 }
 
 
+class ConfigParser(configargparse.ArgumentParser):
+    """configargparse with errors as one line each: no usage text, the config file named when the bad
+    key comes from it, and the closest valid key suggested for an unknown one."""
+
+    def error(self, message: str) -> NoReturn:
+        config = self._config_file()
+        unknown = re.match(r"unrecognized arguments: (.*)", message)
+        if unknown:
+            lines = [self._unknown_line(token, config) for token in unknown.group(1).split() if token.startswith("-")]
+            lines = lines or [message]
+        else:
+            key = re.match(r"argument (--\w+)", message)
+            from_file = key and config and key.group(1)[2:] in _config_keys(config)
+            lines = [f"{config}: {message}" if from_file else message]
+        for line in lines:
+            print(f"error: {line}", file=sys.stderr)
+        raise SystemExit(2)
+
+    def _config_file(self) -> str | None:
+        argv = sys.argv[1:] if self._last_argv is None else self._last_argv
+        for i, token in enumerate(argv):
+            if token == "--config" and i + 1 < len(argv):
+                return argv[i + 1]
+            if token.startswith("--config="):
+                return token.split("=", 1)[1]
+        return None
+
+    def _unknown_line(self, token: str, config: str | None) -> str:
+        key = token[2:].split("=", 1)[0]
+        known = sorted(a.dest for a in self._actions if a.dest != "help")
+        close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        where = f"{config}: unknown key '{key}'" if config and key in _config_keys(config) else \
+            f"unknown option --{key}"
+        return where + hint
+
+    def parse_args(self, args=None, namespace=None, **kwargs):
+        self._last_argv = None if args is None else list(args)
+        return super().parse_args(args, namespace, **kwargs)
+
+    _last_argv: list[str] | None = None
+
+
+def _config_keys(path: str) -> set[str]:
+    """The keys written in a config file (`key = value` lines), for error messages."""
+    try:
+        text = Path(path).read_text()
+    except OSError:
+        return set()
+    return {m.group(1) for m in re.finditer(r"^\s*([A-Za-z_][\w-]*)\s*[=:]", text, flags=re.M)}
+
+
 def build_parser(description: str = "OmniposeAD") -> configargparse.ArgumentParser:
     """The full parser: `--config FILE` plus every stage's options."""
-    parser = configargparse.ArgumentParser(
+    parser = ConfigParser(
         description=description,
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         config_file_parser_class=configargparse.DefaultConfigFileParser,

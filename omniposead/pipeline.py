@@ -4,11 +4,18 @@
     results = process_batch(assets, samples)        # pose -> reference -> map -> score, one ImageResult each
 
 `run_class` loops over the test images that have no result yet and writes each result atomically
-(anomaly.results), so an interrupted run resumes where it stopped.
+(anomaly.results), so an interrupted run resumes where it stopped. Everything that can be checked is
+checked before the expensive work: the whole class (train views, test images, masks, sizes, labels)
+and that the checkpoint and output folders can be written. The settings the maps depend on are saved
+in `<output_dir>/run.json`; when they change, every map is made again (and auroc_test.py reads the
+data settings from there).
 """
 from __future__ import annotations
 
+import dataclasses
+import json
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,10 +23,12 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from anomaly.results import is_done, save_result
+from anomaly.results import is_done, load_run_record, save_result, save_run_record
 from anomaly.scorer import anomaly_map, image_scores
+from common.errors import DataError, Interrupted
+from common.io import ensure_writable, remove_stale_temps
 from common.runtime import resolve_device, seed_everything
-from data.mad import TestSample, TrainViews, load_test_set, load_train_views, resolve_class_dir
+from data.mad import GOOD, TestSample, TrainViews, load_test_set, load_train_views, resolve_class_dir
 from evaluation.plots import overlay_heatmap
 from features.backbone import FrozenBackbone, load_backbone
 from inerf.estimate import PoseEstimate, estimate_poses
@@ -57,17 +66,28 @@ def train_class(cfg: OmniposeConfig, device: torch.device, progress: bool = True
     return nerf_trainer(cfg, views, device, progress).run()
 
 
+@dataclass
+class TrainedNeRF:
+    renderer: NeRFRenderer   # frozen
+    step: int                # training steps behind it
+
+
 def ensure_trained(cfg: OmniposeConfig, views: TrainViews, device: torch.device,
-                   progress: bool = True) -> NeRFRenderer:
-    """The class's frozen renderer; trains or resumes first unless a finished checkpoint exists.
-    The checkpoint is read once."""
+                   progress: bool = True) -> TrainedNeRF:
+    """The class's frozen renderer; trains or resumes first unless the checkpoint has n_iters steps.
+    The checkpoint is read once. A run stopped by its time budget goes on with the NeRF it has (with a
+    warning); the next run continues the training."""
     path = checkpoint_path(cfg.run.ckpt_dir)
     state = read_checkpoint(path, device) if path.is_file() else None
-    if state is not None and state.get("finished"):
-        return renderer_from_state(state, path, cfg.nerf, cfg.run.white_bkgd, device)
+    if state is not None and state["step"] >= cfg.train.n_iters:
+        return TrainedNeRF(renderer_from_state(state, path, cfg.nerf, cfg.run.white_bkgd, device), state["step"])
     trainer = nerf_trainer(cfg, views, device, progress, state)
-    trainer.run()
-    return trainer.frozen_renderer()
+    summary = trainer.run()
+    if summary.stop_reason == "budget":
+        warnings.warn(f"NeRF training of {cfg.run.class_name} stopped by max_train_minutes at step {summary.step} "
+                      f"of {cfg.train.n_iters}; using it now, the next run continues the training "
+                      "(and then makes the maps again)", stacklevel=2)
+    return TrainedNeRF(trainer.frozen_renderer(), summary.step)
 
 
 @dataclass
@@ -79,28 +99,53 @@ class ClassAssets:
     views: TrainViews
     test_set: list[TestSample]
     renderer: NeRFRenderer
+    nerf_step: int
     backbone: FrozenBackbone
     database: DescriptorDatabase
 
 
+def check_test_set(test_set: list[TestSample], views: TrainViews, class_dir: Path, require_labels: bool) -> None:
+    """Errors the pipeline would otherwise meet after hours of compute: test images of another size than
+    the training views, and (when the class is to be evaluated) a test set without both labels."""
+    first = test_set[0]
+    problems = []
+    if first.image.shape[:2] != (views.height, views.width):
+        problems.append(f"{first.path}: test image is {first.image.shape[1]}x{first.image.shape[0]} but the training "
+                        f"views are {views.width}x{views.height} (all test images share one size)")
+    labels = {s.label for s in test_set}
+    if require_labels and labels != {0, 1}:
+        only = "good" if labels == {0} else "defective"
+        problems.append(f"{class_dir / 'test'}: test set has only {only} images, so AUROCs cannot be computed "
+                        f"(needs test/{GOOD}/ and at least one defect folder); pass --evaluate false to make "
+                        "maps without evaluating")
+    if problems:
+        raise DataError("\n".join(problems))
+
+
 def load_class(cfg: OmniposeConfig, device: torch.device | None = None, *, train: bool = True,
-               progress: bool = True) -> ClassAssets:
+               require_labels: bool = False, progress: bool = True) -> ClassAssets:
     """Load (and, with `train`, generate and train as needed) everything of the class `cfg.run.class_name`.
-    Without `train` a missing or unfinished checkpoint is an error."""
+    The class is validated first, so a bad file stops the run before any training. Without `train` a
+    missing checkpoint is an error."""
     device = resolve_device(cfg.run.device) if device is None else device
     run = cfg.run
     seed_everything(run.seed)
     class_dir = prepare_class(cfg) if train else resolve_class_dir(run.data_root, run.class_name)
     views = load_train_views(class_dir, half_res=run.half_res, white_bkgd=run.white_bkgd)
-    test_set = load_test_set(class_dir, half_res=run.half_res, white_bkgd=run.white_bkgd)
+    test_set = load_test_set(class_dir, half_res=run.half_res, white_bkgd=run.white_bkgd,
+                             allow_empty_masks=run.allow_empty_masks)
+    check_test_set(test_set, views, class_dir, require_labels)
+    ensure_writable(run.ckpt_dir, "checkpoint")
+    remove_stale_temps(run.ckpt_dir)
     if train:
-        renderer = ensure_trained(cfg, views, device, progress)
+        nerf = ensure_trained(cfg, views, device, progress)
     else:
         path = checkpoint_path(run.ckpt_dir)
-        renderer = renderer_from_state(read_checkpoint(path, device), path, cfg.nerf, run.white_bkgd, device)
+        state = read_checkpoint(path, device)
+        nerf = TrainedNeRF(renderer_from_state(state, path, cfg.nerf, run.white_bkgd, device), state["step"])
     backbone = load_backbone(cfg.backbone, device)
     database = load_or_build_database(cfg.retrieval, backbone, views, device, run.ckpt_dir / CACHE_NAME)
-    return ClassAssets(cfg, device, class_dir, views, test_set, renderer, backbone, database)
+    return ClassAssets(cfg, device, class_dir, views, test_set, nerf.renderer, nerf.step, backbone, database)
 
 
 def estimate_batch_poses(assets: ClassAssets, images: np.ndarray, progress: bool = False) -> list[PoseEstimate]:
@@ -154,23 +199,55 @@ def process_batch(assets: ClassAssets, samples: list[TestSample]) -> list[ImageR
             for i, (sample, pose) in enumerate(zip(samples, poses))]
 
 
+def map_settings(assets: ClassAssets) -> dict:
+    """Everything the saved maps depend on: data loading, the NeRF, the backbone, pose and scoring options."""
+    cfg = assets.cfg
+    return {"data_root": str(cfg.run.data_root), "class_name": cfg.run.class_name, "half_res": cfg.run.half_res,
+            "white_bkgd": cfg.run.white_bkgd, "seed": cfg.run.seed, "nerf_step": assets.nerf_step,
+            "nerf": cfg.nerf.architecture(), "backbone": assets.backbone.description,
+            "retrieval": dataclasses.asdict(cfg.retrieval), "inerf": dataclasses.asdict(cfg.inerf),
+            "score": dataclasses.asdict(cfg.score)}
+
+
 def run_class(cfg: OmniposeConfig, device: torch.device | None = None, progress: bool = True) -> Path:
     """Write the anomaly maps of every test image of `cfg.run.class_name`; return the output folder."""
-    assets = load_class(cfg, device, progress=progress)
     out_dir = cfg.run.output_dir
-    pending = [sample for sample in assets.test_set if not is_done(out_dir, sample.name)]
+    ensure_writable(out_dir, "output")
+    remove_stale_temps(out_dir)
+    assets = load_class(cfg, device, require_labels=cfg.pipeline.evaluate, progress=progress)
+    settings = map_settings(assets)
+    saved = load_run_record(out_dir)
+    redo = saved is not None and _comparable(saved) != _comparable(settings)
+    if redo:
+        changed = sorted(k for k in settings if _comparable(saved).get(k) != _comparable(settings).get(k))
+        print(f"[{cfg.run.class_name}] settings changed since the saved maps ({', '.join(changed)}): making every "
+              "map again")
+    save_run_record(out_dir, settings)
+    pending = [s for s in assets.test_set if redo or not is_done(out_dir, s.name)]
     name, description = cfg.run.class_name, assets.backbone.description
-    print(f"[{name}] {len(assets.test_set)} test images, {len(assets.test_set) - len(pending)} already done, "
-          f"backbone: {description}")
+    total = len(assets.test_set)
+    print(f"[{name}] {total} test images, {total - len(pending)} already done, backbone: {description}")
     batch = cfg.inerf.inerf_batch
-    with tqdm(total=len(pending), desc=f"{name} maps", unit="img", disable=not progress) as bar:
-        for start in range(0, len(pending), batch):
-            for result in process_batch(assets, pending[start:start + batch]):
-                image, amap = result.sample.image, result.score_map
-                # Preview overlay on this image's own scale; auroc_test.py redraws it on the class scale.
-                overlay = (overlay_heatmap(image, amap, 0.0, float(amap.max()) or 1.0)
-                           if cfg.evaluation.save_overlays else None)
-                save_result(out_dir, result.sample.name, amap, result.record(description), query=image,
-                            reference=result.reference, overlay=overlay)
-                bar.update(1)
+    try:
+        with tqdm(total=len(pending), desc=f"{name} maps", unit="img", disable=not progress) as bar:
+            for start in range(0, len(pending), batch):
+                for result in process_batch(assets, pending[start:start + batch]):
+                    image, amap = result.sample.image, result.score_map
+                    # Preview overlay on this image's own scale; auroc_test.py redraws it on the class scale.
+                    overlay = (overlay_heatmap(image, amap, 0.0, float(amap.max()) or 1.0)
+                               if cfg.evaluation.save_overlays else None)
+                    save_result(out_dir, result.sample.name, amap, result.record(description), query=image,
+                                reference=result.reference, overlay=overlay)
+                    bar.update(1)
+    except KeyboardInterrupt as err:
+        if isinstance(err, Interrupted):
+            raise
+        done = sum(is_done(out_dir, sample.name) for sample in assets.test_set)
+        raise Interrupted(f"{done} of {total} test images of {name} have their results in {out_dir}; rerun the "
+                          "same command to make the rest") from None
     return out_dir
+
+
+def _comparable(settings: dict) -> dict:
+    """Settings as JSON sees them (tuples -> lists), for comparing with a saved run.json."""
+    return json.loads(json.dumps(settings))

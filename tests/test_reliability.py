@@ -1,0 +1,306 @@
+"""Reliability: every bad input gets one clear line before any expensive work, "all" runs go on past a
+failing class, Ctrl-C says what was saved, and an interrupted training resumes bit for bit."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+import anomaly_nerf_lego
+import auroc_test
+from anomaly.results import save_result, save_run_record
+from common.errors import DataError
+from common.io import atomic_path, ensure_writable, remove_stale_temps
+from data.mad import load_test_set
+from nerf import train as nerf_train
+from omniposead.config import parse_config
+from omniposead.pipeline import train_class
+from tests.test_data import make_class
+from tests.test_nerf_train import TINY, write_sphere_class
+
+ROOT = Path(__file__).resolve().parents[1]
+PIPELINE_TINY = TINY + ["--n_iters", "2", "--backbone", "tf_efficientnet_lite0", "--backbone_fallback", "false",
+                        "--allow_random_backbone", "true", "--retrieval_size", "32", "--inerf_steps", "2",
+                        "--inerf_rays", "16", "--score_sigma", "0", "--image_score_pool", "2", "--n_qualitative", "1"]
+
+
+def _main_fails(main, args, capsys) -> list[str]:
+    """Run an entry point that must stop with exit code 2; its stderr lines."""
+    with pytest.raises(SystemExit) as exc:
+        main(args)
+    assert exc.value.code == 2
+    return capsys.readouterr().err.strip().splitlines()
+
+
+def _paths(tmp_path, data_root) -> list[str]:
+    return ["--data_root", str(data_root), "--ckpt_root", str(tmp_path / "ckpts"),
+            "--output_root", str(tmp_path / "outputs")]
+
+
+# ----------------------------------------------------------------------------- bad data, found early
+
+def test_all_zero_mask_is_an_error_unless_allowed(tmp_path):
+    cdir = make_class(tmp_path)
+    mask_path = cdir / "ground_truth" / "Burrs" / "0_mask.png"
+    cv2.imwrite(str(mask_path), np.zeros((6, 8), np.uint8))
+    with pytest.raises(DataError, match=r"0_mask\.png: mask of the defect image .* is all zero"):
+        load_test_set(cdir)
+    samples = load_test_set(cdir, allow_empty_masks=True)
+    assert not next(s for s in samples if s.name == "Burrs/0").mask.any()
+
+
+def test_several_problems_are_listed_together_one_line_each(tmp_path):
+    cdir = make_class(tmp_path)
+    (cdir / "ground_truth" / "Stains" / "1_mask.png").unlink()                       # missing mask
+    (cdir / "test" / "good" / "1.png").write_bytes(b"not a png")                      # corrupt image
+    cv2.imwrite(str(cdir / "test" / "Stains" / "0.png"), np.zeros((9, 9, 3), np.uint8))  # other size
+    with pytest.raises(DataError) as exc:
+        load_test_set(cdir)
+    lines = str(exc.value).splitlines()
+    assert len(lines) == 3
+    assert any("1_mask.png" in line and "has no mask" in line for line in lines)
+    assert any(line.startswith(str(cdir / "test" / "good" / "1.png")) and "cannot decode" in line for line in lines)
+    assert any(line.startswith(str(cdir / "ground_truth" / "Stains" / "0_mask.png")) and "mask size 8x6 differs"
+               in line for line in lines)
+
+
+def test_test_image_of_another_size_is_named(tmp_path):
+    cdir = make_class(tmp_path)
+    cv2.imwrite(str(cdir / "test" / "good" / "1.png"), np.zeros((6, 10, 3), np.uint8))
+    with pytest.raises(DataError, match=r"good/1\.png: image size 10x6 differs from 8x6"):
+        load_test_set(cdir)
+
+
+def test_test_set_error_stops_the_pipeline_before_any_training(tiny_class_dir, tmp_path, capsys):
+    data_root = tmp_path / "synthetic"
+    shutil.copytree(tiny_class_dir, data_root / "tiny")
+    missing = data_root / "tiny" / "ground_truth" / "Burrs" / "1_mask.png"
+    missing.unlink()
+    start = time.perf_counter()
+    lines = _main_fails(anomaly_nerf_lego.main, [*_paths(tmp_path, data_root), "--class_name", "tiny",
+                                                 *PIPELINE_TINY], capsys)
+    assert time.perf_counter() - start < 30
+    assert lines == [f"error: {data_root / 'tiny' / 'test' / 'Burrs' / '1.png'}: defect image has no mask "
+                     f"(expected {missing})"]
+    assert not (tmp_path / "ckpts").exists()          # no training started
+
+
+def test_one_label_test_set_is_refused_before_training(tmp_path, capsys):
+    data_root = tmp_path / "data"
+    make_class(data_root, test={"good": [0, 1]})
+    lines = _main_fails(anomaly_nerf_lego.main, [*_paths(tmp_path, data_root), "--class_name", "toy",
+                                                 *PIPELINE_TINY], capsys)
+    assert len(lines) == 1 and "test set has only good images" in lines[0] and "--evaluate false" in lines[0]
+    assert not (tmp_path / "ckpts").exists()
+
+
+@pytest.mark.parametrize("which", ["ckpt_root", "output_root"])
+def test_unwritable_or_misplaced_folders_are_refused_up_front(tiny_class_dir, tmp_path, capsys, which):
+    data_root = tmp_path / "synthetic"
+    shutil.copytree(tiny_class_dir, data_root / "tiny")
+    regular_file = tmp_path / "a_file"
+    regular_file.write_text("x")
+    args = [*_paths(tmp_path, data_root), "--class_name", "tiny", *PIPELINE_TINY, f"--{which}", str(regular_file)]
+    lines = _main_fails(anomaly_nerf_lego.main, args, capsys)
+    assert len(lines) == 1 and str(regular_file) in lines[0] and "regular file" in lines[0]
+    assert not list(tmp_path.rglob("nerf.pt"))
+
+
+def test_ensure_writable_names_a_read_only_folder(tmp_path):
+    if os.geteuid() == 0:            # root writes through permission bits: use a folder the kernel refuses
+        read_only = Path("/sys")
+    else:
+        read_only = tmp_path / "ro"
+        read_only.mkdir()
+        read_only.chmod(0o500)
+    with pytest.raises(DataError, match=rf"^{read_only}: the output folder is not writable"):
+        ensure_writable(read_only, "output")
+    assert ensure_writable(tmp_path / "new" / "deep", "output").is_dir()
+
+
+def test_option_ranges_are_checked_with_one_line(capsys):
+    lines = _main_fails(anomaly_nerf_lego.main, ["--inerf_batch", "0"], capsys)
+    assert lines == ["error: inerf_batch must be >= 1, got 0"]
+
+
+def test_config_errors_name_the_file_and_the_closest_key(tmp_path, capsys):
+    config = tmp_path / "my.txt"
+    config.write_text("N_sampels = 64\nnetdepth = 4\n")
+    lines = _main_fails(anomaly_nerf_lego.main, ["--config", str(config)], capsys)
+    assert lines == [f"error: {config}: unknown key 'N_sampels' (did you mean 'N_samples'?)"]
+    config.write_text("N_samples = many\n")
+    lines = _main_fails(anomaly_nerf_lego.main, ["--config", str(config)], capsys)
+    assert lines == [f"error: {config}: argument --N_samples: invalid int value: 'many'"]
+
+
+# ----------------------------------------------------------------------------- "all" classes
+
+def test_all_goes_on_past_failing_classes_and_ends_with_a_summary(tmp_path, capsys):
+    data_root = tmp_path / "spheres"
+    write_sphere_class(data_root, name="a_sphere")
+    write_sphere_class(data_root, name="b_broken")
+    (data_root / "b_broken" / "train" / "good" / "3.png").write_bytes(b"garbage")
+    (data_root / "c_no_transforms" / "train" / "good").mkdir(parents=True)
+    write_sphere_class(data_root, name="d_sphere")
+    code = nerf_train.main(["--data_root", str(data_root), "--class_name", "all", "--ckpt_root", str(tmp_path / "ck"),
+                            *TINY, "--n_iters", "2"])
+    assert code == 1
+    captured = capsys.readouterr()
+    assert "| a_sphere | done |" in captured.out and "| d_sphere | done |" in captured.out
+    assert "| b_broken | FAILED |" in captured.out and "| c_no_transforms | FAILED |" in captured.out
+    assert "2 of 4 classes done, 2 failed" in captured.out
+    assert "error: [b_broken]" in captured.err and "3.png: cannot decode image" in captured.err
+    assert "error: [c_no_transforms]" in captured.err and "transforms.json" in captured.err
+    assert (tmp_path / "ck" / "spheres" / "d_sphere" / "nerf.pt").is_file()
+
+
+def test_a_class_without_transforms_points_at_colmap_or_the_layout(tmp_path, capsys):
+    (tmp_path / "data" / "raw" / "train" / "good").mkdir(parents=True)
+    lines = _main_fails(nerf_train.main, ["--data_root", str(tmp_path / "data"), "--class_name", "raw",
+                                          "--ckpt_root", str(tmp_path / "ck"), *TINY], capsys)
+    assert len(lines) == 1 and "transforms.json" in lines[0]
+
+
+# ----------------------------------------------------------------------------- interruptions and budgets
+
+def test_ctrl_c_in_the_pipeline_says_what_was_saved(tiny_class_dir, tmp_path, capsys, monkeypatch):
+    from omniposead import pipeline
+
+    data_root = tmp_path / "synthetic"
+    shutil.copytree(tiny_class_dir, data_root / "tiny")
+    real_save = pipeline.save_result
+    calls = []
+
+    def save_then_interrupt(*args, **kwargs):
+        real_save(*args, **kwargs)
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(pipeline, "save_result", save_then_interrupt)
+    with pytest.raises(SystemExit) as exc:
+        anomaly_nerf_lego.main([*_paths(tmp_path, data_root), "--class_name", "tiny", *PIPELINE_TINY])
+    assert exc.value.code == 130
+    lines = capsys.readouterr().err.strip().splitlines()
+    out_dir = tmp_path / "outputs" / "synthetic" / "tiny"
+    assert lines[-1] == (f"interrupted: 2 of 8 test images of tiny have their results in {out_dir}; rerun the "
+                         "same command to make the rest")
+
+
+def test_budget_stop_is_marked_and_the_next_run_continues(tmp_path):
+    data_root = tmp_path / "spheres"
+    write_sphere_class(data_root)
+    args = ["--data_root", str(data_root), "--class_name", "sphere", "--ckpt_root", str(tmp_path / "ck"), *TINY,
+            "--n_iters", "100000", "--max_train_minutes", "0.01"]
+    first = train_class(parse_config(args), torch.device("cpu"), progress=False)
+    assert first.stop_reason == "budget" and not first.finished and 0 < first.step < 100000
+    second = train_class(parse_config(args), torch.device("cpu"), progress=False)
+    assert second.stop_reason == "budget" and second.step > first.step
+    done = train_class(parse_config([*args[:-2], "--n_iters", str(second.step + 3)]), torch.device("cpu"),
+                       progress=False)
+    assert done.finished and done.stop_reason == "n_iters" and done.step == second.step + 3
+
+
+def test_stale_temporaries_are_removed_live_ones_kept(tmp_path):
+    dead = tmp_path / "sub" / ".nerf.pt.999999999.abc.tmp"
+    live = tmp_path / f".nerf.pt.{os.getppid()}.xyz.tmp"
+    legacy = tmp_path / ".map.npy.k2j3.tmp"
+    for path in (dead, live, legacy):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("partial")
+    assert sorted(remove_stale_temps(tmp_path)) == sorted([dead, legacy])
+    assert live.exists() and not dead.exists()
+    with atomic_path(tmp_path / "x.json") as tmp:     # names carry the writer's pid
+        assert f".x.json.{os.getpid()}." in tmp.name
+
+
+def _train_cmd(data_root, ckpt_root, n_iters, *extra) -> list[str]:
+    return [sys.executable, "-m", "nerf.train", "--data_root", str(data_root), "--class_name", "sphere",
+            "--ckpt_root", str(ckpt_root), *TINY, "--n_iters", str(n_iters), "--i_weights", "100000",
+            "--i_print", "1000", *extra]
+
+
+def _env():
+    return {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+
+
+def _weights(path: Path) -> dict:
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL], ids=["SIGINT", "SIGKILL"])
+def test_resume_after_a_signal_is_bitwise_exact(tmp_path, sig):
+    """Kill `python -m nerf.train` mid-run, rerun it: the weights equal an uninterrupted run's."""
+    data_root = tmp_path / "spheres"
+    write_sphere_class(data_root)
+    n_iters = 800
+    straight = subprocess.run(_train_cmd(data_root, tmp_path / "straight", n_iters), env=_env(), cwd=ROOT,
+                              capture_output=True, text=True, timeout=600)
+    assert straight.returncode == 0, straight.stderr
+    ckpt = tmp_path / "cut" / "spheres" / "sphere" / "nerf.pt"
+    proc = subprocess.Popen(_train_cmd(data_root, tmp_path / "cut", n_iters, "--save_every_minutes", "0.002"),
+                            env=_env(), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while not ckpt.is_file() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    assert ckpt.is_file(), "no wall-clock checkpoint appeared"
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=300)
+    cut = _weights(ckpt)
+    assert 0 < cut["step"] < n_iters and not cut["finished"]
+    if sig == signal.SIGINT:
+        assert proc.returncode == 130
+        assert err.strip().splitlines()[-1].startswith(f"interrupted: NeRF training of sphere stopped at step "
+                                                       f"{cut['step']}/{n_iters}; the checkpoint {ckpt} holds it")
+        assert cut["stop_reason"] == "interrupted"
+    else:
+        assert proc.returncode == -signal.SIGKILL
+    resumed = subprocess.run(_train_cmd(data_root, tmp_path / "cut", n_iters), env=_env(), cwd=ROOT,
+                             capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr
+    a, b = _weights(tmp_path / "straight" / "spheres" / "sphere" / "nerf.pt"), _weights(ckpt)
+    assert a["step"] == b["step"] == n_iters
+    for key, value in a["model"].items():
+        assert torch.equal(value, b["model"][key]), key
+    assert torch.equal(a["rng"]["generator"], b["rng"]["generator"])
+    assert not list(ckpt.parent.glob(".*.tmp"))
+
+
+# ----------------------------------------------------------------------------- fresh clone and evaluation
+
+def test_nerf_train_generates_a_missing_synthetic_class(tmp_path, capsys):
+    code = nerf_train.main(["--data_root", str(tmp_path / "synthetic"), "--class_name", "gen", "--ckpt_root",
+                            str(tmp_path / "ck"), "--synthesize_if_missing", "true", "--synth_size", "16",
+                            "--synth_n_train", "6", "--synth_n_test_good", "1", "--synth_n_test_defect", "1",
+                            "--synth_workers", "1", *TINY, "--n_iters", "2", "--holdout_every", "3"])
+    assert code == 0
+    assert (tmp_path / "synthetic" / "gen" / "transforms.json").is_file()
+    assert (tmp_path / "ck" / "synthetic" / "gen" / "nerf.pt").is_file()
+    assert "gen: step 2" in capsys.readouterr().out
+
+
+def test_auroc_test_takes_dataset_and_resolution_from_the_saved_maps(tmp_path, capsys):
+    data_root = tmp_path / "data" / "LEGO-3D"
+    cdir = make_class(data_root, "01Half", height=12, width=16)
+    out_dir = tmp_path / "outputs" / "LEGO-3D" / "01Half"
+    for sample in load_test_set(cdir, half_res=True):
+        amap = sample.mask.astype(np.float32)
+        save_result(out_dir, sample.name, amap, {"image_score": float(amap.max()), "label": sample.label,
+                                                 "defect_type": sample.defect_type, "backbone": "b"})
+    save_run_record(out_dir, {"data_root": str(data_root), "class_name": "01Half", "half_res": True,
+                              "white_bkgd": True})
+    code = auroc_test.main(["--obj", "01Half", "--output_root", str(tmp_path / "outputs"), "--n_qualitative", "1"])
+    assert code == 0
+    captured = capsys.readouterr()
+    assert "pixel AUROC: 1.000" in captured.out and "half_res = True" in captured.err
+    assert json.loads((out_dir / "metrics.json").read_text())["n_images"] == 5
