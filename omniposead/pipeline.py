@@ -16,8 +16,10 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from anomaly.results import is_done, save_result
+from anomaly.residual import ResidualModel
+from anomaly.results import is_done, load_record, result_paths, save_result, scorer_of
 from anomaly.scorer import anomaly_map, image_scores
+from common.errors import ConfigError
 from common.runtime import resolve_device, seed_everything
 from data.mad import TestSample, TrainViews, load_test_set, load_train_views, resolve_class_dir
 from evaluation.plots import overlay_heatmap
@@ -27,6 +29,7 @@ from nerf.checkpoint import checkpoint_path, read_checkpoint, renderer_from_stat
 from nerf.renderer import NeRFRenderer
 from nerf.trainer import NeRFTrainer, TrainSummary
 from omniposead.config import OmniposeConfig
+from omniposead.residual_fit import load_or_fit_residual
 from retrieval.database import CACHE_NAME, DescriptorDatabase, load_or_build_database
 
 
@@ -81,6 +84,7 @@ class ClassAssets:
     renderer: NeRFRenderer
     backbone: FrozenBackbone
     database: DescriptorDatabase
+    residual: ResidualModel | None = None  # the NeRF's normal-residual model (score_normalization = residual)
 
 
 def load_class(cfg: OmniposeConfig, device: torch.device | None = None, *, train: bool = True,
@@ -100,7 +104,9 @@ def load_class(cfg: OmniposeConfig, device: torch.device | None = None, *, train
         renderer = renderer_from_state(read_checkpoint(path, device), path, cfg.nerf, run.white_bkgd, device)
     backbone = load_backbone(cfg.backbone, device)
     database = load_or_build_database(cfg.retrieval, backbone, views, device, run.ckpt_dir / CACHE_NAME)
-    return ClassAssets(cfg, device, class_dir, views, test_set, renderer, backbone, database)
+    residual = (load_or_fit_residual(cfg, views, renderer, backbone, device, progress)
+                if cfg.score.score_normalization == "residual" else None)
+    return ClassAssets(cfg, device, class_dir, views, test_set, renderer, backbone, database, residual)
 
 
 def estimate_batch_poses(assets: ClassAssets, images: np.ndarray, progress: bool = False) -> list[PoseEstimate]:
@@ -120,10 +126,10 @@ class ImageResult:
     image_score: float
     seconds: dict[str, float]  # per image: pose, render, score
 
-    def record(self, backbone: str) -> dict:
-        """The JSON record written beside the map (anomaly.results)."""
+    def record(self, backbone: str, scorer: dict) -> dict:
+        """The JSON record written beside the map (anomaly.results); `scorer`: ScoreOptions.scorer_record()."""
         return {"image_score": self.image_score, "label": self.sample.label,
-                "defect_type": self.sample.defect_type, "backbone": backbone,
+                "defect_type": self.sample.defect_type, "backbone": backbone, "scorer": scorer,
                 **self.pose.record(), "seconds": self.seconds}
 
 
@@ -143,8 +149,8 @@ def process_batch(assets: ClassAssets, samples: list[TestSample]) -> list[ImageR
                                      views.height, views.width, views.focal)
         for p in poses]).permute(0, 3, 1, 2)
     t2 = time.perf_counter()
-    maps = anomaly_map(assets.backbone, to_chw(images, device), references, cfg.score)
-    scores = image_scores(maps, cfg.score.image_score_pool)
+    maps = anomaly_map(assets.backbone, to_chw(images, device), references, cfg.score, residual=assets.residual)
+    scores = image_scores(maps, cfg.score.image_pool())
     t3 = time.perf_counter()
     n = len(samples)
     seconds = {"pose": (t1 - t0) / n, "render": (t2 - t1) / n, "score": (t3 - t2) / n}
@@ -158,11 +164,12 @@ def run_class(cfg: OmniposeConfig, device: torch.device | None = None, progress:
     """Write the anomaly maps of every test image of `cfg.run.class_name`; return the output folder."""
     assets = load_class(cfg, device, progress=progress)
     out_dir = cfg.run.output_dir
+    check_saved_scorer(out_dir, [s.name for s in assets.test_set], cfg.score.scorer_record())
     pending = [sample for sample in assets.test_set if not is_done(out_dir, sample.name)]
     name, description = cfg.run.class_name, assets.backbone.description
     print(f"[{name}] {len(assets.test_set)} test images, {len(assets.test_set) - len(pending)} already done, "
           f"backbone: {description}")
-    batch = cfg.inerf.inerf_batch
+    batch, scorer = cfg.inerf.inerf_batch, cfg.score.scorer_record()
     with tqdm(total=len(pending), desc=f"{name} maps", unit="img", disable=not progress) as bar:
         for start in range(0, len(pending), batch):
             for result in process_batch(assets, pending[start:start + batch]):
@@ -170,7 +177,22 @@ def run_class(cfg: OmniposeConfig, device: torch.device | None = None, progress:
                 # Preview overlay on this image's own scale; auroc_test.py redraws it on the class scale.
                 overlay = (overlay_heatmap(image, amap, 0.0, float(amap.max()) or 1.0)
                            if cfg.evaluation.save_overlays else None)
-                save_result(out_dir, result.sample.name, amap, result.record(description), query=image,
+                save_result(out_dir, result.sample.name, amap, result.record(description, scorer), query=image,
                             reference=result.reference, overlay=overlay)
                 bar.update(1)
     return out_dir
+
+
+def check_saved_scorer(out_dir: Path, names: list[str], scorer: dict) -> None:
+    """ConfigError when finished results in `out_dir` were scored otherwise than `scorer` asks: resuming would
+    mix two scorers in one class."""
+    keys = ("score_protocol", "score_normalization")
+    for name in names:
+        if not is_done(out_dir, name):
+            continue
+        path = result_paths(out_dir, name).record
+        saved = scorer_of(load_record(path))
+        if any(saved.get(k) != scorer[k] for k in keys) or ("score_stages" in saved and saved != scorer):
+            raise ConfigError(f"{path}: scored with {saved}, this run asks for {scorer}; use another --output_root "
+                              f"(or remove {out_dir}); benchmarks/decompose.py rescores saved references without "
+                              "touching them")
