@@ -232,3 +232,15 @@ def test_decomposition_rows_and_pipeline_results_untouched(trained, tmp_path, ca
     for row in ("oracle", "nerf_true_pose", "pipeline"):
         assert set(rows[row]) == {"pixel_auroc", "image_auroc", "pixel_aupro"}
     assert {p: p.read_bytes() for p in before} == before  # per-image results untouched
+
+
+def test_residual_model_without_heldout_views_warns_and_uses_training_views(trained, tmp_path):
+    data_root, ckpt_root, _ = trained
+    ckpts = tmp_path / "ckpts"
+    shutil.copytree(ckpt_root, ckpts)
+    cfg = parse_config(["--data_root", str(data_root), "--class_name", "toy", "--ckpt_root", str(ckpts),
+                        *NERF_ARGS, "--holdout_every", "0", "--residual_fallback_views", "4", "--desc_dim", "16",
+                        "--retrieval_size", "64", "--score_normalization", "residual"])
+    with pytest.warns(UserWarning, match="holdout_every = 0"):
+        model = pipeline.load_class(cfg, torch.device("cpu"), train=False, progress=False).residual
+    assert model.notes == {"views": [0, 13, 26, 39], "heldout": False, "score_protocol": "paper"}

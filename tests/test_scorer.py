@@ -233,3 +233,11 @@ def test_residual_normalisation_gives_each_term_unit_energy_on_the_fitted_residu
     assert float(z_change.square().sum(1).mean()) > 30
     with pytest.raises(ValueError, match="other scorer options"):
         model.normalise([stage])
+
+
+def test_residual_views_are_the_trainers_heldout_split_or_a_flagged_fallback():
+    from omniposead.residual_fit import residual_view_indices
+
+    assert residual_view_indices(20, 8, fallback_views=5) == ([0, 8, 16], False)  # nerf.trainer.split_views
+    assert residual_view_indices(20, 0, fallback_views=5) == ([0, 5, 10, 14, 19], True)
+    assert residual_view_indices(3, 0, fallback_views=8) == ([0, 1, 2], True)
