@@ -17,7 +17,7 @@ import torch
 from tqdm import tqdm
 
 from anomaly.residual import ResidualModel
-from anomaly.results import is_done, load_record, result_paths, save_result, scorer_of
+from anomaly.results import is_done, load_results, save_result, scorer_of
 from anomaly.scorer import anomaly_map, image_scores
 from common.errors import ConfigError
 from common.runtime import resolve_device, seed_everything
@@ -162,9 +162,9 @@ def process_batch(assets: ClassAssets, samples: list[TestSample]) -> list[ImageR
 
 def run_class(cfg: OmniposeConfig, device: torch.device | None = None, progress: bool = True) -> Path:
     """Write the anomaly maps of every test image of `cfg.run.class_name`; return the output folder."""
-    assets = load_class(cfg, device, progress=progress)
     out_dir = cfg.run.output_dir
-    check_saved_scorer(out_dir, [s.name for s in assets.test_set], cfg.score.scorer_record())
+    check_saved_scorer(out_dir, cfg.score.scorer_record())  # before any expensive work
+    assets = load_class(cfg, device, progress=progress)
     pending = [sample for sample in assets.test_set if not is_done(out_dir, sample.name)]
     name, description = cfg.run.class_name, assets.backbone.description
     print(f"[{name}] {len(assets.test_set)} test images, {len(assets.test_set) - len(pending)} already done, "
@@ -183,16 +183,13 @@ def run_class(cfg: OmniposeConfig, device: torch.device | None = None, progress:
     return out_dir
 
 
-def check_saved_scorer(out_dir: Path, names: list[str], scorer: dict) -> None:
+def check_saved_scorer(out_dir: Path, scorer: dict) -> None:
     """ConfigError when finished results in `out_dir` were scored otherwise than `scorer` asks: resuming would
     mix two scorers in one class."""
     keys = ("score_protocol", "score_normalization")
-    for name in names:
-        if not is_done(out_dir, name):
-            continue
-        path = result_paths(out_dir, name).record
-        saved = scorer_of(load_record(path))
+    for result in load_results(out_dir):
+        saved = scorer_of(result.record)
         if any(saved.get(k) != scorer[k] for k in keys) or ("score_stages" in saved and saved != scorer):
-            raise ConfigError(f"{path}: scored with {saved}, this run asks for {scorer}; use another --output_root "
-                              f"(or remove {out_dir}); benchmarks/decompose.py rescores saved references without "
-                              "touching them")
+            raise ConfigError(f"{result.paths.record}: scored with {saved}, this run asks for {scorer}; use another "
+                              f"--output_root (or remove {out_dir}); benchmarks/decompose.py rescores saved "
+                              "references without touching them")
