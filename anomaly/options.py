@@ -8,12 +8,27 @@ from typing import ClassVar
 from common.options import Options, option, require
 
 N_STAGES = 5
+PROTOCOLS = ("paper", "official")
+NORMALIZATIONS = ("none", "residual")
+OFFICIAL_STAGES = (1, 2, 3, 4)   # EfficientNet-B4 blocks 1, 5, 9, 21 (UniAD's layers 1-4)
+OFFICIAL_SIGMA = 4.0
 
 
 @dataclass(frozen=True)
 class ScoreOptions(Options):
     GROUP: ClassVar[str] = "anomaly scoring"
 
+    score_protocol: str = option("paper", "'paper': the paper's formula (Eqn. 3-4) at the query's resolution; "
+                                          "'official': the PAD authors' evaluation script (224 px, squared "
+                                          "differences of stages 1-4 + RGB, test-set min-max; README)",
+                                 choices=PROTOCOLS)
+    score_normalization: str = option("none", "'residual': score each feature difference by how unusual it is for "
+                                              "this NeRF (per-channel statistics of its error on held-out training "
+                                              "views, cached in the class's checkpoint folder); 'none': raw "
+                                              "differences", choices=NORMALIZATIONS)
+    residual_fallback_views: int = option(8, "training views used to fit the residual model when holdout_every = 0 "
+                                             "(the NeRF has seen them: its error there is optimistic; a warning "
+                                             "says so)")
     score_stages: tuple[int, ...] = option((1, 2, 3, 4, 5), "backbone stages (1..5) whose features are compared")
     score_include_rgb: bool = option(True, "append the RGB image to the features")
     score_stage_weights: tuple[float, ...] = option((), "optional weight per compared stage (empty = all 1, the "
@@ -36,12 +51,40 @@ class ScoreOptions(Options):
         require(self.score_sigma >= 0 and math.isfinite(self.score_sigma),
                 f"score_sigma must be >= 0, got {self.score_sigma}")
         require(self.image_score_pool >= 1, f"image_score_pool must be >= 1, got {self.image_score_pool}")
+        require(self.score_protocol in PROTOCOLS,
+                f"score_protocol must be one of {', '.join(PROTOCOLS)}, got {self.score_protocol!r}")
+        require(self.score_normalization in NORMALIZATIONS,
+                f"score_normalization must be one of {', '.join(NORMALIZATIONS)}, got {self.score_normalization!r}")
+        require(self.residual_fallback_views >= 1,
+                f"residual_fallback_views must be >= 1, got {self.residual_fallback_views}")
         return self
+
+    # What the protocol compares. 'official' fixes every one of them to the authors' script (README).
+
+    def compared_stages(self) -> tuple[int, ...]:
+        return OFFICIAL_STAGES if self.score_protocol == "official" else self.score_stages
+
+    def compares_rgb(self) -> bool:
+        return True if self.score_protocol == "official" else self.score_include_rgb
+
+    def smoothing_sigma(self) -> float:
+        return OFFICIAL_SIGMA if self.score_protocol == "official" else self.score_sigma
+
+    def image_pool(self) -> int:
+        """Average-pool kernel of the image score; the official script takes the plain maximum."""
+        return 1 if self.score_protocol == "official" else self.image_score_pool
+
+    def scorer_record(self) -> dict:
+        """What a saved map was scored with (stored in every result record and checked on resume)."""
+        return {"score_protocol": self.score_protocol, "score_normalization": self.score_normalization,
+                "score_stages": list(self.compared_stages()), "score_include_rgb": self.compares_rgb(),
+                "score_stage_weights": [] if self.score_protocol == "official" else list(self.score_stage_weights),
+                "score_sigma": self.smoothing_sigma()}
 
     def term_weights(self) -> tuple[list[float], float]:
         """(weight per stage, weight of the RGB term). All 1 by default (the plain L2 formula)."""
-        if not self.score_stage_weights:
-            return [1.0] * len(self.score_stages), 1.0
+        if self.score_protocol == "official" or not self.score_stage_weights:
+            return [1.0] * len(self.compared_stages()), 1.0
         weights = list(self.score_stage_weights)
         n = len(self.score_stages)
         return weights[:n], (weights[n] if len(weights) > n else 1.0)

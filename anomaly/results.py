@@ -3,8 +3,11 @@
 For the test sample named ``<defect_type>/<stem>`` (data.mad.TestSample.name) of a class, inside
 ``out_dir = outputs/<dataset>/<class>/`` (common.run.RunOptions.output_dir):
 
-    <defect_type>/<stem>.npy          float32 [H,W] anomaly map at the full query resolution
-    <defect_type>/<stem>.json         record: at least image_score, label, defect_type, backbone
+    <defect_type>/<stem>.npy          float32 [H,W] anomaly map at the full query resolution (score_protocol
+                                      'official': the raw map at the script's 224-px size, before the
+                                      test-set min-max normalisation, which auroc_test.py applies)
+    <defect_type>/<stem>.json         record: at least image_score, label, defect_type, backbone (+ scorer:
+                                      the scorer settings, ScoreOptions.scorer_record)
                                       (+ name, added here, and any pipeline extras: poses, losses...)
     <defect_type>/<stem>_query.png    the query image (optional)
     <defect_type>/<stem>_ref.png      the NeRF reference rendered at the refined pose (optional)
@@ -136,6 +139,12 @@ def load_record(path: str | Path) -> dict:
     if missing:
         raise DataError(f"{path}: result record lacks {', '.join(missing)}")
     return record
+
+
+def scorer_of(record: dict) -> dict:
+    """The scorer settings stored in a result record (ScoreOptions.scorer_record); records written before
+    they were stored were scored with the paper's protocol, unnormalised."""
+    return record.get("scorer") or {"score_protocol": "paper", "score_normalization": "none"}
 
 
 def load_score_map(path: str | Path) -> np.ndarray:

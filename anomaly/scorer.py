@@ -6,8 +6,10 @@ concatenate (optionally with the RGB image) and take the per-pixel L2 norm of th
 
     s(u) = || f_q(:, u) - f_ref(:, u) ||_2 ,    then Gaussian smoothing (sigma = 4 in the reference code).
 
-The image score is the maximum of the average-pooled map. Nothing here normalises scores across a
-test set: every map and score depends on its own query/reference pair only.
+The image score is the maximum of the average-pooled map. That is protocol 'paper' (score_protocol);
+protocol 'official' follows the authors' evaluation script instead (combine_terms, README). Nothing here
+normalises scores across a test set: every map depends on its own query/reference pair (and, with
+score_normalization = residual, on the NeRF's error model fitted on held-out TRAINING views).
 
 Implementation note: bilinear resizing is linear, so resize(f_q) - resize(f_ref) == resize(f_q - f_ref).
 The difference is therefore taken at each stage's native resolution and only the difference is
@@ -19,7 +21,6 @@ Everything is pure tensor code on the inputs' device (CPU for tests, CUDA for fu
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import Sequence
 
 import numpy as np
@@ -30,72 +31,118 @@ from anomaly.options import ScoreOptions
 from common.errors import ConfigError
 
 _CHANNEL_CHUNK = 64  # channels upsampled at once; bounds peak memory on large maps
+OFFICIAL_SIZE = 224  # the authors' evaluation resolution (shorter side)
+IMAGENET_STD = (0.229, 0.224, 0.225)  # the RGB term of the official script is on normalised values
 
 
 def anomaly_map(backbone, query: torch.Tensor, reference: torch.Tensor, opts: ScoreOptions | None = None, *,
-                stages: Sequence[int] | None = None, include_rgb: bool | None = None,
+                residual=None, stages: Sequence[int] | None = None, include_rgb: bool | None = None,
                 stage_weights: Sequence[float] | None = None, sigma: float | None = None) -> torch.Tensor:
-    """Anomaly maps [B,H,W] float32 for queries and references [B,3,H,W] in [0,1].
+    """Anomaly maps [B,h,w] float32 for queries and references [B,3,H,W] in [0,1].
 
-    Options come from `opts` (stages, RGB term, stage weights, sigma) and are overridden by the explicit
-    keyword arguments; with neither, the paper defaults are used.
-    Stage weights w_k (optional) weight the squared distance of each term:
-    s(u) = sqrt(sum_k w_k ||d_k(u)||^2), which is the L2 norm of the concatenation of the features
-    scaled by sqrt(w_k); all ones (default) is the plain formula. A weight list one longer than
-    the stage list weights the RGB term with its last value.
+    Options come from `opts` (protocol, stages, RGB term, stage weights, sigma) and are overridden by the
+    explicit keyword arguments; with neither, the paper defaults are used. `residual` (an
+    anomaly.residual.ResidualModel fitted for the same options) normalises each term's differences first.
+    The map has the query's size (protocol 'paper') or the official 224-px size (protocol_size).
+
+    Paper formula with stage weights w_k (optional): s(u) = sqrt(sum_k w_k ||d_k(u)||^2), which is the L2
+    norm of the concatenation of the features scaled by sqrt(w_k); all ones (default) is the plain formula.
+    A weight list one longer than the stage list weights the RGB term with its last value.
     Tensors must be on the backbone's device; the result stays there.
     """
-    overrides = {"score_stages": None if stages is None else tuple(stages), "score_include_rgb": include_rgb,
-                 "score_stage_weights": None if stage_weights is None else tuple(stage_weights),
-                 "score_sigma": sigma}
-    opts = dataclasses.replace(opts or ScoreOptions(), **{k: v for k, v in overrides.items() if v is not None})
-    opts.validated()
+    opts = resolve_options(opts, stages=stages, include_rgb=include_rgb, stage_weights=stage_weights, sigma=sigma)
     _check_pair(query, reference)
-
-    n = query.shape[0]
-    if opts.score_stages:
-        features = backbone(torch.cat([query, reference], dim=0))  # one batched call of 2B
-        if len(features) < max(opts.score_stages):
-            raise ConfigError(f"backbone gives {len(features)} stages; score_stages asks for "
-                              f"{list(opts.score_stages)}")
-        q_feats = [features[s - 1][:n] for s in opts.score_stages]
-        r_feats = [features[s - 1][n:] for s in opts.score_stages]
-    else:
-        q_feats, r_feats = [], []
-    stage_w, rgb_w = opts.term_weights()
-    maps = feature_distance(q_feats, r_feats, size=tuple(query.shape[-2:]), weights=stage_w,
-                            rgb=(query, reference) if opts.score_include_rgb else None, rgb_weight=rgb_w)
-    return gaussian_blur(maps, opts.score_sigma)
+    size = protocol_size(opts, *query.shape[-2:])
+    return combine_terms(term_differences(backbone, query, reference, opts), size, opts, residual)
 
 
-def feature_distance(q_feats: Sequence[torch.Tensor], r_feats: Sequence[torch.Tensor], size: tuple[int, int],
-                     weights: Sequence[float] | None = None,
-                     rgb: tuple[torch.Tensor, torch.Tensor] | None = None, rgb_weight: float = 1.0) -> torch.Tensor:
-    """Per-pixel L2 distance [B,H,W] of the (weighted) concatenation of feature maps resized to `size`.
+def resolve_options(opts: ScoreOptions | None = None, **overrides) -> ScoreOptions:
+    """`opts` (default: the paper's) with the non-None keyword overrides, validated."""
+    names = {"stages": "score_stages", "include_rgb": "score_include_rgb", "stage_weights": "score_stage_weights",
+             "sigma": "score_sigma"}
+    changes = {names[k]: (tuple(v) if isinstance(v, (list, tuple)) else v) for k, v in overrides.items()
+               if v is not None}
+    return dataclasses.replace(opts or ScoreOptions(), **changes).validated()
 
-    Each feature pair is [B,C_k,h_k,w_k]; it is bilinearly resized (align_corners=False) to `size`.
-    `rgb`, when given, is a pair of [B,3,H,W] images appended as one more term.
+
+def protocol_size(opts: ScoreOptions, height: int, width: int) -> tuple[int, int]:
+    """Size of the anomaly map of a [height, width] query: the query's own (paper), or the official script's
+    torchvision Resize(224): the shorter side to 224, the longer one int(224 * long / short)."""
+    if opts.score_protocol != "official":
+        return int(height), int(width)
+    if height <= width:
+        return OFFICIAL_SIZE, int(OFFICIAL_SIZE * width / height)
+    return int(OFFICIAL_SIZE * height / width), OFFICIAL_SIZE
+
+
+def term_differences(backbone, query: torch.Tensor, reference: torch.Tensor, opts: ScoreOptions) -> list[torch.Tensor]:
+    """Query minus reference per compared term, each at its native resolution: [B,C_k,h_k,w_k] for each
+    compared stage, then [B,3,h,w] for the RGB term when compared.
+
+    'official' first resizes both images to protocol_size (bilinear with antialiasing, as torchvision's
+    Resize on PIL images) and measures the RGB term on ImageNet-normalised values, as the authors' script.
     """
-    weights = [1.0] * len(q_feats) if weights is None else list(weights)
-    if not (len(q_feats) == len(r_feats) == len(weights)):
-        raise ValueError("q_feats, r_feats and weights must have the same length")
+    if opts.score_protocol == "official":
+        size = protocol_size(opts, *query.shape[-2:])
+        query, reference = (F.interpolate(x.float(), size=size, mode="bilinear", align_corners=False, antialias=True)
+                            for x in (query, reference))
+    n, stages, diffs = query.shape[0], opts.compared_stages(), []
+    if stages:
+        features = backbone(torch.cat([query, reference], dim=0))  # one batched call of 2B
+        if len(features) < max(stages):
+            raise ConfigError(f"backbone gives {len(features)} stages; score_stages asks for {list(stages)}")
+        diffs = [features[s - 1][:n].float() - features[s - 1][n:].float() for s in stages]
+    if opts.compares_rgb():
+        rgb = query.float() - reference.float()
+        if opts.score_protocol == "official":
+            rgb = rgb / torch.tensor(IMAGENET_STD, device=rgb.device).view(1, 3, 1, 1)
+        diffs.append(rgb)
+    return diffs
+
+
+def combine_terms(diffs: Sequence[torch.Tensor], size: tuple[int, int], opts: ScoreOptions,
+                  residual=None) -> torch.Tensor:
+    """Maps [B,*size] from per-term differences (term_differences), optionally residual-normalised.
+
+    paper:    sqrt(sum_k w_k ||resize(d_k)||^2), Gaussian-smoothed (score_sigma);
+    official: sum_k resize(||d_k||^2) (squared, summed over channels BEFORE resizing, no root), smoothed
+              with sigma 4; the test-set min-max normalisation follows at evaluation (normalize_test_set).
+    """
+    if residual is not None:
+        diffs = residual.normalise(diffs)
+    stage_w, rgb_w = opts.term_weights()
+    weights = stage_w + ([rgb_w] if opts.compares_rgb() else [])
+    if len(weights) != len(diffs):
+        raise ValueError(f"{len(diffs)} difference terms but {len(weights)} weights")
+    if opts.score_protocol == "official":
+        squared = None
+        for diff, w in zip(diffs, weights):
+            term = diff.square().sum(dim=1, keepdim=True)
+            if tuple(term.shape[-2:]) != tuple(size):
+                term = F.interpolate(term, size=size, mode="bilinear", align_corners=False)
+            squared = w * term[:, 0] if squared is None else squared + w * term[:, 0]
+        return gaussian_blur(squared, opts.smoothing_sigma())
+    return gaussian_blur(feature_distance(diffs, size, weights), opts.smoothing_sigma())
+
+
+def feature_distance(diffs: Sequence[torch.Tensor], size: tuple[int, int],
+                     weights: Sequence[float] | None = None) -> torch.Tensor:
+    """Per-pixel L2 norm [B,H,W] of the (weighted) concatenation of difference maps resized to `size`.
+
+    Each difference is [B,C_k,h_k,w_k]; it is bilinearly resized (align_corners=False) to `size`.
+    """
+    weights = [1.0] * len(diffs) if weights is None else list(weights)
+    if len(diffs) != len(weights):
+        raise ValueError(f"{len(diffs)} difference terms but {len(weights)} weights")
     sq = None
-    for fq, fr, w in zip(q_feats, r_feats, weights):
-        if fq.shape != fr.shape:
-            raise ValueError(f"query and reference features differ in shape: {tuple(fq.shape)} vs {tuple(fr.shape)}")
-        diff = fq.float() - fr.float()
+    for diff, w in zip(diffs, weights):
         for start in range(0, diff.shape[1], _CHANNEL_CHUNK):
-            part = diff[:, start:start + _CHANNEL_CHUNK]
+            part = diff[:, start:start + _CHANNEL_CHUNK].float()
             if tuple(part.shape[-2:]) != tuple(size):
                 part = F.interpolate(part, size=size, mode="bilinear", align_corners=False)
             term = part.square().sum(dim=1)
             term = term * w if w != 1.0 else term
             sq = term if sq is None else sq + term
-    if rgb is not None:
-        q_img, r_img = rgb
-        term = (q_img.float() - r_img.float()).square().sum(dim=1)
-        term = term * rgb_weight if rgb_weight != 1.0 else term
-        sq = term if sq is None else sq + term
     if sq is None:
         raise ValueError("no features to compare")
     return sq.clamp_min(0).sqrt()
@@ -109,29 +156,28 @@ def gaussian_kernel1d(sigma: float, radius: int, device=None, dtype=torch.float3
 
 
 def gaussian_blur(maps: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Separable Gaussian smoothing of [B,H,W] maps with reflect padding; sigma = 0 returns the input.
-
-    The kernel has 2*round(4*sigma)+1 taps (truncate = 4, as scipy/skimage). Reflect padding needs
-    the radius below the map size, so on maps smaller than the kernel the radius is clipped to
-    size-1 per axis (the kernel is renormalised); full-size maps are never affected.
-    """
+    """Separable Gaussian smoothing of [B,H,W] maps, equal to scipy.ndimage.gaussian_filter(map, sigma)
+    with its defaults (mode='reflect', i.e. edge-inclusive mirroring d c b a | a b c d, truncate=4:
+    2*int(4*sigma+0.5)+1 taps), the smoothing of the authors' script; sigma = 0 returns the input.
+    Maps smaller than the kernel are mirrored repeatedly, as scipy does."""
     if sigma < 0:
         raise ConfigError(f"score_sigma must be >= 0, got {sigma}")
     if sigma == 0:
         return maps
     if maps.ndim != 3:
         raise ValueError(f"expected maps [B,H,W], got {tuple(maps.shape)}")
-    height, width = maps.shape[-2:]
-    radius = int(math.floor(4.0 * sigma + 0.5))
-    ry, rx = min(radius, height - 1), min(radius, width - 1)
+    radius = int(4.0 * sigma + 0.5)
+    kernel = gaussian_kernel1d(sigma, radius, device=maps.device)
     x = maps.float()[:, None]
-    if ry > 0:
-        ky = gaussian_kernel1d(sigma, ry, device=maps.device).view(1, 1, -1, 1)
-        x = F.conv2d(F.pad(x, (0, 0, ry, ry), mode="reflect"), ky)
-    if rx > 0:
-        kx = gaussian_kernel1d(sigma, rx, device=maps.device).view(1, 1, 1, -1)
-        x = F.conv2d(F.pad(x, (rx, rx, 0, 0), mode="reflect"), kx)
+    x = F.conv2d(x.index_select(2, _mirror_index(x.shape[2], radius, x.device)), kernel.view(1, 1, -1, 1))
+    x = F.conv2d(x.index_select(3, _mirror_index(x.shape[3], radius, x.device)), kernel.view(1, 1, 1, -1))
     return x[:, 0]
+
+
+def _mirror_index(n: int, radius: int, device) -> torch.Tensor:
+    """Indices of a length-n axis padded by `radius` on both sides with scipy's 'reflect' rule."""
+    i = torch.arange(-radius, n + radius, device=device) % (2 * n)
+    return torch.where(i >= n, 2 * n - 1 - i, i)
 
 
 def image_scores(maps, pool: int):

@@ -2,17 +2,22 @@
 write metrics.json, the ROC plot, the qualitative sheet and (optionally) class-scaled overlays.
 
 Image scores are recomputed from the saved maps (max of the average-pooled map, image_score_pool),
-so the pooling can be tuned without rerunning the pipeline.
+so the pooling can be tuned without rerunning the pipeline. Maps scored with score_protocol = official
+(read from the result records) are evaluated as the authors' script does (anomaly.official): masks
+resized to the 224-px maps, all maps min-max normalised over the test set, image score = plain max.
 """
 from __future__ import annotations
 
+import json
 import sys
+from dataclasses import dataclass
 
 import numpy as np
 
+from anomaly.official import normalize_test_set, resize_mask
 from anomaly.options import ScoreOptions
-from anomaly.results import load_results, load_run_record, load_score_map, result_paths
-from anomaly.scorer import image_scores
+from anomaly.results import load_results, load_run_record, load_score_map, result_paths, scorer_of
+from anomaly.scorer import image_scores, protocol_size
 from common.errors import DataError
 from common.io import write_image, write_json
 from common.run import RunOptions
@@ -42,6 +47,28 @@ def with_saved_settings(run: RunOptions) -> RunOptions:
     return run.replace(**{k: saved[k] for k in keys})
 
 
+@dataclass
+class ScoredSet:
+    """A test set's maps, masks and image scores as the protocol evaluates them."""
+    maps: list[np.ndarray]
+    masks: list[np.ndarray]
+    scores: np.ndarray
+    pool: int                                # average-pool kernel of the image score
+    minmax: tuple[float, float] | None       # test-set min / max (official protocol only)
+
+    @classmethod
+    def from_maps(cls, maps, masks, protocol: str, image_score_pool: int) -> "ScoredSet":
+        """'paper': maps and masks as they are, image score = max of the average-pooled map. 'official': masks
+        resized to the maps, maps min-max normalised over the set, image score = plain max (anomaly.official)."""
+        minmax = None
+        if protocol == "official":
+            masks = [resize_mask(mask, amap.shape) for mask, amap in zip(masks, maps)]
+            maps, minmax = normalize_test_set(maps)
+        pool = 1 if protocol == "official" else int(image_score_pool)
+        scores = np.array([float(image_scores(m[None], pool)[0]) for m in maps])
+        return cls(list(maps), list(masks), scores, pool, minmax)
+
+
 def evaluate_class(run: RunOptions, score: ScoreOptions, ev: EvalOptions, write_outputs: bool = True) -> dict:
     """Metrics of the class `run.class_name` from its saved maps; writes metrics.json and the figures."""
     run = with_saved_settings(run)
@@ -62,20 +89,27 @@ def evaluate_class(run: RunOptions, score: ScoreOptions, ev: EvalOptions, write_
                         f"{len(samples)} test images of {obj}); run anomaly_nerf_lego.py for this class first")
 
     records = {r.name: r.record for r in load_results(out_dir)}
+    scorers = {json.dumps(scorer_of(records[s.name]), sort_keys=True) for s in samples}
+    if len(scorers) > 1:
+        raise DataError(f"{out_dir}: the maps of {obj} were scored with different settings: {sorted(scorers)}")
+    scorer = json.loads(scorers.pop())
+    protocol = ScoreOptions(score_protocol=scorer["score_protocol"])
     maps = []
     for sample in samples:
         path = result_paths(out_dir, sample.name).map
         amap = load_score_map(path)
-        if amap.shape != sample.mask.shape:
-            raise DataError(f"{path}: score map is {amap.shape[1]}x{amap.shape[0]} but the test image "
-                            f"{sample.path} loads as {sample.mask.shape[1]}x{sample.mask.shape[0]} "
-                            f"(same --half_res as the pipeline run?)")
+        expected = protocol_size(protocol, *sample.mask.shape)
+        if amap.shape != expected:
+            raise DataError(f"{path}: score map is {amap.shape[1]}x{amap.shape[0]}, expected {expected[1]}x"
+                            f"{expected[0]} for the test image {sample.path}, which loads as "
+                            f"{sample.mask.shape[1]}x{sample.mask.shape[0]} (same --half_res as the pipeline run?)")
         if not np.all(np.isfinite(amap)):
             raise DataError(f"{path}: score map contains NaN or infinite values")
         maps.append(amap)
-    scores = np.array([float(image_scores(m[None], score.image_score_pool)[0]) for m in maps])
+    scored = ScoredSet.from_maps(maps, [s.mask for s in samples], protocol.score_protocol, score.image_score_pool)
+    maps, masks, scores, pool, minmax = scored.maps, scored.masks, scored.scores, scored.pool, scored.minmax
+    official = minmax is not None
     defect_types = [s.defect_type for s in samples]
-    masks = [s.mask for s in samples]
 
     result = evaluate(defect_types, scores, masks, maps, fpr_limit=ev.aupro_fpr, max_pixels=ev.eval_max_pixels,
                       seed=run.seed)
@@ -90,7 +124,9 @@ def evaluate_class(run: RunOptions, score: ScoreOptions, ev: EvalOptions, write_
         "dataset": run.dataset_name,
         "backbone": backbones[0] if len(backbones) == 1 else backbones,
         **result,
-        "image_score_pool": int(score.image_score_pool),
+        "scorer": scorer,
+        "image_score_pool": int(pool),
+        **({"test_set_minmax": list(minmax)} if official else {}),
         "colour_scale": [vmin, vmax],
         "qualitative_threshold": threshold,
         "images": [{"name": s.name, "defect_type": s.defect_type, "label": int(s.label),
@@ -113,7 +149,7 @@ def evaluate_class(run: RunOptions, score: ScoreOptions, ev: EvalOptions, write_
         if reference is not None and reference.shape[:2] != sample.image.shape[:2]:
             reference = None
         rows.append(QualitativeRow(title=f"{sample.name}\nscore {scores[i]:.3g}", query=sample.image,
-                                   reference=reference, mask=sample.mask, amap=maps[i]))
+                                   reference=reference, mask=masks[i], amap=maps[i]))
     qualitative_sheet(out_dir / "qualitative.png", rows, vmin, vmax, threshold,
                       title=f"{obj}: heat-map scale [{vmin:.3g}, {vmax:.3g}], mask threshold {threshold:.3g}")
     write_json(out_dir / "metrics.json", metrics)

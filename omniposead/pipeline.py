@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from anomaly.residual import ResidualModel
 from anomaly.results import is_done, load_run_record, save_result, save_run_record
 from anomaly.scorer import anomaly_map, image_scores
 from common.errors import DataError, Interrupted
@@ -36,6 +37,7 @@ from nerf.checkpoint import checkpoint_path, read_checkpoint, renderer_from_stat
 from nerf.renderer import NeRFRenderer
 from nerf.trainer import NeRFTrainer, TrainSummary
 from omniposead.config import OmniposeConfig
+from omniposead.residual_fit import load_or_fit_residual
 from retrieval.database import CACHE_NAME, DescriptorDatabase, load_or_build_database
 
 
@@ -102,6 +104,7 @@ class ClassAssets:
     nerf_step: int
     backbone: FrozenBackbone
     database: DescriptorDatabase
+    residual: ResidualModel | None = None  # the NeRF's normal-residual model (score_normalization = residual)
 
 
 def check_test_set(test_set: list[TestSample], views: TrainViews, class_dir: Path, require_labels: bool) -> None:
@@ -145,7 +148,10 @@ def load_class(cfg: OmniposeConfig, device: torch.device | None = None, *, train
         nerf = TrainedNeRF(renderer_from_state(state, path, cfg.nerf, run.white_bkgd, device), state["step"])
     backbone = load_backbone(cfg.backbone, device)
     database = load_or_build_database(cfg.retrieval, backbone, views, device, run.ckpt_dir / CACHE_NAME)
-    return ClassAssets(cfg, device, class_dir, views, test_set, nerf.renderer, nerf.step, backbone, database)
+    residual = (load_or_fit_residual(cfg, views, nerf.renderer, backbone, device, progress)
+                if cfg.score.score_normalization == "residual" else None)
+    return ClassAssets(cfg, device, class_dir, views, test_set, nerf.renderer, nerf.step, backbone, database,
+                       residual)
 
 
 def estimate_batch_poses(assets: ClassAssets, images: np.ndarray, progress: bool = False) -> list[PoseEstimate]:
@@ -165,10 +171,10 @@ class ImageResult:
     image_score: float
     seconds: dict[str, float]  # per image: pose, render, score
 
-    def record(self, backbone: str) -> dict:
-        """The JSON record written beside the map (anomaly.results)."""
+    def record(self, backbone: str, scorer: dict) -> dict:
+        """The JSON record written beside the map (anomaly.results); `scorer`: ScoreOptions.scorer_record()."""
         return {"image_score": self.image_score, "label": self.sample.label,
-                "defect_type": self.sample.defect_type, "backbone": backbone,
+                "defect_type": self.sample.defect_type, "backbone": backbone, "scorer": scorer,
                 **self.pose.record(), "seconds": self.seconds}
 
 
@@ -188,8 +194,8 @@ def process_batch(assets: ClassAssets, samples: list[TestSample]) -> list[ImageR
                                      views.height, views.width, views.focal)
         for p in poses]).permute(0, 3, 1, 2)
     t2 = time.perf_counter()
-    maps = anomaly_map(assets.backbone, to_chw(images, device), references, cfg.score)
-    scores = image_scores(maps, cfg.score.image_score_pool)
+    maps = anomaly_map(assets.backbone, to_chw(images, device), references, cfg.score, residual=assets.residual)
+    scores = image_scores(maps, cfg.score.image_pool())
     t3 = time.perf_counter()
     n = len(samples)
     seconds = {"pose": (t1 - t0) / n, "render": (t2 - t1) / n, "score": (t3 - t2) / n}
@@ -227,7 +233,7 @@ def run_class(cfg: OmniposeConfig, device: torch.device | None = None, progress:
     name, description = cfg.run.class_name, assets.backbone.description
     total = len(assets.test_set)
     print(f"[{name}] {total} test images, {total - len(pending)} already done, backbone: {description}")
-    batch = cfg.inerf.inerf_batch
+    batch, scorer = cfg.inerf.inerf_batch, cfg.score.scorer_record()
     try:
         with tqdm(total=len(pending), desc=f"{name} maps", unit="img", disable=not progress) as bar:
             for start in range(0, len(pending), batch):
@@ -236,7 +242,8 @@ def run_class(cfg: OmniposeConfig, device: torch.device | None = None, progress:
                     # Preview overlay on this image's own scale; auroc_test.py redraws it on the class scale.
                     overlay = (overlay_heatmap(image, amap, 0.0, float(amap.max()) or 1.0)
                                if cfg.evaluation.save_overlays else None)
-                    save_result(out_dir, result.sample.name, amap, result.record(description), query=image,
+                    save_result(out_dir, result.sample.name, amap, result.record(description, scorer),
+                                query=image,
                                 reference=result.reference, overlay=overlay)
                     bar.update(1)
     except KeyboardInterrupt as err:

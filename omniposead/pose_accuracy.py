@@ -5,8 +5,9 @@ the true ones of a generated class.
 
 (The successor of `python -m inerf.pose_accuracy`: same flags.)
 
-This is the ONLY code that reads ``<class_dir>/test_poses.json`` (written by data.synthesize; MAD
-itself has no test poses, so this diagnostic only runs on generated data or with user-provided poses).
+This module holds the only reader of ``<class_dir>/test_poses.json`` (written by data.synthesize; MAD
+itself has no test poses, so this diagnostic only runs on generated data or with user-provided poses);
+the decomposition diagnostic (omniposead.decomposition) uses it too. The pipeline never does.
 
 Default: load the class as the pipeline does (omniposead.pipeline.load_class, without training),
 estimate the pose of every test image (retrieval + iNeRF) and time it. With --from_outputs: read the

@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from common.io import save_torch
+from features.backbone import backbone_signature
 from retrieval.options import RetrievalOptions
 
 CACHE_NAME = "retrieval.pt"
@@ -132,16 +133,6 @@ class DescriptorDatabase:
                    feat_std=state["feat_std"], components=state["components"], pca_mean=state["pca_mean"],
                    retrieval_size=state["retrieval_size"], fingerprint=state["fingerprint"],
                    notes=state.get("notes"), batch_size=batch_size)
-
-
-def backbone_signature(backbone) -> str:
-    """Description plus a hash of the weights (so two backbones with one description still differ)."""
-    h = hashlib.sha256(str(getattr(backbone, "description", type(backbone).__name__)).encode())
-    if hasattr(backbone, "state_dict"):
-        for name, tensor in backbone.state_dict().items():
-            h.update(name.encode())
-            h.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
 
 
 def database_fingerprint(images, backbone, desc_dim: int, retrieval_size: int) -> str:

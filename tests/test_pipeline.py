@@ -116,3 +116,135 @@ def test_interrupted_run_resumes_without_recomputing_finished_images(trained, tm
     assert sorted(recomputed) == sorted(set(names) - set(saved))
     assert {name: (out_dir / f"{name}.npy").stat().st_mtime_ns for name in saved} == first
     assert all((out_dir / f"{name}.json").is_file() for name in names)
+
+
+def _residual_model(data_root, ckpts):
+    cfg = parse_config(["--data_root", str(data_root), "--class_name", "toy", "--ckpt_root", str(ckpts),
+                        *NERF_ARGS, "--desc_dim", "16", "--retrieval_size", "64", "--score_normalization", "residual"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # bundled backbone
+        return pipeline.load_class(cfg, torch.device("cpu"), train=False, progress=False).residual
+
+
+def test_residual_model_is_fitted_on_heldout_training_views_only(trained, tmp_path):
+    """Replacing every test image and mask by noise changes nothing in the fit; changing the NeRF refits."""
+    from anomaly.residual import RESIDUAL_NAME
+
+    data_root, ckpt_root, _ = trained
+    ckpts = tmp_path / "ckpts"
+    shutil.copytree(ckpt_root, ckpts)
+    model = _residual_model(data_root, ckpts)
+    assert model is not None and model.notes["heldout"] and model.notes["views"] == list(range(0, 40, 8))
+    saved = ckpts / "synthetic" / "toy" / RESIDUAL_NAME
+    assert saved.is_file()
+
+    other = tmp_path / "data" / "synthetic"
+    shutil.copytree(data_root / "toy", other / "toy")
+    rng = np.random.default_rng(0)
+    import imageio.v3 as iio
+
+    for png in list((other / "toy" / "test").rglob("*.png")) + list((other / "toy" / "ground_truth").rglob("*.png")):
+        image = iio.imread(png)
+        iio.imwrite(png, rng.integers(0, 256, image.shape, dtype=np.uint8) if image.ndim == 3
+                    else (255 - image).astype(np.uint8))
+    other_ckpts = tmp_path / "other_ckpts"
+    shutil.copytree(ckpt_root, other_ckpts)
+    refit = _residual_model(other, other_ckpts)
+    assert refit.fingerprint == model.fingerprint
+    for a, b in zip(model.mean + model.std, refit.mean + refit.std):
+        assert torch.equal(a, b)
+
+    # the cache is reused as long as the NeRF is the same, refitted when it changes
+    stamp = saved.stat().st_mtime_ns
+    assert _residual_model(data_root, ckpts).fingerprint == model.fingerprint and saved.stat().st_mtime_ns == stamp
+    state = torch.load(ckpts / "synthetic" / "toy" / "nerf.pt", weights_only=False)
+    first = next(iter(state["model"]))
+    state["model"][first] = state["model"][first] + 0.01
+    torch.save(state, ckpts / "synthetic" / "toy" / "nerf.pt")
+    changed = _residual_model(data_root, ckpts)
+    assert changed.fingerprint != model.fingerprint and saved.stat().st_mtime_ns != stamp
+
+
+def test_official_protocol_end_to_end_and_no_mixing_on_resume(trained, tmp_path):
+    data_root, ckpt_root, _ = trained
+    ckpts = tmp_path / "ckpts"
+    shutil.copytree(ckpt_root, ckpts)
+    args = _pipeline_args(data_root, ckpts, tmp_path / "out") + ["--score_protocol", "official"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert anomaly_nerf_lego.main(args) == 0
+    out_dir = tmp_path / "out" / "synthetic" / "toy"
+    samples = load_test_set(data_root / "toy")
+    maps = [np.load(out_dir / f"{s.name}.npy") for s in samples]
+    assert all(m.shape == (224, 224) for m in maps)  # raw maps at the script's resolution
+    metrics = json.loads((out_dir / "metrics.json").read_text())
+    low, high = metrics["test_set_minmax"]
+    assert low == pytest.approx(min(m.min() for m in maps)) and high == pytest.approx(max(m.max() for m in maps))
+    scores = {entry["name"]: entry["image_score"] for entry in metrics["images"]}
+    for s, m in zip(samples, maps):  # image score = plain max of the min-max normalised map
+        assert scores[s.name] == pytest.approx((m.max() - low) / (high - low), abs=1e-6)
+    assert metrics["scorer"]["score_protocol"] == "official" and metrics["image_score_pool"] == 1
+    # another scorer on the same outputs: every map is made again (run.json), never a mix of two scorers
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        pipeline.run_class(parse_config(_pipeline_args(data_root, ckpts, tmp_path / "out")), torch.device("cpu"),
+                           progress=False)
+    for s in samples:
+        assert np.load(out_dir / f"{s.name}.npy").shape == (SIZE, SIZE)
+        assert json.loads((out_dir / f"{s.name}.json").read_text())["scorer"]["score_protocol"] == "paper"
+
+
+def test_decomposition_rows_and_pipeline_results_untouched(trained, tmp_path, capsys):
+    import importlib.util
+    from pathlib import Path
+
+    from omniposead.decomposition import oracle_references
+
+    data_root, ckpt_root, _ = trained
+    ckpts = tmp_path / "ckpts"
+    shutil.copytree(ckpt_root, ckpts)
+    args = _pipeline_args(data_root, ckpts, tmp_path / "out")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        anomaly_nerf_lego.main(args)
+    out_dir = tmp_path / "out" / "synthetic" / "toy"
+    before = {p: p.read_bytes() for p in out_dir.rglob("*") if p.is_file()}
+
+    samples = load_test_set(data_root / "toy")
+    good = [i for i, s in enumerate(samples) if s.defect_type == "good"]
+    from data.mad import load_train_views
+
+    views = load_train_views(data_root / "toy")
+    oracle = oracle_references(data_root / "toy", [s.name for s in samples], views.height, views.width, views.focal)
+    for i in good:  # the generator's render at the true pose IS the anomaly-free test image
+        assert np.array_equal(np.round(oracle[i] * 255), np.round(samples[i].image * 255))
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "decompose.py"
+    spec = importlib.util.spec_from_file_location("decompose", path)
+    decompose = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(decompose)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert decompose.main(args) == 0
+        assert decompose.main(args + ["--score_protocol", "official"]) == 0
+    printed = capsys.readouterr().out
+    assert "| oracle |" in printed and "| nerf_true_pose |" in printed and "| pipeline |" in printed
+    table = json.loads((out_dir / "decomposition.json").read_text())
+    assert set(table["variants"]) == {"paper/none", "official/none"}
+    rows = table["variants"]["paper/none"]["rows"]
+    assert rows["oracle"]["image_auroc"] == 1.0  # the oracle reference differs from a query only at its defect
+    for row in ("oracle", "nerf_true_pose", "pipeline"):
+        assert set(rows[row]) == {"pixel_auroc", "image_auroc", "pixel_aupro"}
+    assert {p: p.read_bytes() for p in before} == before  # per-image results untouched
+
+
+def test_residual_model_without_heldout_views_warns_and_uses_training_views(trained, tmp_path):
+    data_root, ckpt_root, _ = trained
+    ckpts = tmp_path / "ckpts"
+    shutil.copytree(ckpt_root, ckpts)
+    cfg = parse_config(["--data_root", str(data_root), "--class_name", "toy", "--ckpt_root", str(ckpts),
+                        *NERF_ARGS, "--holdout_every", "0", "--residual_fallback_views", "4", "--desc_dim", "16",
+                        "--retrieval_size", "64", "--score_normalization", "residual"])
+    with pytest.warns(UserWarning, match="holdout_every = 0"):
+        model = pipeline.load_class(cfg, torch.device("cpu"), train=False, progress=False).residual
+    assert model.notes == {"views": [0, 13, 26, 39], "heldout": False, "score_protocol": "paper"}

@@ -7,7 +7,14 @@ import torch
 import torch.nn.functional as F
 
 from anomaly.options import ScoreOptions
-from anomaly.scorer import anomaly_map, feature_distance, gaussian_blur, gaussian_kernel1d, image_scores
+from anomaly.scorer import (
+    anomaly_map,
+    feature_distance,
+    gaussian_blur,
+    gaussian_kernel1d,
+    image_scores,
+    protocol_size,
+)
 from common.errors import ConfigError
 from features.backbone import random_backbone_for_tests
 
@@ -93,12 +100,13 @@ def test_resized_difference_equals_difference_of_resized_concatenation():
     cq = torch.cat([up(t) for t in fq] + [q_img], dim=1)
     cr = torch.cat([up(t) for t in fr] + [r_img], dim=1)
     expected = (cq - cr).norm(dim=1)
-    got = feature_distance(fq, fr, (16, 16), rgb=(q_img, r_img))
+    diffs = [a - b for a, b in zip(fq, fr)]
+    got = feature_distance(diffs + [q_img - r_img], (16, 16))
     assert torch.allclose(got, expected, atol=1e-5)
     # weights scale squared distances: weight 4 on a term == features scaled by 2
     cq_w = torch.cat([up(fq[0]) * 2, up(fq[1])], dim=1)
     cr_w = torch.cat([up(fr[0]) * 2, up(fr[1])], dim=1)
-    assert torch.allclose(feature_distance(fq, fr, (16, 16), weights=[4.0, 1.0]), (cq_w - cr_w).norm(dim=1), atol=1e-5)
+    assert torch.allclose(feature_distance(diffs, (16, 16), weights=[4.0, 1.0]), (cq_w - cr_w).norm(dim=1), atol=1e-5)
 
 
 def test_rgb_only_is_the_pixel_colour_distance(backbone):
@@ -108,7 +116,8 @@ def test_rgb_only_is_the_pixel_colour_distance(backbone):
 
 
 def test_options_from_config_and_validation(backbone):
-    cfg = argparse.Namespace(score_stages=[1, 3], score_include_rgb=False, score_stage_weights=[],
+    cfg = argparse.Namespace(score_protocol="paper", score_normalization="none", residual_fallback_views=8,
+                             score_stages=[1, 3], score_include_rgb=False, score_stage_weights=[],
                              score_sigma=0.0, image_score_pool=32)
     assert ScoreOptions.from_config(cfg) == ScoreOptions(score_stages=(1, 3), score_include_rgb=False,
                                                          score_sigma=0.0)
@@ -138,8 +147,19 @@ def test_smoothing_keeps_mass_and_is_off_for_sigma_zero():
     # random field: smoothing keeps the total roughly (reflect padding)
     field = torch.rand(2, 48, 48)
     assert abs(float(gaussian_blur(field, 4.0).sum() / field.sum()) - 1.0) < 0.02
-    # maps smaller than the kernel still work (radius clipped)
+    # maps smaller than the kernel are mirrored repeatedly, as scipy does
     assert gaussian_blur(torch.rand(1, 5, 7), 4.0).shape == (1, 5, 7)
+
+
+@pytest.mark.parametrize("shape, sigma", [((2, 40, 50), 4.0), ((1, 5, 7), 4.0), ((1, 96, 96), 1.5), ((3, 3, 2), 0.7)])
+def test_blur_equals_scipy_gaussian_filter_reflect(shape, sigma):
+    """The authors' script smooths with scipy.ndimage.gaussian_filter(sigma=4): mode='reflect', truncate=4."""
+    from scipy.ndimage import gaussian_filter
+
+    maps = np.random.default_rng(0).random(shape).astype(np.float32)
+    expected = np.stack([gaussian_filter(m, sigma, mode="reflect", truncate=4.0) for m in maps])
+    got = gaussian_blur(torch.from_numpy(maps), sigma).numpy()
+    assert np.allclose(got, expected, atol=1e-6, rtol=1e-5)
 
 
 def test_image_scores_pool_and_max():
@@ -153,3 +173,71 @@ def test_image_scores_pool_and_max():
     assert isinstance(as_np, np.ndarray) and np.allclose(as_np, [2.0, 3.0])
     with pytest.raises(ConfigError):
         image_scores(maps, 0)
+
+
+class SignFlipBackbone(torch.nn.Module):
+    """Five stages of [B,1,1,2]: (mean of the red channel) * (+1, -1). Squaring before resizing gives a
+    constant map; resizing before squaring does not (it crosses zero between the two cells)."""
+
+    def forward(self, x):
+        red = x[:, :1].mean(dim=(2, 3), keepdim=True)
+        return [red * torch.tensor([1.0, -1.0]).view(1, 1, 1, 2)] * 5
+
+
+def test_official_protocol_against_a_hand_computed_fixture():
+    # constant images a, b of 300x400: the script resizes to 224 x int(224 * 400 / 300) = 224 x 298
+    a, b = torch.tensor([0.8, 0.5, 0.2]), torch.tensor([0.6, 0.5, 0.4])
+    query, reference = a.view(1, 3, 1, 1).expand(1, 3, 300, 400), b.view(1, 3, 1, 1).expand(1, 3, 300, 400)
+    opts = ScoreOptions(score_protocol="official", score_stages=(5,), score_sigma=1.0, image_score_pool=7)
+    amap = anomaly_map(SignFlipBackbone(), query, reference, opts)
+    # stages 1-4 only (the stage settings are the script's, not score_stages): 4 * (0.8 - 0.6)^2 = 0.16;
+    # RGB on ImageNet-normalised values: (0.2 / 0.229)^2 + 0 + (0.2 / 0.225)^2; no square root
+    expected = 4 * 0.2 ** 2 + (0.2 / 0.229) ** 2 + (0.2 / 0.225) ** 2
+    assert amap.shape == (1, 224, 298)
+    assert torch.allclose(amap, torch.full_like(amap, expected), rtol=1e-5)
+    assert protocol_size(opts, 400, 300) == (298, 224) and protocol_size(ScoreOptions(), 300, 400) == (300, 400)
+
+
+def test_official_test_set_steps_min_max_nearest_masks_and_plain_max():
+    from evaluation.class_evaluation import ScoredSet
+
+    maps = [np.array([[1.0, 3.0, 2.0], [1.0, 1.0, 1.0]], np.float32), np.full((2, 3), 5.0, np.float32)]
+    mask = np.zeros((4, 6), bool)
+    mask[1, 3] = True   # PIL nearest from 4x6 to 2x3 samples rows 1, 3 and columns 1, 3, 5
+    mask[0, 0] = True   # not sampled
+    scored = ScoredSet.from_maps(maps, [mask, np.zeros((4, 6), bool)], "official", image_score_pool=2)
+    assert scored.minmax == (1.0, 5.0) and scored.pool == 1
+    assert np.allclose(scored.maps[0], [[0.0, 0.5, 0.25], [0.0, 0.0, 0.0]]) and np.allclose(scored.maps[1], 1.0)
+    assert np.allclose(scored.scores, [0.5, 1.0])
+    assert scored.masks[0].tolist() == [[False, True, False], [False, False, False]]
+    paper = ScoredSet.from_maps(maps, [mask, mask], "paper", image_score_pool=2)
+    assert paper.minmax is None and np.allclose(paper.scores, [1.75, 5.0]) and paper.masks[0] is mask
+
+
+def test_residual_normalisation_gives_each_term_unit_energy_on_the_fitted_residual():
+    from anomaly.residual import ResidualModel
+
+    g = torch.Generator().manual_seed(0)
+    scale = torch.tensor([0.5, 20.0, 3.0]).view(1, 3, 1, 1)
+    offset = torch.tensor([1.0, -2.0, 0.0]).view(1, 3, 1, 1)
+    stage = torch.randn(4, 3, 8, 8, generator=g) * scale + offset   # a stage with very unequal channels
+    rgb = torch.randn(4, 3, 16, 16, generator=g) * 0.01             # the tiny RGB residual of [0,1] images
+    model = ResidualModel.fit([[stage[:2], rgb[:2]], [stage[2:], rgb[2:]]])   # two batches of views
+    assert torch.allclose(model.mean[0], stage.transpose(0, 1).reshape(3, -1).mean(1), atol=1e-5)
+    assert torch.allclose(model.std[0], stage.transpose(0, 1).reshape(3, -1).std(1, unbiased=False), rtol=1e-4)
+    z_stage, z_rgb = model.normalise([stage, rgb])
+    for z in (z_stage, z_rgb):  # mean over pixels of sum_c z^2 == 1 on the data it was fitted on
+        assert abs(float(z.square().sum(1).mean()) - 1.0) < 1e-4
+    # the RGB term now counts as much as the stage: a 0.1 colour change is 10 normal residuals
+    z_change = model.normalise([stage[:1] * 0 + offset, torch.full((1, 3, 16, 16), 0.1)])[1]
+    assert float(z_change.square().sum(1).mean()) > 30
+    with pytest.raises(ValueError, match="other scorer options"):
+        model.normalise([stage])
+
+
+def test_residual_views_are_the_trainers_heldout_split_or_a_flagged_fallback():
+    from omniposead.residual_fit import residual_view_indices
+
+    assert residual_view_indices(20, 8, fallback_views=5) == ([0, 8, 16], False)  # nerf.trainer.split_views
+    assert residual_view_indices(20, 0, fallback_views=5) == ([0, 5, 10, 14, 19], True)
+    assert residual_view_indices(3, 0, fallback_views=8) == ([0, 1, 2], True)

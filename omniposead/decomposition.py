@@ -1,0 +1,148 @@
+"""Where quality is lost: the class's test set scored against three references, with the config's scorer.
+
+* oracle          the generator's anomaly-free render at the true test pose (generated classes only:
+                  <class>/synth_stats.json and test_poses.json; make_scene(seed) + render_view);
+* nerf_true_pose  the class's NeRF rendered at the true test pose (any class with test_poses.json);
+* pipeline        the references the pipeline saved (outputs/<dataset>/<class>/<defect>/<stem>_ref.png,
+                  rendered at the retrieval + iNeRF pose by anomaly_nerf_lego.py).
+
+oracle -> nerf_true_pose is what the NeRF's fidelity costs, nerf_true_pose -> pipeline what the pose
+costs. Every row is scored with the same scorer options (protocol, normalisation, stages, weights), so
+the same tool gives the table for each scorer. Only the NeRF checkpoint and the class data are needed;
+nothing is retrained, and the pipeline's per-image results are read, never written: the table goes to
+outputs/<dataset>/<class>/decomposition.json, one entry per scorer variant.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from anomaly.results import result_paths
+from anomaly.scorer import anomaly_map
+from common.io import write_json
+from data.mad import load_test_set, load_train_views, read_image_file, resolve_class_dir
+from evaluation.class_evaluation import ScoredSet
+from evaluation.metrics import GOOD, evaluate
+from features.backbone import load_backbone
+from nerf.checkpoint import checkpoint_path, load_renderer
+from omniposead.config import OmniposeConfig
+from omniposead.pose_accuracy import TEST_POSES_FILE, load_test_poses
+from omniposead.residual_fit import load_or_fit_residual
+
+ROWS = ("oracle", "nerf_true_pose", "pipeline")
+DECOMPOSITION_FILE = "decomposition.json"
+SYNTH_STATS_FILE = "synth_stats.json"
+METRICS = ("pixel_auroc", "image_auroc", "pixel_aupro")
+
+
+def scorer_key(cfg: OmniposeConfig) -> str:
+    """The scorer variant a table belongs to, e.g. 'paper/none', 'official/none', 'paper/residual'."""
+    return f"{cfg.score.score_protocol}/{cfg.score.score_normalization}"
+
+
+def oracle_references(class_dir: Path, names: list[str], height: int, width: int, focal: float) -> np.ndarray | None:
+    """The generator's anomaly-free renders [N,H,W,3] at the true test poses, with the class's generator
+    settings from synth_stats.json (seed, supersampling); None for a class that was not generated."""
+    stats_path = class_dir / SYNTH_STATS_FILE
+    if not stats_path.is_file() or not (class_dir / TEST_POSES_FILE).is_file():
+        return None
+    from data.synth.render import render_view
+    from data.synth.scene import make_scene
+
+    stats = json.loads(stats_path.read_text())
+    scene = make_scene(int(stats["seed"]))
+    truth = load_test_poses(class_dir)
+    renders = [render_view(scene, np.asarray(truth[name], dtype=np.float64), height, width, focal,
+                           int(stats.get("supersample", 1))) for name in names]
+    return np.stack(renders).astype(np.float32) / 255.0
+
+
+def nerf_references(renderer, class_dir: Path, names: list[str], height: int, width: int, focal: float,
+                    device) -> np.ndarray | None:
+    """The NeRF's renders [N,H,W,3] at the true test poses; None without test_poses.json."""
+    if not (class_dir / TEST_POSES_FILE).is_file():
+        return None
+    truth = load_test_poses(class_dir)
+    return np.stack([renderer.render_image(torch.as_tensor(truth[name], dtype=torch.float32, device=device),
+                                           height, width, focal).cpu().numpy() for name in names])
+
+
+def pipeline_references(out_dir: Path, names: list[str], white_bkgd: bool) -> np.ndarray | None:
+    """The references the pipeline saved [N,H,W,3]; None unless every test image has one."""
+    paths = [result_paths(out_dir, name).reference for name in names]
+    if not all(p.is_file() for p in paths):
+        return None
+    return np.stack([read_image_file(p, white_bkgd) for p in paths])
+
+
+def score_references(cfg: OmniposeConfig, backbone, residual, images: np.ndarray, references: np.ndarray,
+                     masks: list[np.ndarray], defect_types: list[str], device, batch: int = 8) -> dict:
+    """Pixel AUROC, image AUROC and pixel AUPRO of the test images scored against `references`."""
+    maps = []
+    for start in range(0, len(images), batch):
+        query, ref = (torch.from_numpy(np.ascontiguousarray(x[start:start + batch])).permute(0, 3, 1, 2).float()
+                      .to(device) for x in (images, references))
+        maps.extend(anomaly_map(backbone, query, ref, cfg.score, residual=residual).cpu().numpy())
+    scored = ScoredSet.from_maps(maps, masks, cfg.score.score_protocol, cfg.score.image_score_pool)
+    result = evaluate(defect_types, scored.scores, scored.masks, scored.maps, fpr_limit=cfg.evaluation.aupro_fpr,
+                      max_pixels=cfg.evaluation.eval_max_pixels, seed=cfg.run.seed)
+    return {key: result[key] for key in METRICS}
+
+
+def decompose_class(cfg: OmniposeConfig, device, progress: bool = True) -> dict:
+    """The decomposition table of `cfg.run.class_name` for the config's scorer: {row: metrics or None}."""
+    run = cfg.run
+    class_dir = resolve_class_dir(run.data_root, run.class_name)
+    test_set = load_test_set(class_dir, half_res=run.half_res, white_bkgd=run.white_bkgd)
+    views = load_train_views(class_dir, half_res=run.half_res, white_bkgd=run.white_bkgd)
+    renderer = load_renderer(checkpoint_path(run.ckpt_dir), cfg.nerf, run.white_bkgd, device)
+    backbone = load_backbone(cfg.backbone, device)
+    residual = (load_or_fit_residual(cfg, views, renderer, backbone, device, progress)
+                if cfg.score.score_normalization == "residual" else None)
+    names = [s.name for s in test_set]
+    height, width, focal = views.height, views.width, views.focal
+    references = {
+        "oracle": oracle_references(class_dir, names, height, width, focal),
+        "nerf_true_pose": nerf_references(renderer, class_dir, names, height, width, focal, device),
+        "pipeline": pipeline_references(run.output_dir, names, run.white_bkgd),
+    }
+    images = np.stack([s.image for s in test_set])
+    masks, defect_types = [s.mask for s in test_set], [s.defect_type for s in test_set]
+    rows = {row: (None if refs is None else
+                  score_references(cfg, backbone, residual, images, refs, masks, defect_types, device))
+            for row, refs in references.items()}
+    return {"class": run.class_name, "dataset": run.dataset_name, "scorer": cfg.score.scorer_record(),
+            "backbone": backbone.description, "n_images": len(test_set),
+            "n_good": sum(t == GOOD for t in defect_types), "rows": rows}
+
+
+def format_table(table: dict) -> str:
+    """Markdown table of one decomposition (rows without a reference say why)."""
+    why = {"oracle": "not a generated class", "nerf_true_pose": "no test_poses.json",
+           "pipeline": "no saved references: run anomaly_nerf_lego.py first"}
+    scorer = table["scorer"]
+    lines = [f"{table['class']} ({table['n_images']} test images, {table['n_good']} good), scorer "
+             f"{scorer['score_protocol']}/{scorer['score_normalization']}, backbone: {table['backbone']}",
+             "", "| reference | pixel AUROC | image AUROC | pixel AUPRO |", "|---|---:|---:|---:|"]
+    for row in ROWS:
+        metrics = table["rows"].get(row)
+        cells = ([f"{metrics[k]:.3f}" for k in METRICS] if metrics else [f"n/a ({why[row]})", "", ""])
+        lines.append(f"| {row} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def save_decomposition(path: Path, key: str, table: dict) -> dict:
+    """Add (or replace) the table of scorer variant `key` in the JSON at `path`, atomically; returns it all."""
+    path = Path(path)
+    content = {}
+    if path.is_file():
+        try:
+            content = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            content = {}
+    content.setdefault("variants", {})[key] = table
+    write_json(path, content)
+    return content

@@ -1,0 +1,81 @@
+"""Fit (or reuse) the class's model of the NeRF's normal residual (anomaly.residual) on held-out TRAINING views.
+
+The views are the trainer's held-out split (nerf.trainer.split_views with holdout_every): the NeRF never
+trained on them, so its error there is the error it makes on a new view. With holdout_every = 0 there is
+no such split: a few training views are used instead (evenly spaced, residual_fallback_views) and a
+warning says that their error is optimistic. Test images never reach the fit.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import warnings
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from anomaly.residual import RESIDUAL_NAME, ResidualModel, load_residual_model
+from anomaly.scorer import term_differences
+from data.mad import TrainViews
+from features.backbone import backbone_signature
+from nerf.renderer import NeRFRenderer
+from nerf.trainer import split_views
+from omniposead.config import OmniposeConfig
+
+
+def residual_view_indices(n_views: int, holdout_every: int, fallback_views: int) -> tuple[list[int], bool]:
+    """(training-view indices the residual model is fitted on, whether they are a fallback of seen views)."""
+    _, held = split_views(n_views, holdout_every)
+    if held:
+        return held, False
+    count = max(1, min(int(fallback_views), n_views))
+    return sorted({int(i) for i in np.linspace(0, n_views - 1, count).round()}), True
+
+
+def residual_fingerprint(cfg: OmniposeConfig, renderer: NeRFRenderer, backbone, views: TrainViews,
+                         indices: list[int]) -> str:
+    """Hash of everything the fit depends on: the NeRF's weights and rendering options, the backbone, the
+    compared terms of the protocol, and the chosen views (images and poses)."""
+    score = cfg.score
+    h = hashlib.sha256()
+    h.update(json.dumps({"protocol": score.score_protocol, "stages": list(score.compared_stages()),
+                         "rgb": score.compares_rgb(), "views": list(indices), "white_bkgd": cfg.run.white_bkgd,
+                         "nerf": repr(cfg.nerf)}, sort_keys=True).encode())
+    for name, tensor in renderer.state_dict().items():
+        h.update(name.encode())
+        h.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    h.update(backbone_signature(backbone).encode())
+    h.update(np.ascontiguousarray(views.images[indices], dtype=np.float32).tobytes())
+    h.update(np.ascontiguousarray(views.poses[indices], dtype=np.float32).tobytes())
+    return h.hexdigest()
+
+
+def load_or_fit_residual(cfg: OmniposeConfig, views: TrainViews, renderer: NeRFRenderer, backbone,
+                         device: torch.device, progress: bool = True) -> ResidualModel:
+    """The class's residual model from ckpts/<dataset>/<class>/residual.pt when its fingerprint matches the
+    NeRF and scorer options; otherwise fitted on the held-out training views and saved there atomically."""
+    indices, fallback = residual_view_indices(len(views.images), cfg.train.holdout_every,
+                                              cfg.score.residual_fallback_views)
+    if fallback:
+        warnings.warn(f"holdout_every = 0: the residual model of {cfg.run.class_name} is fitted on {len(indices)} "
+                      "views the NeRF was trained on; its error there is smaller than on new views, so normal "
+                      "test images may score high. Set holdout_every > 0 and retrain for a fair model.",
+                      stacklevel=2)
+    fingerprint = residual_fingerprint(cfg, renderer, backbone, views, indices)
+    path = cfg.run.ckpt_dir / RESIDUAL_NAME
+    model = load_residual_model(path, fingerprint)
+    if model is not None:
+        return model
+
+    def batches():
+        for i in tqdm(indices, desc=f"{cfg.run.class_name} residual model", unit="view", disable=not progress):
+            render = renderer.render_image(torch.as_tensor(views.poses[i], dtype=torch.float32, device=device),
+                                           views.height, views.width, views.focal)
+            photo = torch.as_tensor(views.images[i], dtype=torch.float32, device=device)
+            yield term_differences(backbone, photo.permute(2, 0, 1)[None], render.permute(2, 0, 1)[None], cfg.score)
+
+    notes = {"views": indices, "heldout": not fallback, "score_protocol": cfg.score.score_protocol}
+    model = ResidualModel.fit(batches(), fingerprint, notes)
+    model.save(path)
+    return model
