@@ -37,7 +37,7 @@ def test_field_shapes_and_ranges():
         assert (rgb > 0).all() and (rgb < 1).all()
     assert field.pts_linears[3].in_features == 32 + field.in_ch      # skip after index 2 feeds index 3
     default = NeRFField()
-    assert [l.in_features for l in default.pts_linears] == [63, 256, 256, 256, 256, 256 + 63, 256, 256]
+    assert [layer.in_features for layer in default.pts_linears] == [63, 256, 256, 256, 256, 256 + 63, 256, 256]
     with pytest.raises(ValueError):
         NeRFField(depth=4, skips=(3,))
 
