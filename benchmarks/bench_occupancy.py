@@ -6,12 +6,12 @@ same run.
 
 Variants: "plain" (the config as given, occupancy_grid off), "grid" (the config with occupancy_grid on)
 and any `--variant NAME "FLAGS"` (flags added to the grid variant's). For each variant:
-  * equal wall time: trains for each budget in --budgets (seconds of training, the trainer's own clock),
-    resuming the previous budget's checkpoint; the variants take turns, budget by budget, so that a
-    change of load on a shared machine hits them alike. Each resumed budget includes the previous
-    budget's final held-out validation in its clock (a few percent; less for the grid, which renders faster).
+  * equal wall time: trains a fresh model for each budget in --budgets (seconds of training on the
+    trainer's own clock, which stops it); the variants take turns, budget by budget, so that a change of
+    load on a shared machine hits them alike.
   * equal steps: trains a fresh model for --steps steps (default: the config's n_iters) without a time limit.
-Each row: steps, training seconds (wall) and CPU seconds of this process, training rays/s and mean MLP
+Each row: steps, training seconds (wall, including the final held-out validation: the trainer's clock) and
+CPU seconds of this process, training rays/s and mean MLP
 evaluations per ray (both passes), held-out PSNR, ms per held-out view render, share of occupied cells.
 Checkpoints go to a temporary folder; the class is generated first if the config asks for it.
 """
@@ -78,13 +78,16 @@ def main(argv=None) -> dict:
     p.add_argument("--variant", nargs=2, action="append", default=[], metavar=("NAME", "FLAGS"),
                    help="an extra grid variant: its name and the flags added to the grid variant's")
     p.add_argument("--no_plain", action="store_true", help="leave out the plain-sampling variant")
+    p.add_argument("--no_grid", action="store_true", help="leave out the grid variant of the config as it is "
+                                                          "(keep only plain and the --variant ones)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
     p.add_argument("--json", type=Path, help="also write the figures to this JSON file")
     args, rest = p.parse_known_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     variants = {} if args.no_plain else {"plain": parse_config([*rest, "--occupancy_grid", "false"])}
-    variants["grid"] = parse_config([*rest, "--occupancy_grid", "true"])
+    if not args.no_grid:
+        variants["grid"] = parse_config([*rest, "--occupancy_grid", "true"])
     for name, flags in args.variant:
         variants[name] = parse_config([*rest, "--occupancy_grid", "true", *shlex.split(flags)])
     cfg = next(iter(variants.values()))
@@ -102,7 +105,8 @@ def main(argv=None) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         for budget in args.budgets:                      # variants take turns, budget by budget
             for name, vcfg in variants.items():
-                r = train_to(vcfg, views, device, f"{tmp}/{name}/time", minutes=budget / 60.0, n_iters=10 ** 9)
+                r = train_to(vcfg, views, device, f"{tmp}/{name}/{budget:g}s", minutes=budget / 60.0,
+                             n_iters=10 ** 9)
                 results["variants"].setdefault(name, {})[f"{budget:g}s"] = r
                 lines.append(row(name, f"{budget:g} s", r))
                 print(lines[-1], flush=True)

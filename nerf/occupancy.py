@@ -5,7 +5,7 @@ density; a cell is occupied when that value exceeds a threshold. The renderer ev
 samples inside occupied cells; every other sample (and every sample outside the cube) has zero density.
 
 Update rule, called by the trainer every `occupancy_update_every` steps once the warm-up is over (until
-the first update every cell counts as occupied, i.e. plain sampling inside the cube):
+its first update the grid is inactive and the renderer samples as plain NeRF does):
   1. every cell decays: v <- decay * v (Instant-NGP: 0.95);
   2. candidate cells take v <- max(v, density at a uniformly random point inside the cell): all cells at
      the first update; afterwards a quarter of all cells drawn uniformly plus as many drawn among the
@@ -73,6 +73,11 @@ class OccupancyGrid(nn.Module):
     @property
     def n_cells(self) -> int:
         return self.resolution ** 3
+
+    @property
+    def active(self) -> bool:
+        """Whether the grid holds information (has been updated or filled at least once)."""
+        return self.updates > 0
 
     def occupied_at(self, pts: Tensor) -> Tensor:
         """[...] bool: whether each point of `pts [..., 3]` lies in an occupied cell (False outside the cube)."""

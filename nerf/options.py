@@ -38,9 +38,13 @@ class NeRFOptions(Options):
     occupancy_resolution: int = option(64, "occupancy grid cells per side")
     occupancy_bound: float = option(1.5, "the grid covers the cube [-b, b]^3 around the world origin; it must "
                                          "contain the object: samples outside it are treated as empty")
-    occupancy_samples: int = option(0, "with the grid: stratified samples per ray from near to far (marching "
-                                       "step (far - near) / occupancy_samples), of which only those in occupied "
-                                       "cells reach the coarse MLP; 0 = N_samples")
+    occupancy_samples: int = option(0, "with the grid (once it is built, after the warm-up): stratified samples "
+                                       "per ray from near to far (marching step (far - near) / occupancy_samples), "
+                                       "of which only those in occupied cells reach the coarse MLP; 0 = N_samples")
+    occupancy_early_stop: float = option(1e-4, "with the grid, while gradients are on (training, iNeRF): a "
+                                               "density-only pass first, then the samples behind the point where "
+                                               "a ray's transmittance falls below this are not evaluated (early "
+                                               "ray termination; nerfacc: 1e-4; 0 = off)")
     occupancy_threshold: float = option(0.01, "a cell is occupied when one marching step through it would be at "
                                               "least this opaque, 1 - exp(-density * step) (Instant-NGP: 0.01)")
 
@@ -53,6 +57,8 @@ class NeRFOptions(Options):
         require(self.occupancy_bound > 0, f"occupancy_bound must be > 0, got {self.occupancy_bound}")
         require(self.occupancy_samples == 0 or self.occupancy_samples >= 2,
                 f"occupancy_samples must be 0 (= N_samples) or >= 2, got {self.occupancy_samples}")
+        require(0 <= self.occupancy_early_stop < 1,
+                f"occupancy_early_stop must be in [0, 1), got {self.occupancy_early_stop}")
         require(0 < self.occupancy_threshold < 1,
                 f"occupancy_threshold must be in (0, 1), got {self.occupancy_threshold}")
         return self
@@ -62,9 +68,9 @@ class NeRFOptions(Options):
         return self.N_importance > 0
 
     @property
-    def coarse_samples(self) -> int:
-        """Stratified samples per ray of the coarse pass (occupancy_samples with the grid, else N_samples)."""
-        return self.occupancy_samples if self.occupancy_grid and self.occupancy_samples else self.N_samples
+    def march_samples(self) -> int:
+        """Stratified samples per ray of the coarse pass once the grid is built (occupancy_samples or N_samples)."""
+        return self.occupancy_samples or self.N_samples
 
     def architecture(self) -> dict[str, Any]:
         """The options that shape the networks' parameters: a checkpoint only loads under the same values."""
@@ -94,9 +100,9 @@ class TrainOptions(Options):
     i_val: int = option(5000, "held-out PSNR every N steps")
     i_weights: int = option(10000, "checkpoint every N steps")
     occupancy_update_every: int = option(16, "with occupancy_grid: update the grid every N steps (Instant-NGP: 16)")
-    occupancy_warmup: int = option(256, "with occupancy_grid: every cell counts as occupied (plain sampling) for "
-                                        "this many steps, while the field learns a first shape; the first update "
-                                        "then evaluates every cell (Instant-NGP: 256)")
+    occupancy_warmup: int = option(256, "with occupancy_grid: plain sampling (N_samples, every cell counts as "
+                                        "occupied) for this many steps, while the field learns a first shape; the "
+                                        "first update then evaluates every cell (Instant-NGP: 256)")
     occupancy_decay: float = option(0.95, "with occupancy_grid: each update multiplies every cell's density by this "
                                           "before taking the max with the new one (Instant-NGP: 0.95)")
 

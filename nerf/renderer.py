@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from nerf.compositing import composite
+from nerf.compositing import alpha_of, composite, transmittance
 from nerf.field import NeRFField
 from nerf.occupancy import OccupancyGrid, density_threshold
 from nerf.options import NeRFOptions
@@ -20,11 +20,12 @@ class NeRFRenderer(nn.Module):
     """Hierarchical volume renderer of Mildenhall et al.: N_samples stratified samples through the
     coarse field, N_importance more drawn from the coarse weights, all of them through the fine field.
 
-    With `occupancy_grid` (nerf.occupancy) both passes evaluate their MLP only at the samples inside
-    occupied cells (a packed batch: one host sync per pass for its size); the skipped samples keep their
-    place along the ray with zero density, so the deltas and the compositing are those of plain sampling
-    over the same depths. The coarse pass then marches `occupancy_samples` stratified depths (a finer step
-    for the same or less work), and the fine pass draws N_importance samples from those weights.
+    With `occupancy_grid` (nerf.occupancy), once the grid is active (after the training warm-up, or loaded),
+    both passes evaluate their MLP only at the samples inside occupied cells (a packed batch: one host sync
+    per pass for its size); the skipped samples keep their place along the ray with zero density, so the
+    deltas and the compositing are those of plain sampling over the same depths. The coarse pass then
+    marches `occupancy_samples` stratified depths (a finer step for the same or less work), and the fine
+    pass draws N_importance samples from those weights. An inactive grid renders exactly as plain NeRF.
 
     On CUDA with amp=True the MLPs run under bf16 autocast; encoding and compositing stay fp32.
     """
@@ -36,11 +37,12 @@ class NeRFRenderer(nn.Module):
                           use_viewdirs=opts.use_viewdirs, density_bias_init=opts.density_bias_init)
         self.coarse = NeRFField(opts.netdepth, opts.netwidth, **field_args)
         self.fine = NeRFField(opts.netdepth_fine, opts.netwidth_fine, **field_args) if opts.has_fine else None
-        self.N_samples, self.N_importance = opts.coarse_samples, opts.N_importance
+        self.N_samples, self.N_importance, self.march_samples = opts.N_samples, opts.N_importance, opts.march_samples
         self.near, self.far = float(opts.near), float(opts.far)
         self.white_bkgd, self.chunk, self.amp = white_bkgd, opts.chunk, opts.amp
         self.grid = OccupancyGrid(opts.occupancy_resolution, opts.occupancy_bound) if opts.occupancy_grid else None
-        self.grid_threshold = density_threshold(opts.occupancy_threshold, (self.far - self.near) / self.N_samples)
+        self.grid_threshold = density_threshold(opts.occupancy_threshold, (self.far - self.near) / self.march_samples)
+        self.early_stop = opts.occupancy_early_stop
 
     @property
     def device(self) -> torch.device:
@@ -67,17 +69,38 @@ class NeRFRenderer(nn.Module):
         """Rebuild the occupancy grid from the fields alone (for a checkpoint saved without one)."""
         self.grid.fill(self.density, threshold=self.grid_threshold)
 
-    def _query(self, field: NeRFField, pts: Tensor, viewdirs: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
+    @property
+    def _skipping(self) -> bool:
+        return self.grid is not None and self.grid.active
+
+    def _kept(self, field: NeRFField, pts: Tensor, z_vals: Tensor, rays_d: Tensor) -> Tensor | None:
+        """[R, S] bool: the samples to evaluate (None = all, without an active grid): those in occupied cells,
+        and, with early termination while gradients are on (training, iNeRF), only those before the ray's
+        transmittance falls below `occupancy_early_stop` (found by a density-only pass without gradients,
+        cheaper than the forward and backward passes it saves)."""
+        if not self._skipping:
+            return None
+        keep = self.grid.occupied_at(pts.detach())
+        if self.early_stop > 0 and torch.is_grad_enabled():
+            with torch.no_grad():
+                ray, sample = torch.nonzero(keep, as_tuple=True)
+                with self._autocast(pts.device):
+                    density = field.density(pts[ray, sample])
+                sigma = torch.full(keep.shape, -math.inf, device=pts.device).index_put((ray, sample), density.float())
+                keep = keep & (transmittance(alpha_of(sigma, z_vals, rays_d)) > self.early_stop)
+        return keep
+
+    def _query(self, field: NeRFField, pts: Tensor, viewdirs: Tensor | None,
+               keep: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
         """(rgb [R, S, 3], sigma_raw [R, S], evaluated samples per ray [R]) of `field` at `pts [R, S, 3]`.
 
-        With the grid, only the samples in occupied cells are evaluated (packed); the others get
-        sigma_raw = -inf (zero density whatever the density noise) and rgb = 0.
+        Only the samples in `keep` are evaluated (packed, one host sync for their number); the others get
+        sigma_raw = -inf (zero density whatever the density noise) and rgb = 0. keep=None: all of them.
         """
-        if self.grid is None:
+        if keep is None:
             with self._autocast(pts.device):
                 rgb, sigma = field(pts, viewdirs)
             return rgb, sigma, torch.full(pts.shape[:1], float(pts.shape[1]), device=pts.device)
-        keep = self.grid.occupied_at(pts.detach())
         ray, sample = torch.nonzero(keep, as_tuple=True)
         with self._autocast(pts.device):
             rgb_kept, sigma_kept = field(pts[ray, sample][:, None], None if viewdirs is None else viewdirs[ray])
@@ -87,9 +110,9 @@ class NeRFRenderer(nn.Module):
 
     def _shade(self, field: NeRFField, rays_o: Tensor, rays_d: Tensor, viewdirs: Tensor | None, z_vals: Tensor,
                raw_noise_std: float, generator: torch.Generator | None) -> dict[str, Tensor]:
-        """Evaluate `field` at the samples of all rays in one batched call, then composite."""
+        """Evaluate `field` at the (kept) samples of all rays in one batched call, then composite."""
         pts = rays_o[:, None, :] + rays_d[:, None, :] * z_vals[..., None]          # [R, S, 3] fp32
-        rgb, sigma, evaluated = self._query(field, pts, viewdirs)
+        rgb, sigma, evaluated = self._query(field, pts, viewdirs, self._kept(field, pts, z_vals, rays_d))
         out = composite(sigma, rgb, z_vals, rays_d, white_bkgd=self.white_bkgd,
                         raw_noise_std=raw_noise_std, generator=generator)
         return {**out, "samples": evaluated}
@@ -110,7 +133,8 @@ class NeRFRenderer(nn.Module):
         viewdirs = None
         if self.coarse.use_viewdirs:
             viewdirs = rays_d / torch.linalg.vector_norm(rays_d, dim=-1, keepdim=True)
-        z = stratified_samples(self.near, self.far, self.N_samples, rays_o.shape[0], perturb=perturb,
+        n_coarse = self.march_samples if self._skipping else self.N_samples
+        z = stratified_samples(self.near, self.far, n_coarse, rays_o.shape[0], perturb=perturb,
                                device=rays_o.device, generator=generator)
         coarse = self._shade(self.coarse, rays_o, rays_d, viewdirs, z, raw_noise_std, generator)
         out = {"rgb_coarse": coarse["rgb"], "samples": coarse["samples"]}

@@ -48,6 +48,12 @@ def ball_cells(resolution: int, bound: float = 1.0) -> torch.Tensor:
     return (d2 < BALL_RADIUS ** 2).reshape(-1)
 
 
+def set_occupied(renderer: NeRFRenderer, occupied: torch.Tensor) -> None:
+    """Give the renderer's grid a known occupancy and make it active (as after an update)."""
+    renderer.grid.occupied.copy_(occupied)
+    renderer.grid.updates = 1
+
+
 def camera_rays(size: int = 12):
     c2w = torch.eye(4)
     c2w[2, 3] = 4.0
@@ -74,7 +80,7 @@ def test_threshold_and_binarize():
 
 def test_empty_grid_renders_background_without_evaluating():
     renderer = ball_renderer(grid=True, n_importance=8)
-    renderer.grid.occupied.zero_()
+    set_occupied(renderer, torch.zeros(16 ** 3, dtype=torch.bool))
     rays_o, rays_d = camera_rays()
     out = renderer.render_rays(rays_o, rays_d)
     torch.testing.assert_close(out["rgb"], torch.ones_like(out["rgb"]))
@@ -85,25 +91,34 @@ def test_empty_grid_renders_background_without_evaluating():
 def test_grid_of_the_object_renders_like_plain_sampling(n_importance):
     plain = ball_renderer(grid=False, n_importance=n_importance)
     skipping = ball_renderer(grid=True, n_importance=n_importance)
-    skipping.grid.occupied.copy_(ball_cells(16))
+    set_occupied(skipping, ball_cells(16))
     rays_o, rays_d = camera_rays()
-    ref, out = plain.render_rays(rays_o, rays_d), skipping.render_rays(rays_o, rays_d)
+    with torch.no_grad():                                   # rendering: no early termination
+        ref, out = plain.render_rays(rays_o, rays_d), skipping.render_rays(rays_o, rays_d)
     assert ref["acc"].max() > 0.99 and ref["acc"].min() < 0.01          # the ball is in view, and so is empty space
     for key in ("rgb", "rgb_coarse", "depth", "acc"):
         torch.testing.assert_close(out[key], ref[key], rtol=1e-5, atol=1e-5)
     assert out["samples"].mean() < 0.3 * ref["samples"].mean()       # most samples skipped
+    # with gradients on, early termination drops the samples behind the ball's front (transmittance < 1e-4):
+    # fewer evaluations, the same image up to that transmittance
+    ert = skipping.render_rays(rays_o, rays_d)
+    torch.testing.assert_close(ert["rgb"], ref["rgb"], rtol=0, atol=2e-4)
+    assert ert["samples"].sum() < 0.9 * out["samples"].sum()
     # a grid rebuilt from the density alone (a few points per cell) may miss slivers of boundary cells:
     # nearly the same image, differences only at the silhouette
-    skipping.grid.occupied.fill_(True)
     skipping.fill_grid()
-    diff = (skipping.render_rays(rays_o, rays_d)["rgb"] - ref["rgb"]).abs().amax(dim=-1)
+    with torch.no_grad():
+        diff = (skipping.render_rays(rays_o, rays_d)["rgb"] - ref["rgb"]).abs().amax(dim=-1)
     assert diff.mean() < 0.01 and (diff < 1e-5).float().mean() > 0.9
 
 
 def test_update_marks_the_blob_occupied_and_empty_space_free():
     renderer = ball_renderer(grid=True, resolution=16)
     grid = renderer.grid
-    assert grid.occupied.all()                                           # before any update: plain sampling
+    rays_o, rays_d = camera_rays()
+    plain = ball_renderer(grid=False).render_rays(rays_o, rays_d)
+    before = renderer.render_rays(rays_o, rays_d)                        # before any update: plain sampling
+    assert not grid.active and torch.equal(before["rgb"], plain["rgb"]) and (before["samples"] == 48).all()
     renderer.update_grid(decay=0.95, generator=torch.Generator().manual_seed(0))
     centres = cell_points(torch.arange(grid.n_cells), torch.full((grid.n_cells, 3), 0.5), 1.0, 16).norm(dim=-1)
     half_diagonal = math.sqrt(3) * (2.0 / 16) / 2
@@ -129,3 +144,15 @@ def test_grid_state_round_trip_and_mismatch():
     assert fresh.updates == 1
     with pytest.raises(PadError, match="ckpt.pt.*occupancy_resolution"):
         OccupancyGrid(16, 1.0).load_state(state, "ckpt.pt")
+
+
+def test_grid_rendering_is_differentiable_in_the_rays():
+    """iNeRF differentiates the render w.r.t. the pose: the packed samples must pass gradients to the rays."""
+    renderer = ball_renderer(grid=True, n_importance=8)
+    set_occupied(renderer, ball_cells(16))
+    rays_o, rays_d = camera_rays(6)
+    rays_o = rays_o.reshape(-1, 3).clone().requires_grad_(True)
+    rays_d = rays_d.reshape(-1, 3).clone().requires_grad_(True)
+    renderer.render_rays(rays_o, rays_d)["rgb"].sum().backward()
+    assert rays_o.grad.abs().sum() > 0 and rays_d.grad.abs().sum() > 0
+    assert torch.isfinite(rays_o.grad).all() and torch.isfinite(rays_d.grad).all()
