@@ -41,10 +41,11 @@ class NeRFOptions(Options):
     occupancy_samples: int = option(0, "with the grid (once it is built, after the warm-up): stratified samples "
                                        "per ray from near to far (marching step (far - near) / occupancy_samples), "
                                        "of which only those in occupied cells reach the coarse MLP; 0 = N_samples")
-    occupancy_early_stop: float = option(1e-4, "with the grid, while gradients are on (training, iNeRF): a "
-                                               "density-only pass first, then the samples behind the point where "
-                                               "a ray's transmittance falls below this are not evaluated (early "
-                                               "ray termination; nerfacc: 1e-4; 0 = off)")
+    occupancy_early_stop: float = option(0.0, "with the grid, while gradients are on (training, iNeRF): a "
+                                              "density-only pass first, then the samples behind the point where "
+                                              "a ray's transmittance falls below this are not evaluated (early ray "
+                                              "termination, nerfacc: 1e-4; 0 = off: on the CPU demo it dropped 7 % "
+                                              "of the samples the grid keeps, less than its extra pass costs)")
     occupancy_threshold: float = option(0.01, "a cell is occupied when one marching step through it would be at "
                                               "least this opaque, 1 - exp(-density * step) (Instant-NGP: 0.01)")
 

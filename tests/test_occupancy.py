@@ -28,10 +28,11 @@ class BallField(nn.Module):
         return rgb, self.density(pts)
 
 
-def ball_renderer(grid: bool, n_importance: int = 0, resolution: int = 16, samples: int = 48) -> NeRFRenderer:
+def ball_renderer(grid: bool, n_importance: int = 0, resolution: int = 16, samples: int = 48,
+                  early_stop: float = 0.0) -> NeRFRenderer:
     opts = NeRFOptions(netdepth=1, netwidth=4, netdepth_fine=1, netwidth_fine=4, skips=(), multires=1,
                        multires_views=1, N_samples=samples, N_importance=n_importance, occupancy_grid=grid,
-                       occupancy_resolution=resolution, occupancy_bound=1.0)
+                       occupancy_resolution=resolution, occupancy_bound=1.0, occupancy_early_stop=early_stop)
     renderer = NeRFRenderer(opts)
     renderer.coarse = BallField()
     if renderer.fine is not None:
@@ -93,22 +94,24 @@ def test_grid_of_the_object_renders_like_plain_sampling(n_importance):
     skipping = ball_renderer(grid=True, n_importance=n_importance)
     set_occupied(skipping, ball_cells(16))
     rays_o, rays_d = camera_rays()
-    with torch.no_grad():                                   # rendering: no early termination
-        ref, out = plain.render_rays(rays_o, rays_d), skipping.render_rays(rays_o, rays_d)
+    ref, out = plain.render_rays(rays_o, rays_d), skipping.render_rays(rays_o, rays_d)
     assert ref["acc"].max() > 0.99 and ref["acc"].min() < 0.01          # the ball is in view, and so is empty space
     for key in ("rgb", "rgb_coarse", "depth", "acc"):
         torch.testing.assert_close(out[key], ref[key], rtol=1e-5, atol=1e-5)
     assert out["samples"].mean() < 0.3 * ref["samples"].mean()       # most samples skipped
-    # with gradients on, early termination drops the samples behind the ball's front (transmittance < 1e-4):
-    # fewer evaluations, the same image up to that transmittance
-    ert = skipping.render_rays(rays_o, rays_d)
+    # early termination (while gradients are on) drops the samples behind the ball's front (transmittance
+    # < 1e-4): fewer evaluations, the same image up to that transmittance; none without gradients
+    terminating = ball_renderer(grid=True, n_importance=n_importance, early_stop=1e-4)
+    set_occupied(terminating, ball_cells(16))
+    ert = terminating.render_rays(rays_o, rays_d)
     torch.testing.assert_close(ert["rgb"], ref["rgb"], rtol=0, atol=2e-4)
     assert ert["samples"].sum() < 0.9 * out["samples"].sum()
+    with torch.no_grad():
+        assert torch.equal(terminating.render_rays(rays_o, rays_d)["samples"], out["samples"])
     # a grid rebuilt from the density alone (a few points per cell) may miss slivers of boundary cells:
     # nearly the same image, differences only at the silhouette
     skipping.fill_grid()
-    with torch.no_grad():
-        diff = (skipping.render_rays(rays_o, rays_d)["rgb"] - ref["rgb"]).abs().amax(dim=-1)
+    diff = (skipping.render_rays(rays_o, rays_d)["rgb"] - ref["rgb"]).abs().amax(dim=-1)
     assert diff.mean() < 0.01 and (diff < 1e-5).float().mean() > 0.9
 
 
