@@ -5,8 +5,8 @@ with the lowest photometric loss is kept; k = 1 is the paper's method. The k sta
 nearest views, skipping any within `inerf_restart_min_angle` degrees of one already chosen, so that
 they cover distinct views: on near-symmetric objects the nearest views can all sit on the wrong side,
 and a refinement that starts there renders the wrong side (a huge false anomaly). With
-`inerf_restart_steps = s` every start runs s steps, then only each query's best continues for the
-remaining steps (its learning-rate schedule carries on where it stopped).
+`inerf_restart_fraction = f` every start runs f * inerf_steps steps, then only each query's best continues
+for the remaining steps (its learning-rate schedule carries on where it stopped).
 """
 from __future__ import annotations
 
@@ -101,7 +101,8 @@ def estimate_poses(renderer, database, train_views, images, opts: InerfOptions, 
     jobs = [(q, int(ranked_idx[q, pos])) for q in range(len(images)) for pos in positions[q]]
 
     steps = opts.inerf_steps
-    first = opts.inerf_restart_steps if k > 1 and 0 < opts.inerf_restart_steps < steps else steps
+    first = round(opts.inerf_restart_fraction * steps) if k > 1 else steps
+    first = first if 0 < first < steps else steps
     batches = -(-len(jobs) // opts.inerf_batch)
     total = batches * first + (-(-len(images) // opts.inerf_batch)) * (steps - first)
     with tqdm(total=total, desc=f"iNeRF ({len(images)} queries x {k} starts)", unit="step", leave=False,

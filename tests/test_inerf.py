@@ -90,7 +90,8 @@ def perturb(pose: np.ndarray, angle_deg: float, shift: float, seed: int) -> np.n
 def cfg(**kw):
     base = dict(inerf_steps=150, inerf_rays=256, inerf_lr=0.02, inerf_lr_decay=0.8, inerf_lr_decay_every=100,
                 inerf_sampling="interest_regions", kernel_size=5, dil_iter=3, inerf_detector="sift",
-                inerf_min_keypoints=8, inerf_chunk=0, inerf_batch=16, inerf_topk_restarts=1)
+                inerf_min_keypoints=8, inerf_chunk=0, inerf_batch=16, inerf_topk_restarts=1,
+                inerf_restart_fraction=1.0)
     base.update(kw)
     return InerfOptions(**base).validated()
 
@@ -206,7 +207,7 @@ def test_diverse_restarts_escape_a_wrong_neighbourhood(scene):
     # pruned: both starts run 20 steps, only the best continues; same winner, one curve over all 60 steps
     calls = scene.calls
     pruned = estimate_poses(scene, database, train, image, cfg(inerf_steps=60, inerf_topk_restarts=2,
-                                                               inerf_restart_steps=20), "cpu", progress=False)
+                                                               inerf_restart_fraction=1 / 3), "cpu", progress=False)
     assert scene.calls - calls == (20 + 2) + (40 + 2)       # one batch of 2 starts, then the winner alone
     assert pruned[0].start_indices == [0, 2] and pruned[0].restart_rank == 1
     assert pruned[0].loss_curve.shape == (60,) and rotation_error_deg(pruned[0].refined_pose, true) < 2.0
