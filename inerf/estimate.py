@@ -66,7 +66,8 @@ def restart_starts(ranked: np.ndarray, view_angles: np.ndarray, k: int, min_angl
 
 
 def _refine_jobs(renderer, images, starts, jobs, focal, opts, device, seed, *, steps, first_step, bar) -> list:
-    """Refine `jobs` [(query, start pose)] in batches of opts.inerf_batch; one (PoseRefinement, row) per job."""
+    """Refine `jobs` [(query, key of its start pose in `starts`)] in batches of opts.inerf_batch; one
+    (PoseRefinement, row) per job."""
     out = []
     for begin in range(0, len(jobs), opts.inerf_batch):
         chunk = jobs[begin:begin + opts.inerf_batch]
