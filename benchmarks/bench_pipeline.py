@@ -46,17 +46,17 @@ def run_one(config: str, extra: list[str]) -> dict:
 
 def table(rows: list[dict]) -> str:
     lines = ["| class | wall (min) | pixel AUROC | image AUROC | pixel AUPRO | rot. median retrieval / iNeRF (deg) "
-             "| iNeRF < 2 deg |",
-             "|---|---|---|---|---|---|---|"]
+             "| iNeRF < 2 deg | iNeRF > 5 deg |",
+             "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         ret, ine = r["pose"]["retrieval"], r["pose"]["iNeRF"]
         lines.append(f"| {r['class']} | {r['wall_s'] / 60:.1f} | {r['pixel_auroc']:.3f} | {r['image_auroc']:.3f} "
                      f"| {r['pixel_aupro']:.3f} | {ret['rot_median_deg']:.2f} / {ine['rot_median_deg']:.2f} "
-                     f"| {100 * ine['share_under_2deg']:.0f}% |")
+                     f"| {100 * ine['share_under_2deg']:.0f}% | {100 * ine['share_over_5deg']:.0f}% |")
     if len(rows) > 1:
         mean = lambda key: sum(r[key] for r in rows) / len(rows)  # noqa: E731
         lines.append(f"| **mean** | {mean('wall_s') / 60:.1f} | {mean('pixel_auroc'):.3f} | {mean('image_auroc'):.3f} "
-                     f"| {mean('pixel_aupro'):.3f} | | |")
+                     f"| {mean('pixel_aupro'):.3f} | | | |")
     return "\n".join(lines)
 
 

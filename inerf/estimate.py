@@ -1,7 +1,12 @@
 """Coarse-to-fine pose of query images: nearest training views by retrieval, then iNeRF refinement.
 
-With `inerf_topk_restarts = k > 1`, iNeRF starts from each of the k nearest training views and the
-result with the lowest final photometric loss is kept (k = 1 is the paper's method).
+Restarts (`inerf_topk_restarts = k > 1`): iNeRF starts from k retrieved training views and the result
+with the lowest photometric loss is kept; k = 1 is the paper's method. The k starts are retrieval's
+nearest views, skipping any within `inerf_restart_min_angle` degrees of one already chosen, so that
+they cover distinct views: on near-symmetric objects the nearest views can all sit on the wrong side,
+and a refinement that starts there renders the wrong side (a huge false anomaly). With
+`inerf_restart_fraction = f` every start runs f * inerf_steps steps, then only each query's best continues
+for the remaining steps (its learning-rate schedule carries on where it stopped).
 """
 from __future__ import annotations
 
@@ -11,7 +16,8 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from common.errors import DataError
-from inerf.optimize import PoseRefinement, refine_poses
+from inerf.metrics import rotation_error_deg
+from inerf.optimize import refine_poses
 from inerf.options import InerfOptions
 
 
@@ -22,9 +28,10 @@ class PoseEstimate:
     refined_pose: np.ndarray       # [4,4] float32: after iNeRF
     retrieval_index: int           # training view of the coarse pose
     retrieval_distance: float      # its squared descriptor distance
-    topk_indices: list[int]        # the k nearest training views
+    topk_indices: list[int]        # the max(retrieval_topk, inerf_topk_restarts) nearest training views
     topk_distances: list[float]
-    restart_rank: int              # which neighbour's refinement won (0 = the nearest)
+    start_indices: list[int]       # the training views iNeRF started from, nearest first
+    restart_rank: int              # which of them won (0 = the nearest)
     start_pose: np.ndarray         # [4,4] the winning refinement's start
     initial_loss: float            # photometric MSE at the start (fixed evaluation pixels)
     final_loss: float              # and at the refined pose
@@ -38,8 +45,37 @@ class PoseEstimate:
             "refined_pose": np.asarray(self.refined_pose).tolist(),
             "retrieval_index": int(self.retrieval_index),
             "retrieval_distance": float(self.retrieval_distance),
+            "inerf_start_index": int(self.start_indices[self.restart_rank]),
+            "inerf_restart_rank": int(self.restart_rank),
             "inerf_final_loss": float(self.final_loss),
         }
+
+
+def restart_starts(ranked: np.ndarray, view_angles: np.ndarray, k: int, min_angle_deg: float) -> list[int]:
+    """Up to k positions in `ranked` (training views, nearest first) to start iNeRF from: the nearest, then
+    each next view at least `min_angle_deg` (camera rotation, `view_angles [N, N]` degrees) from every one
+    already chosen; when fewer than k views are that far apart, the nearest remaining ones fill up."""
+    chosen: list[int] = []
+    for pos, view in enumerate(ranked):
+        if len(chosen) == k:
+            break
+        if all(view_angles[view, ranked[c]] >= min_angle_deg for c in chosen):
+            chosen.append(pos)
+    rest = [pos for pos in range(len(ranked)) if pos not in chosen]
+    return sorted(chosen + rest[:max(0, k - len(chosen))])
+
+
+def _refine_jobs(renderer, images, starts, jobs, focal, opts, device, seed, *, steps, first_step, bar) -> list:
+    """Refine `jobs` [(query, key of its start pose in `starts`)] in batches of opts.inerf_batch; one
+    (PoseRefinement, row) per job."""
+    out = []
+    for begin in range(0, len(jobs), opts.inerf_batch):
+        chunk = jobs[begin:begin + opts.inerf_batch]
+        result = refine_poses(renderer, images[[q for q, _ in chunk]], np.stack([starts[j] for _, j in chunk]),
+                              focal, opts, device, seed=seed, steps=steps, first_step=first_step,
+                              on_step=bar.update)
+        out.extend((result, row) for row in range(len(chunk)))
+    return out
 
 
 def estimate_poses(renderer, database, train_views, images, opts: InerfOptions, device, *, retrieval_topk: int = 1,
@@ -48,6 +84,7 @@ def estimate_poses(renderer, database, train_views, images, opts: InerfOptions, 
 
     images: [N,H,W,3] float in [0,1] (or a list of [H,W,3]) at the training resolution.
     database: anything with `query(images, k) -> (indices [N,k], distances [N,k])` (retrieval.database).
+    A bar (progress=True) advances with every iNeRF step.
     """
     images = np.stack([np.asarray(im, dtype=np.float32) for im in images]) if len(images) else np.zeros((0,))
     if len(images) == 0:
@@ -56,40 +93,58 @@ def estimate_poses(renderer, database, train_views, images, opts: InerfOptions, 
     if (h, w) != (train_views.height, train_views.width):
         raise DataError(f"query images are {h}x{w} but the training views (and the NeRF) are "
                         f"{train_views.height}x{train_views.width}; load both with the same half_res")
-    restarts = opts.inerf_topk_restarts
-    topk_idx, topk_dist = database.query(images, k=max(restarts, retrieval_topk))
-    restarts = min(restarts, topk_idx.shape[1])
     train_poses = np.asarray(train_views.poses, dtype=np.float32)
+    k = opts.inerf_topk_restarts
+    ranked_idx, ranked_dist = database.query(images, k=len(train_poses) if k > 1 else retrieval_topk)
+    view_angles = rotation_error_deg(train_poses[:, None], train_poses[None]) if k > 1 else None
+    positions = [restart_starts(ranked_idx[q], view_angles, k, opts.inerf_restart_min_angle) if k > 1 else [0]
+                 for q in range(len(images))]
+    jobs = [(q, int(ranked_idx[q, pos])) for q in range(len(images)) for pos in positions[q]]
 
-    jobs = [(q, r) for q in range(len(images)) for r in range(restarts)]
-    best: dict[int, tuple[int, PoseRefinement, int]] = {}
-    bar = tqdm(total=len(jobs), desc="pose (retrieval + iNeRF)", unit="query", disable=not progress)
-    for start in range(0, len(jobs), opts.inerf_batch):
-        chunk = jobs[start:start + opts.inerf_batch]
-        q_idx = np.array([q for q, _ in chunk])
-        inits = train_poses[[topk_idx[q, r] for q, r in chunk]]
-        result = refine_poses(renderer, images[q_idx], inits, train_views.focal, opts, device, seed=seed)
-        for j, (q, r) in enumerate(chunk):
-            if q not in best or result.final_loss[j] < best[q][1].final_loss[best[q][2]]:
-                best[q] = (r, result, j)
-        bar.update(len(chunk))
-    bar.close()
+    steps = opts.inerf_steps
+    first = round(opts.inerf_restart_fraction * steps) if k > 1 else steps
+    first = first if 0 < first < steps else steps
+    batches = -(-len(jobs) // opts.inerf_batch)
+    total = batches * first + (-(-len(images) // opts.inerf_batch)) * (steps - first)
+    with tqdm(total=total, desc=f"iNeRF ({len(images)} queries x {k} starts)", unit="step", leave=False,
+              disable=not progress) as bar:
+        results = _refine_jobs(renderer, images, train_poses, jobs, train_views.focal, opts, device, seed,
+                               steps=first, first_step=0, bar=bar)
+        best: dict[int, int] = {}                                 # query -> its best job
+        for j, ((q, _), (result, row)) in enumerate(zip(jobs, results)):
+            if q not in best or result.final_loss[row] < results[best[q]][0].final_loss[results[best[q]][1]]:
+                best[q] = j
+        finals = {}
+        if first < steps:                                         # only each query's best start continues
+            refined = {q: results[j][0].poses[results[j][1]] for q, j in best.items()}
+            order = sorted(best)
+            tail = _refine_jobs(renderer, images, refined, [(q, q) for q in order], train_views.focal, opts, device,
+                                seed, steps=steps - first, first_step=first, bar=bar)
+            finals = dict(zip(order, tail))
 
     out = []
+    n_top = max(retrieval_topk, k)
     for q in range(len(images)):
-        r, result, j = best[q]
+        j = best[q]
+        start_index = jobs[j][1]
+        head, row = results[j]
+        last, last_row = finals.get(q, (head, row))
+        curve = head.loss_curves[row] if last is head else np.concatenate([head.loss_curves[row],
+                                                                           last.loss_curves[last_row]])
+        starts = [idx for qq, idx in jobs if qq == q]
         out.append(PoseEstimate(
-            coarse_pose=train_poses[topk_idx[q, 0]].copy(),
-            refined_pose=result.poses[j],
-            retrieval_index=int(topk_idx[q, 0]),
-            retrieval_distance=float(topk_dist[q, 0]),
-            topk_indices=[int(i) for i in topk_idx[q]],
-            topk_distances=[float(d) for d in topk_dist[q]],
-            restart_rank=int(r),
-            start_pose=train_poses[topk_idx[q, r]].copy(),
-            initial_loss=float(result.initial_loss[j]),
-            final_loss=float(result.final_loss[j]),
-            loss_curve=result.loss_curves[j],
-            sampling=result.sampling[j],
+            coarse_pose=train_poses[ranked_idx[q, 0]].copy(),
+            refined_pose=last.poses[last_row],
+            retrieval_index=int(ranked_idx[q, 0]),
+            retrieval_distance=float(ranked_dist[q, 0]),
+            topk_indices=[int(i) for i in ranked_idx[q, :n_top]],
+            topk_distances=[float(d) for d in ranked_dist[q, :n_top]],
+            start_indices=starts,
+            restart_rank=starts.index(start_index),
+            start_pose=train_poses[start_index].copy(),
+            initial_loss=float(head.initial_loss[row]),
+            final_loss=float(last.final_loss[last_row]),
+            loss_curve=curve,
+            sampling=head.sampling[row],
         ))
     return out

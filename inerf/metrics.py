@@ -23,8 +23,9 @@ def translation_error_frac(est: np.ndarray, true: np.ndarray) -> np.ndarray:
     return np.linalg.norm(t_est - t_true, axis=-1) / np.maximum(np.linalg.norm(t_true, axis=-1), 1e-12)
 
 
-def summarise(rot_err_deg, trans_err_frac, threshold_deg: float = 2.0) -> dict:
-    """Median, 90th percentile, mean and share under `threshold_deg` of the errors."""
+def summarise(rot_err_deg, trans_err_frac, threshold_deg: float = 2.0, failure_deg: float = 5.0) -> dict:
+    """Median, 90th percentile, mean of the errors; the share of rotation errors under `threshold_deg` and
+    the share over `failure_deg` (a failed pose: its reference shows the object visibly turned)."""
     rot = np.asarray(rot_err_deg, dtype=np.float64).reshape(-1)
     trans = np.asarray(trans_err_frac, dtype=np.float64).reshape(-1)
     if rot.size == 0:
@@ -35,6 +36,7 @@ def summarise(rot_err_deg, trans_err_frac, threshold_deg: float = 2.0) -> dict:
         "rot_p90_deg": float(np.percentile(rot, 90)),
         "rot_mean_deg": float(np.mean(rot)),
         f"share_under_{threshold_deg:g}deg": float(np.mean(rot < threshold_deg)),
+        f"share_over_{failure_deg:g}deg": float(np.mean(rot > failure_deg)),
         "trans_median_frac": float(np.median(trans)),
         "trans_p90_frac": float(np.percentile(trans, 90)),
         "trans_mean_frac": float(np.mean(trans)),

@@ -11,10 +11,10 @@ The coarse-to-fine step (retrieval, then this refinement) is inerf.estimate.esti
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from inerf.options import InerfOptions
 from inerf.sampling import PixelSampler
@@ -62,20 +62,23 @@ def _photometric_loss(renderer, twist, init, dirs, targets, pixels, sl: slice) -
     return ((rgb - target) ** 2).mean(dim=(1, 2))
 
 
-def refine_poses(renderer, images, init_poses, focal: float, opts: InerfOptions, device, seed: int = 0,
-                 progress: bool = False) -> PoseRefinement:
+def refine_poses(renderer, images, init_poses, focal: float, opts: InerfOptions, device, seed: int = 0, *,
+                 steps: int | None = None, first_step: int = 0,
+                 on_step: Callable[[], None] | None = None) -> PoseRefinement:
     """iNeRF on a batch: images [B,H,W,3] float in [0,1], init_poses [B,4,4] camera-to-world.
 
     The NeRF stays frozen (its parameters are temporarily excluded from autograd) and is queried
     with ``perturb=False``. Rays: opts.inerf_rays per query per step, drawn with opts.inerf_sampling;
-    `seed` drives the ray sampling.
+    `seed` drives the ray sampling. `steps` (default opts.inerf_steps) steps are run with the learning
+    rate of steps first_step, first_step + 1, ... (to continue an earlier refinement from its pose);
+    `on_step` is called after each one (a progress bar's update).
     """
     device = torch.device(device)
     images = np.asarray(images, dtype=np.float32)
     if images.ndim != 4 or images.shape[-1] != 3:
         raise ValueError(f"images must be [B,H,W,3], got {images.shape}")
     b, h, w = images.shape[:3]
-    steps = int(opts.inerf_steps)
+    steps = int(opts.inerf_steps if steps is None else steps)
     n_rays = int(opts.inerf_rays)
 
     targets = torch.from_numpy(images).to(device)
@@ -84,14 +87,14 @@ def refine_poses(renderer, images, init_poses, focal: float, opts: InerfOptions,
     sampler = PixelSampler(images, strategy=opts.inerf_sampling, kernel_size=opts.kernel_size,
                            dil_iter=opts.dil_iter, detector=opts.inerf_detector,
                            min_points=opts.inerf_min_keypoints, seed=seed, device=device)
-    # Fixed evaluation pixels (depend only on the image and the seed) so the final losses of
-    # restarts from different coarse poses of the same query are comparable.
+    # Fixed evaluation pixels (depend only on the image and the seed, not on the batch) so the final
+    # losses of restarts from different coarse poses of the same query are comparable.
     eval_gen = torch.Generator(device=device).manual_seed(seed + 7919)
-    eval_pixels = sampler.sample(n_rays, generator=eval_gen)
+    eval_pixels = sampler.sample(n_rays, generator=eval_gen, same_draw=True)
     groups = _groups(b, n_rays, opts.inerf_chunk)
 
     twist = torch.zeros(b, 6, device=device, requires_grad=True)
-    optimizer = torch.optim.Adam([twist], lr=learning_rate(opts, 0))
+    optimizer = torch.optim.Adam([twist], lr=learning_rate(opts, first_step))
     curves = torch.zeros(b, steps, device=device)
 
     params = list(renderer.parameters()) if hasattr(renderer, "parameters") else []
@@ -101,9 +104,9 @@ def refine_poses(renderer, images, init_poses, focal: float, opts: InerfOptions,
     try:
         with torch.no_grad():
             initial = _evaluate(renderer, twist, init, dirs, targets, eval_pixels, groups)
-        for step in tqdm(range(steps), desc="iNeRF", leave=False, disable=not progress):
+        for step in range(steps):
             for group in optimizer.param_groups:
-                group["lr"] = learning_rate(opts, step)
+                group["lr"] = learning_rate(opts, first_step + step)
             pixels = sampler.sample(n_rays)
             optimizer.zero_grad(set_to_none=True)
             for sl in groups:
@@ -111,6 +114,8 @@ def refine_poses(renderer, images, init_poses, focal: float, opts: InerfOptions,
                 per_query.sum().backward()
                 curves[sl, step] = per_query.detach()
             optimizer.step()
+            if on_step is not None:
+                on_step()
         with torch.no_grad():
             final = _evaluate(renderer, twist, init, dirs, targets, eval_pixels, groups)
             poses = apply_correction(twist.detach(), init)

@@ -121,8 +121,13 @@ class PixelSampler:
     def reset(self, seed: int | None = None) -> None:
         self.generator.manual_seed(self.seed if seed is None else seed)
 
-    def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    def sample(self, n: int, generator: torch.Generator | None = None, *, same_draw: bool = False) -> torch.Tensor:
+        """n pixels per query. same_draw=True uses one set of n uniform numbers for every query, so a
+        query's pixels depend only on its candidate set (its image) and the generator, not on its place
+        in the batch (what makes losses of the same query in different batches comparable)."""
         b = self.pixels.shape[0]
-        u = torch.rand((b, n), generator=generator or self.generator, device=self.device, dtype=torch.float64)
+        shape = (1, n) if same_draw else (b, n)
+        u = torch.rand(shape, generator=generator or self.generator, device=self.device, dtype=torch.float64)
+        u = u.expand(b, n)
         idx = (u * self.counts[:, None]).long().clamp_max(self.pixels.shape[1] - 1)
         return torch.gather(self.pixels, 1, idx[..., None].expand(b, n, 2))

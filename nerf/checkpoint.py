@@ -58,12 +58,22 @@ def renderer_from_state(state: dict[str, Any], path: Path, opts: NeRFOptions, wh
                         device: torch.device | str) -> NeRFRenderer:
     """The frozen renderer of an already read checkpoint (see frozen_renderer).
 
-    Rendering options (N_samples, near/far, chunk, amp) come from `opts`; the architecture must match.
+    Rendering options (N_samples, near/far, chunk, amp, occupancy grid) come from `opts`; the architecture
+    must match. With `occupancy_grid`, the grid saved by training is used when it has the options' resolution
+    and bound; otherwise (a checkpoint trained without the grid, or with another one) it is rebuilt from the
+    trained density field.
     """
     check_arch(path, state["arch"], opts)
     renderer = NeRFRenderer(opts, white_bkgd)
     renderer.load_state_dict(state["model"])
-    return frozen_renderer(renderer.to(device))
+    renderer = frozen_renderer(renderer.to(device))
+    if renderer.grid is not None:
+        saved = state.get("occupancy")
+        if renderer.grid.matches(saved):
+            renderer.grid.load_state(saved, str(path))
+        else:
+            renderer.fill_grid()
+    return renderer
 
 
 def load_renderer(path: Path, opts: NeRFOptions, white_bkgd: bool, device: torch.device | str) -> NeRFRenderer:

@@ -12,10 +12,20 @@ def sample_deltas(z_vals: Tensor, rays_d: Tensor) -> Tensor:
     return dists * torch.linalg.vector_norm(rays_d, dim=-1, keepdim=True)
 
 
+def transmittance(alpha: Tensor) -> Tensor:
+    """T_i = prod_{j<i} (1 - alpha_j): the light left when reaching sample i (exclusive cumulative product)."""
+    trans = torch.cumprod(torch.cat([torch.ones_like(alpha[..., :1]), 1.0 - alpha + 1e-10], dim=-1), dim=-1)
+    return trans[..., :-1]
+
+
+def alpha_of(sigma_raw: Tensor, z_vals: Tensor, rays_d: Tensor) -> Tensor:
+    """alpha = 1 - exp(-relu(sigma) * delta * ||d||) of samples at depths z_vals [R, S] along rays rays_d [R, 3]."""
+    return 1.0 - torch.exp(-torch.relu(sigma_raw) * sample_deltas(z_vals, rays_d))
+
+
 def alpha_weights(alpha: Tensor) -> Tensor:
     """w_i = alpha_i * prod_{j<i} (1 - alpha_j) (exclusive cumulative transmittance)."""
-    trans = torch.cumprod(torch.cat([torch.ones_like(alpha[..., :1]), 1.0 - alpha + 1e-10], dim=-1), dim=-1)
-    return alpha * trans[..., :-1]
+    return alpha * transmittance(alpha)
 
 
 def composite(sigma_raw: Tensor, rgb: Tensor, z_vals: Tensor, rays_d: Tensor, *, white_bkgd: bool,
@@ -29,7 +39,7 @@ def composite(sigma_raw: Tensor, rgb: Tensor, z_vals: Tensor, rays_d: Tensor, *,
     if raw_noise_std > 0.0:
         sigma_raw = sigma_raw + raw_noise_std * torch.randn(sigma_raw.shape, device=sigma_raw.device,
                                                             generator=generator)
-    alpha = 1.0 - torch.exp(-torch.relu(sigma_raw) * sample_deltas(z_vals, rays_d))
+    alpha = alpha_of(sigma_raw, z_vals, rays_d)
     weights = alpha_weights(alpha)
     acc = weights.sum(dim=-1)
     color = (weights[..., None] * rgb).sum(dim=-2)

@@ -51,13 +51,25 @@ class NeRFField(nn.Module):
                 bias = self.alpha_linear.bias if use_viewdirs else self.output_linear.bias[3:]
                 bias.fill_(density_bias_init)
 
-    def forward(self, pts: Tensor, viewdirs: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        x = positional_encoding(pts, self.multires)                  # [..., S, C] (fp32 even under autocast)
+    def _trunk(self, pts: Tensor) -> Tensor:
+        """Features of the position MLP at `pts [..., 3]` (before the density and colour heads)."""
+        x = positional_encoding(pts, self.multires)                  # [..., C] (fp32 even under autocast)
         h = x
         for i, layer in enumerate(self.pts_linears):
             h = F.relu(layer(h))
             if i in self.skips:
                 h = torch.cat([x, h], dim=-1)
+        return h
+
+    def density(self, pts: Tensor) -> Tensor:
+        """Raw density [...] at `pts [..., 3]` alone (no colour branch): what the occupancy grid needs."""
+        h = self._trunk(pts)
+        if not self.use_viewdirs:
+            return self.output_linear(h)[..., 3]
+        return self.alpha_linear(h)[..., 0]
+
+    def forward(self, pts: Tensor, viewdirs: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        h = self._trunk(pts)
         if not self.use_viewdirs:
             out = self.output_linear(h)
             return torch.sigmoid(out[..., :3]), out[..., 3]

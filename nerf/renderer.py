@@ -2,13 +2,15 @@
 from __future__ import annotations
 
 import contextlib
+import math
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
-from nerf.compositing import composite
+from nerf.compositing import alpha_of, composite, transmittance
 from nerf.field import NeRFField
+from nerf.occupancy import OccupancyGrid, density_threshold
 from nerf.options import NeRFOptions
 from nerf.rays import image_rays
 from nerf.sampling import merge_samples, sample_pdf, stratified_samples
@@ -17,6 +19,13 @@ from nerf.sampling import merge_samples, sample_pdf, stratified_samples
 class NeRFRenderer(nn.Module):
     """Hierarchical volume renderer of Mildenhall et al.: N_samples stratified samples through the
     coarse field, N_importance more drawn from the coarse weights, all of them through the fine field.
+
+    With `occupancy_grid` (nerf.occupancy), once the grid is active (after the training warm-up, or loaded),
+    both passes evaluate their MLP only at the samples inside occupied cells (a packed batch: one host sync
+    per pass for its size); the skipped samples keep their place along the ray with zero density, so the
+    deltas and the compositing are those of plain sampling over the same depths. The coarse pass then
+    marches `occupancy_samples` stratified depths (a finer step for the same or less work), and the fine
+    pass draws N_importance samples from those weights. An inactive grid renders exactly as plain NeRF.
 
     On CUDA with amp=True the MLPs run under bf16 autocast; encoding and compositing stay fp32.
     """
@@ -28,9 +37,12 @@ class NeRFRenderer(nn.Module):
                           use_viewdirs=opts.use_viewdirs, density_bias_init=opts.density_bias_init)
         self.coarse = NeRFField(opts.netdepth, opts.netwidth, **field_args)
         self.fine = NeRFField(opts.netdepth_fine, opts.netwidth_fine, **field_args) if opts.has_fine else None
-        self.N_samples, self.N_importance = opts.N_samples, opts.N_importance
+        self.N_samples, self.N_importance, self.march_samples = opts.N_samples, opts.N_importance, opts.march_samples
         self.near, self.far = float(opts.near), float(opts.far)
         self.white_bkgd, self.chunk, self.amp = white_bkgd, opts.chunk, opts.amp
+        self.grid = OccupancyGrid(opts.occupancy_resolution, opts.occupancy_bound) if opts.occupancy_grid else None
+        self.grid_threshold = density_threshold(opts.occupancy_threshold, (self.far - self.near) / self.march_samples)
+        self.early_stop = opts.occupancy_early_stop
 
     @property
     def device(self) -> torch.device:
@@ -41,20 +53,76 @@ class NeRFRenderer(nn.Module):
             return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
+    def density(self, pts: Tensor) -> Tensor:
+        """Density [N] >= 0 at points `pts [N, 3]`: the max over the coarse and fine fields (what the
+        occupancy grid tracks, so that a cell is skipped only when neither field sees matter there)."""
+        with self._autocast(pts.device):
+            fields = [self.coarse] + ([self.fine] if self.fine is not None else [])
+            density = torch.stack([f.density(pts).float() for f in fields]).amax(dim=0)
+        return torch.relu(density)
+
+    def update_grid(self, *, decay: float, generator: torch.Generator | None = None) -> None:
+        """One training-time update of the occupancy grid from the current fields (nerf.occupancy)."""
+        self.grid.update(self.density, threshold=self.grid_threshold, decay=decay, generator=generator)
+
+    def fill_grid(self) -> None:
+        """Rebuild the occupancy grid from the fields alone (for a checkpoint saved without one)."""
+        self.grid.fill(self.density, threshold=self.grid_threshold)
+
+    @property
+    def _skipping(self) -> bool:
+        return self.grid is not None and self.grid.active
+
+    def _kept(self, field: NeRFField, pts: Tensor, z_vals: Tensor, rays_d: Tensor) -> Tensor | None:
+        """[R, S] bool: the samples to evaluate (None = all, without an active grid): those in occupied cells,
+        and, with early termination while gradients are on (training, iNeRF), only those before the ray's
+        transmittance falls below `occupancy_early_stop` (found by a density-only pass without gradients,
+        cheaper than the forward and backward passes it saves)."""
+        if not self._skipping:
+            return None
+        keep = self.grid.occupied_at(pts.detach())
+        if self.early_stop > 0 and torch.is_grad_enabled():
+            with torch.no_grad():
+                ray, sample = torch.nonzero(keep, as_tuple=True)
+                with self._autocast(pts.device):
+                    density = field.density(pts[ray, sample])
+                sigma = torch.full(keep.shape, -math.inf, device=pts.device).index_put((ray, sample), density.float())
+                keep = keep & (transmittance(alpha_of(sigma, z_vals, rays_d)) > self.early_stop)
+        return keep
+
+    def _query(self, field: NeRFField, pts: Tensor, viewdirs: Tensor | None,
+               keep: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
+        """(rgb [R, S, 3], sigma_raw [R, S], evaluated samples per ray [R]) of `field` at `pts [R, S, 3]`.
+
+        Only the samples in `keep` are evaluated (packed, one host sync for their number); the others get
+        sigma_raw = -inf (zero density whatever the density noise) and rgb = 0. keep=None: all of them.
+        """
+        if keep is None:
+            with self._autocast(pts.device):
+                rgb, sigma = field(pts, viewdirs)
+            return rgb, sigma, torch.full(pts.shape[:1], float(pts.shape[1]), device=pts.device)
+        ray, sample = torch.nonzero(keep, as_tuple=True)
+        with self._autocast(pts.device):
+            rgb_kept, sigma_kept = field(pts[ray, sample][:, None], None if viewdirs is None else viewdirs[ray])
+        sigma = torch.full(keep.shape, -math.inf, device=pts.device).index_put((ray, sample), sigma_kept[:, 0].float())
+        rgb = pts.new_zeros((*keep.shape, 3)).index_put((ray, sample), rgb_kept[:, 0].float())
+        return rgb, sigma, keep.sum(dim=-1).float()
+
     def _shade(self, field: NeRFField, rays_o: Tensor, rays_d: Tensor, viewdirs: Tensor | None, z_vals: Tensor,
                raw_noise_std: float, generator: torch.Generator | None) -> dict[str, Tensor]:
-        """Evaluate `field` at all samples of all rays in one batched call, then composite."""
+        """Evaluate `field` at the (kept) samples of all rays in one batched call, then composite."""
         pts = rays_o[:, None, :] + rays_d[:, None, :] * z_vals[..., None]          # [R, S, 3] fp32
-        with self._autocast(pts.device):
-            rgb, sigma = field(pts, viewdirs)
-        return composite(sigma, rgb, z_vals, rays_d, white_bkgd=self.white_bkgd,
-                         raw_noise_std=raw_noise_std, generator=generator)
+        rgb, sigma, evaluated = self._query(field, pts, viewdirs, self._kept(field, pts, z_vals, rays_d))
+        out = composite(sigma, rgb, z_vals, rays_d, white_bkgd=self.white_bkgd,
+                        raw_noise_std=raw_noise_std, generator=generator)
+        return {**out, "samples": evaluated}
 
     def render_rays(self, rays_o: Tensor, rays_d: Tensor, *, perturb: bool | float = False,
                     raw_noise_std: float = 0.0, generator: torch.Generator | None = None) -> dict[str, Tensor]:
-        """Render rays [..., 3] -> {"rgb", "rgb_coarse" [..., 3], "depth", "acc" [...]} (float32).
+        """Render rays [..., 3] -> {"rgb", "rgb_coarse" [..., 3], "depth", "acc", "samples" [...]} (float32).
 
-        "rgb"/"depth"/"acc" come from the fine pass when N_importance > 0. Differentiable w.r.t. the
+        "rgb"/"depth"/"acc" come from the fine pass when N_importance > 0; "samples" counts the MLP
+        evaluations of each ray (both passes; fewer than the samples with the grid). Differentiable w.r.t. the
         fields and w.r.t. rays_o/rays_d (the fine sample positions are treated as constants).
         `generator` drives the stratified jitter, importance sampling and density noise.
         """
@@ -65,10 +133,11 @@ class NeRFRenderer(nn.Module):
         viewdirs = None
         if self.coarse.use_viewdirs:
             viewdirs = rays_d / torch.linalg.vector_norm(rays_d, dim=-1, keepdim=True)
-        z = stratified_samples(self.near, self.far, self.N_samples, rays_o.shape[0], perturb=perturb,
+        n_coarse = self.march_samples if self._skipping else self.N_samples
+        z = stratified_samples(self.near, self.far, n_coarse, rays_o.shape[0], perturb=perturb,
                                device=rays_o.device, generator=generator)
         coarse = self._shade(self.coarse, rays_o, rays_d, viewdirs, z, raw_noise_std, generator)
-        out = {"rgb_coarse": coarse["rgb"]}
+        out = {"rgb_coarse": coarse["rgb"], "samples": coarse["samples"]}
         final = coarse
         if self.fine is not None:
             with torch.no_grad():
@@ -77,6 +146,7 @@ class NeRFRenderer(nn.Module):
                                     det=not perturb, generator=generator)
                 z_all = merge_samples(z, z_fine)
             final = self._shade(self.fine, rays_o, rays_d, viewdirs, z_all, raw_noise_std, generator)
+            out["samples"] = out["samples"] + final["samples"]
         out.update(rgb=final["rgb"], depth=final["depth"], acc=final["acc"])
         return {k: v.reshape(*batch_shape, *v.shape[1:]) for k, v in out.items()}
 

@@ -66,6 +66,7 @@ class TrainSummary:
     finished: bool
     checkpoint: str
     stop_reason: str = ""       # "n_iters", "budget" or "interrupted"
+    samples_per_ray: float | None = None    # mean MLP evaluations per training ray in the last session
 
     def line(self, label: str) -> str:
         """One line for the terminal: steps, time, held-out PSNR against the baseline, speed."""
@@ -75,6 +76,8 @@ class TrainSummary:
                      f"({self.val_psnr - self.baseline_psnr:+.2f} dB)")
         if self.rays_per_s:
             text += f", {self.rays_per_s:.0f} rays/s"
+        if self.samples_per_ray:
+            text += f", {self.samples_per_ray:.1f} samples/ray"
         if self.stop_reason == "budget":
             text += " (stopped by the time budget: rerun to continue)"
         return text + f" -> {self.checkpoint}"
@@ -110,7 +113,7 @@ class NeRFTrainer:
                                           fused=self.device.type == "cuda")
         self.generator = torch.Generator(device=self.device).manual_seed(seed)
         self.step, self.elapsed, self.val_history, self.rays_per_s = 0, 0.0, [], None
-        self.finished, self.stop_reason = False, ""
+        self.finished, self.stop_reason, self.samples_per_ray = False, "", None
         remove_stale_temps(self.path.parent)
         if state is None and self.path.is_file():
             state = read_checkpoint(self.path, self.device)
@@ -124,6 +127,8 @@ class NeRFTrainer:
         self.renderer.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.generator.set_state(state["rng"]["generator"].cpu())
+        if self.renderer.grid is not None and state.get("occupancy") is not None:
+            self.renderer.grid.load_state(state["occupancy"], str(self.path))
         self.step, self.elapsed = state["step"], state["elapsed_s"]
         self.val_history, self.rays_per_s = state["val_history"], state.get("rays_per_s")
         self.stop_reason = state.get("stop_reason", "")
@@ -132,7 +137,8 @@ class NeRFTrainer:
     def summary(self) -> TrainSummary:
         return TrainSummary(step=self.step, val_psnr=self.val_history[-1]["psnr"] if self.val_history else None,
                             baseline_psnr=self.baseline, seconds=self.elapsed, rays_per_s=self.rays_per_s,
-                            finished=self.finished, checkpoint=str(self.path), stop_reason=self.stop_reason)
+                            finished=self.finished, checkpoint=str(self.path), stop_reason=self.stop_reason,
+                            samples_per_ray=self.samples_per_ray)
 
     def save(self) -> None:
         save_checkpoint(self.path, {
@@ -142,6 +148,7 @@ class NeRFTrainer:
             "stop_reason": self.stop_reason,
             "val_history": self.val_history, "rays_per_s": self.rays_per_s, "baseline_psnr": self.baseline,
             "data": self.data_info,
+            "occupancy": self.renderer.grid.state() if self.renderer.grid is not None else None,
         })
         write_json(self.path.parent / LOG_NAME, {**asdict(self.summary()), "val_history": self.val_history,
                                                   "n_rand": self.opts.N_rand, "device": str(self.device)})
@@ -151,6 +158,12 @@ class NeRFTrainer:
         return frozen_renderer(self.renderer)
 
     # ------------------------------------------------------------------------- training
+
+    def _grid_update_due(self) -> bool:
+        """Whether the occupancy grid is updated before this step (after the warm-up, every N steps)."""
+        opts = self.opts
+        return (self.renderer.grid is not None and self.step >= opts.occupancy_warmup
+                and (self.step - opts.occupancy_warmup) % opts.occupancy_update_every == 0)
 
     def validate(self) -> None:
         """Held-out PSNR at the current step (once per step)."""
@@ -179,6 +192,7 @@ class NeRFTrainer:
         elapsed_at_start = self.elapsed
         overhead = 0.0                    # seconds spent validating / checkpointing (not training)
         rays_done = 0
+        samples_done = torch.zeros((), device=self.device)       # MLP evaluations (summed on the device)
         self.stop_reason = ""
         bar = tqdm(total=opts.n_iters, initial=self.step, disable=not self.progress, desc=f"NeRF {self.label}",
                    dynamic_ncols=True)
@@ -195,10 +209,13 @@ class NeRFTrainer:
                 lr = learning_rate(self.step, opts.lrate, opts.lrate_decay)
                 for group in optimizer.param_groups:
                     group["lr"] = lr
+                if self._grid_update_due():
+                    renderer.update_grid(decay=opts.occupancy_decay, generator=self.generator)
                 crop = opts.precrop_frac if self.step < opts.precrop_iters else None
                 rays_o, rays_d, target = bank.sample(opts.N_rand, self.generator, crop)
                 out = renderer.render_rays(rays_o, rays_d, perturb=perturb,
                                            raw_noise_std=self.nerf_opts.raw_noise_std, generator=self.generator)
+                samples_done += out["samples"].sum()
                 mse = torch.mean((out["rgb"] - target) ** 2)
                 loss = mse + torch.mean((out["rgb_coarse"] - target) ** 2) if has_fine else mse
                 optimizer.zero_grad(set_to_none=True)
@@ -230,6 +247,7 @@ class NeRFTrainer:
             now = time.perf_counter()
             if rays_done:
                 self.rays_per_s = rays_done / max(now - session_start - overhead, 1e-9)
+                self.samples_per_ray = float(samples_done) / rays_done
             self.elapsed = elapsed_at_start + now - session_start
             if self.stop_reason != "interrupted":
                 self.validate()

@@ -182,12 +182,13 @@ def to_chw(images: np.ndarray, device: torch.device) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float().to(device)
 
 
-def process_batch(assets: ClassAssets, samples: list[TestSample]) -> list[ImageResult]:
-    """Pose -> reference render -> anomaly map -> image score for a batch of test images."""
+def process_batch(assets: ClassAssets, samples: list[TestSample], progress: bool = False) -> list[ImageResult]:
+    """Pose -> reference render -> anomaly map -> image score for a batch of test images
+    (progress: a bar over the iNeRF steps)."""
     cfg, device, views = assets.cfg, assets.device, assets.views
     images = np.stack([sample.image for sample in samples])
     t0 = time.perf_counter()
-    poses = estimate_batch_poses(assets, images)
+    poses = estimate_batch_poses(assets, images, progress=progress)
     t1 = time.perf_counter()
     references = torch.stack([
         assets.renderer.render_image(torch.as_tensor(p.refined_pose, dtype=torch.float32, device=device),
@@ -237,14 +238,15 @@ def run_class(cfg: OmniposeConfig, device: torch.device | None = None, progress:
     try:
         with tqdm(total=len(pending), desc=f"{name} maps", unit="img", disable=not progress) as bar:
             for start in range(0, len(pending), batch):
-                for result in process_batch(assets, pending[start:start + batch]):
+                chunk = pending[start:start + batch]
+                bar.set_postfix_str(f"images {start + 1}-{start + len(chunk)}: pose, reference, map")
+                for result in process_batch(assets, chunk, progress=progress):
                     image, amap = result.sample.image, result.score_map
                     # Preview overlay on this image's own scale; auroc_test.py redraws it on the class scale.
                     overlay = (overlay_heatmap(image, amap, 0.0, float(amap.max()) or 1.0)
                                if cfg.evaluation.save_overlays else None)
                     save_result(out_dir, result.sample.name, amap, result.record(description, scorer),
-                                query=image,
-                                reference=result.reference, overlay=overlay)
+                                query=image, reference=result.reference, overlay=overlay)
                     bar.update(1)
     except KeyboardInterrupt as err:
         if isinstance(err, Interrupted):

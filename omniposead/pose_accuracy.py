@@ -82,12 +82,14 @@ def pose_errors(estimates: dict[str, dict], truth: dict[str, np.ndarray]) -> dic
 
 
 def format_table(report: dict) -> str:
-    lines = [f"{'stage':<10} {'n':>4} {'rot med':>9} {'rot p90':>9} {'<2 deg':>7} {'t med':>8} {'t p90':>8}"]
+    lines = [f"{'stage':<10} {'n':>4} {'rot med':>9} {'rot p90':>9} {'<2 deg':>7} {'>5 deg':>7} {'t med':>8} "
+             f"{'t p90':>8}"]
     for stage, s in report["stages"].items():
         if not s.get("n"):
             continue
         lines.append(f"{stage:<10} {s['n']:>4} {s['rot_median_deg']:>8.2f}° {s['rot_p90_deg']:>8.2f}° "
-                     f"{100 * s['share_under_2deg']:>6.1f}% {s['trans_median_frac']:>8.4f} {s['trans_p90_frac']:>8.4f}")
+                     f"{100 * s['share_under_2deg']:>6.1f}% {100 * s['share_over_5deg']:>6.1f}% "
+                     f"{s['trans_median_frac']:>8.4f} {s['trans_p90_frac']:>8.4f}")
     if report.get("seconds_per_query") is not None:
         lines.append(f"seconds per query (retrieval + iNeRF): {report['seconds_per_query']:.3f}")
     return "\n".join(lines)
@@ -149,7 +151,9 @@ def evaluate_class(cfg: OmniposeConfig, from_outputs: bool = False, device=None,
                            "inerf_steps": inerf.inerf_steps, "inerf_rays": inerf.inerf_rays,
                            "inerf_lr": inerf.inerf_lr, "inerf_sampling": inerf.inerf_sampling,
                            "kernel_size": inerf.kernel_size, "dil_iter": inerf.dil_iter,
-                           "inerf_topk_restarts": inerf.inerf_topk_restarts, "half_res": cfg.run.half_res},
+                           "inerf_topk_restarts": inerf.inerf_topk_restarts,
+                           "inerf_restart_min_angle": inerf.inerf_restart_min_angle,
+                           "inerf_restart_fraction": inerf.inerf_restart_fraction, "half_res": cfg.run.half_res},
               **info}
     write_json(cfg.run.output_dir / "pose_accuracy.json", report)
     return report

@@ -16,7 +16,7 @@ import pytest
 import torch
 from torch import nn
 
-from inerf.estimate import estimate_poses
+from inerf.estimate import estimate_poses, restart_starts
 from inerf.metrics import rotation_error_deg, translation_error_frac
 from inerf.optimize import refine_poses
 from inerf.options import InerfOptions
@@ -90,7 +90,8 @@ def perturb(pose: np.ndarray, angle_deg: float, shift: float, seed: int) -> np.n
 def cfg(**kw):
     base = dict(inerf_steps=150, inerf_rays=256, inerf_lr=0.02, inerf_lr_decay=0.8, inerf_lr_decay_every=100,
                 inerf_sampling="interest_regions", kernel_size=5, dil_iter=3, inerf_detector="sift",
-                inerf_min_keypoints=8, inerf_chunk=0, inerf_batch=16, inerf_topk_restarts=1)
+                inerf_min_keypoints=8, inerf_chunk=0, inerf_batch=16, inerf_topk_restarts=1,
+                inerf_restart_fraction=1.0)
     base.update(kw)
     return InerfOptions(**base).validated()
 
@@ -172,6 +173,52 @@ def test_estimate_poses_topk_restarts_keep_lowest_loss(scene):
     assert rotation_error_deg(multi[0].refined_pose, true) < 2.0
     assert set(dataclasses.asdict(multi[0])) >= {"coarse_pose", "refined_pose", "retrieval_index",
                                                  "retrieval_distance", "final_loss", "loss_curve", "topk_indices"}
+
+
+def test_restart_starts_cover_distinct_views():
+    # views 0..4; 0-1 are 5 deg apart, 0-2 and 1-2 are 30 deg, 3 is 10 deg from 2, 4 is 40 deg from all
+    angles = np.full((5, 5), 40.0)
+    np.fill_diagonal(angles, 0.0)
+    for a, b, deg in [(0, 1, 5.0), (0, 2, 30.0), (1, 2, 30.0), (2, 3, 10.0), (0, 3, 35.0), (1, 3, 35.0)]:
+        angles[a, b] = angles[b, a] = deg
+    ranked = np.array([0, 1, 2, 3, 4])
+    assert restart_starts(ranked, angles, 1, 15.0) == [0]
+    assert restart_starts(ranked, angles, 3, 15.0) == [0, 2, 4]          # 1 (5 deg from 0) and 3 (10 from 2) skipped
+    assert restart_starts(ranked, angles, 3, 0.0) == [0, 1, 2]           # no minimum: the plain top-k
+    assert restart_starts(ranked, angles, 4, 15.0) == [0, 1, 2, 4]       # too few distinct views: nearest fill up
+    assert restart_starts(np.array([3, 2, 0]), angles, 2, 15.0) == [0, 2]   # positions in the ranked list
+
+
+def test_diverse_restarts_escape_a_wrong_neighbourhood(scene):
+    true = look_at(60.0, 20.0)
+    wrong, wrong_too = look_at(150.0, -20.0), look_at(154.0, -20.0)     # retrieval's two nearest: far, 4 deg apart
+    near_view = perturb(true, 8.0, 0.0, seed=3)
+    train = SimpleNamespace(poses=np.stack([wrong, wrong_too, near_view]), focal=FOCAL, height=H, width=W)
+    image = render(scene, true)[None]
+    database = _FakeDatabase([0, 1, 2])
+    top2 = estimate_poses(scene, database, train, image, cfg(inerf_steps=60, inerf_topk_restarts=2,
+                                                             inerf_restart_min_angle=0.0), "cpu", progress=False)
+    assert top2[0].start_indices == [0, 1] and rotation_error_deg(top2[0].refined_pose, true) > 20.0
+    diverse = estimate_poses(scene, database, train, image, cfg(inerf_steps=60, inerf_topk_restarts=2,
+                                                                inerf_restart_min_angle=15.0), "cpu", progress=False)
+    assert diverse[0].start_indices == [0, 2] and diverse[0].restart_rank == 1
+    assert rotation_error_deg(diverse[0].refined_pose, true) < 2.0
+    assert diverse[0].record()["inerf_start_index"] == 2 and diverse[0].topk_indices == [0, 1]
+    # pruned: both starts run 20 steps, only the best continues; same winner, one curve over all 60 steps
+    calls = scene.calls
+    pruned = estimate_poses(scene, database, train, image, cfg(inerf_steps=60, inerf_topk_restarts=2,
+                                                               inerf_restart_fraction=1 / 3), "cpu", progress=False)
+    assert scene.calls - calls == (20 + 2) + (40 + 2)       # one batch of 2 starts, then the winner alone
+    assert pruned[0].start_indices == [0, 2] and pruned[0].restart_rank == 1
+    assert pruned[0].loss_curve.shape == (60,) and rotation_error_deg(pruned[0].refined_pose, true) < 2.0
+
+
+def test_refine_reports_every_step(scene):
+    true = look_at(10.0, 20.0)
+    ticks = []
+    refine_poses(scene, render(scene, true)[None], true[None], FOCAL, cfg(inerf_steps=7), "cpu",
+                 on_step=lambda: ticks.append(1))
+    assert len(ticks) == 7
 
 
 # ----------------------------------------------------------------------------------------- sampling
@@ -256,9 +303,11 @@ def test_pose_accuracy_from_outputs(tiny_class_dir, tmp_path, capsys):
     assert report["stages"]["iNeRF"]["rot_median_deg"] == pytest.approx(1.0, abs=1e-3)
     assert report["stages"]["iNeRF"]["share_under_2deg"] == 1.0
     assert report["stages"]["retrieval"]["share_under_2deg"] == 0.0
+    assert report["stages"]["iNeRF"]["share_over_5deg"] == 0.0
+    assert report["stages"]["retrieval"]["share_over_5deg"] == 1.0
     assert len(report["missing_outputs"]) == 1
     text = capsys.readouterr().out
-    assert "retrieval" in text and "iNeRF" in text
+    assert "retrieval" in text and "iNeRF" in text and ">5 deg" in text
 
 
 def test_pose_accuracy_pipeline_smoke(tiny_class_dir, tmp_path):

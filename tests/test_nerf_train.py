@@ -99,20 +99,36 @@ def test_helpers():
     assert math.isclose(learning_rate(1000, 1e-3, 1), 1e-4)
 
 
-def test_resume_is_exact(sphere_root, tmp_path):
-    straight = _cfg(sphere_root, tmp_path / "a", "--n_iters", "12", "--i_weights", "6")
+# grid updates at steps 2, 5, 8, 11: before and after the resume point (6); a threshold that the young
+# field's density (about 0.1-0.8 everywhere) crosses, so that some cells are skipped
+GRID = ["--occupancy_grid", "true", "--occupancy_resolution", "8", "--occupancy_warmup", "2",
+        "--occupancy_update_every", "3", "--occupancy_threshold", "0.1"]
+
+
+@pytest.mark.parametrize("grid", [False, True], ids=["plain", "occupancy_grid"])
+def test_resume_is_exact(sphere_root, tmp_path, grid):
+    extra = GRID if grid else []
+    straight = _cfg(sphere_root, tmp_path / "a", "--n_iters", "12", "--i_weights", "6", *extra)
     train(straight)
-    first = _cfg(sphere_root, tmp_path / "b", "--n_iters", "6")
+    first = _cfg(sphere_root, tmp_path / "b", "--n_iters", "6", *extra)
     r1 = train(first)
     assert r1.step == 6 and r1.finished
     assert read_checkpoint(ckpt(first))["step"] == 6
-    second = _cfg(sphere_root, tmp_path / "b", "--n_iters", "12")
+    second = _cfg(sphere_root, tmp_path / "b", "--n_iters", "12", *extra)
     r2 = train(second)
     assert r2.step == 12 and r2.finished
     a, b = read_checkpoint(ckpt(straight)), read_checkpoint(ckpt(second))
     for key, value in a["model"].items():
         assert torch.equal(value, b["model"][key]), key
     assert torch.equal(a["rng"]["generator"], b["rng"]["generator"])
+    if grid:
+        assert a["occupancy"]["updates"] == b["occupancy"]["updates"] == 4
+        assert torch.equal(a["occupancy"]["values"], b["occupancy"]["values"])
+        assert torch.equal(a["occupancy"]["occupied"], b["occupancy"]["occupied"])
+        assert not a["occupancy"]["occupied"].all()                       # the grid did skip space
+        assert r2.samples_per_ray < 12 + (12 + 8)                         # fewer MLP evaluations than plain
+    else:
+        assert a["occupancy"] is None and r2.samples_per_ray == 12 + (12 + 8)   # coarse + fine passes
     # a finished checkpoint is not trained again
     again = train(second)
     assert again.step == 12
@@ -138,9 +154,29 @@ def test_load_renderer_errors(sphere_root, tmp_path):
     assert ensure_trained(cfg, views, CPU, progress=False) is not None
 
 
-def test_tiny_training_beats_mean_colour(sphere_root, tmp_path):
+def test_grid_checkpoint_for_inference(sphere_root, tmp_path):
+    grid_cfg = _cfg(sphere_root, tmp_path / "grid", "--n_iters", "12", *GRID)
+    train(grid_cfg)
+    saved = read_checkpoint(ckpt(grid_cfg))["occupancy"]
+    renderer = load(grid_cfg)
+    assert torch.equal(renderer.grid.occupied, saved["occupied"]) and renderer.grid.updates == saved["updates"]
+    assert load(_cfg(sphere_root, tmp_path / "grid", "--n_iters", "12")).grid is None   # plain sampling: one flag
+    # a checkpoint trained without the grid (or with another resolution) gets one built from its density
+    plain_cfg = _cfg(sphere_root, tmp_path / "plain", "--n_iters", "12")
+    train(plain_cfg)
+    rebuilt = load(_cfg(sphere_root, tmp_path / "plain", "--n_iters", "12", *GRID)).grid
+    assert rebuilt.updates == 1 and (rebuilt.values > 0).all()                     # a fresh grid holds zeros
+    with pytest.raises(PadError, match="occupancy_resolution"):                    # but training cannot resume
+        train(_cfg(sphere_root, tmp_path / "grid", "--n_iters", "20", *GRID, "--occupancy_resolution", "4"))
+
+
+@pytest.mark.parametrize("grid", [False, True], ids=["plain", "occupancy_grid"])
+def test_tiny_training_beats_mean_colour(sphere_root, tmp_path, grid):
+    extra = ["--occupancy_grid", "true", "--occupancy_resolution", "16", "--occupancy_warmup", "100"] if grid else []
     cfg = _cfg(sphere_root, tmp_path, "--n_iters", "300", "--netwidth", "64", "--netwidth_fine", "64",
-               "--N_rand", "256", "--lrate", "5e-3", "--lrate_decay", "1")
+               "--N_rand", "256", "--lrate", "5e-3", "--lrate_decay", "1", *extra)
     result = train(cfg)
     assert result.finished and result.step == 300
     assert result.val_psnr > result.baseline_psnr + 8.0
+    if grid:
+        assert result.samples_per_ray < 0.8 * (12 + 12 + 8)

@@ -25,6 +25,7 @@ NERF_ARGS = [
     "--multires", "6", "--multires_views", "2", "--N_samples", "32", "--N_importance", "0", "--N_rand", "1024",
     "--lrate", "5e-3", "--lrate_decay", "2", "--precrop_iters", "100", "--n_iters", "500",
     "--holdout_every", "8", "--i_val", "500", "--i_weights", "500", "--seed", "0", "--device", "cpu",
+    "--occupancy_grid", "true", "--occupancy_samples", "64", "--occupancy_warmup", "100",
 ]
 
 
@@ -72,7 +73,7 @@ def test_pipeline_writes_every_result_and_prints_both_aurocs(trained, tmp_path, 
     for sample in samples:
         record = json.loads((out_dir / f"{sample.name}.json").read_text())
         for key in ("image_score", "coarse_pose", "refined_pose", "retrieval_index", "retrieval_distance",
-                    "inerf_final_loss", "seconds", "backbone"):
+                    "inerf_start_index", "inerf_restart_rank", "inerf_final_loss", "seconds", "backbone"):
             assert key in record, key
         assert np.load(out_dir / f"{sample.name}.npy").shape == (SIZE, SIZE)
         for suffix in ("_query.png", "_ref.png", "_overlay.png"):

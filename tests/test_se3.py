@@ -122,5 +122,6 @@ def test_translation_error_and_summary():
     assert s["n"] == 4
     assert s["rot_median_deg"] == pytest.approx(2.0)
     assert s["share_under_2deg"] == pytest.approx(0.5)
+    assert s["share_over_5deg"] == pytest.approx(0.25)
     assert s["rot_p90_deg"] == pytest.approx(np.percentile([1, 3, 0.5, 10], 90))
     assert s["trans_median_frac"] == pytest.approx(0.15)

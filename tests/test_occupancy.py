@@ -1,0 +1,161 @@
+"""Occupancy grid (nerf/occupancy.py) and grid-skipping rendering, against closed forms and plain sampling."""
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from common.errors import PadError
+from nerf.occupancy import OccupancyGrid, binarize, cell_index, cell_points, density_threshold
+from nerf.options import NeRFOptions
+from nerf.rays import image_rays
+from nerf.renderer import NeRFRenderer
+
+BALL_RADIUS, BALL_DENSITY = 0.5, 20.0
+
+
+class BallField(nn.Module):
+    """A known density field: a ball of radius 0.5 (density 20) at the origin, coloured by position; raw
+    density -1 elsewhere (zero after the ReLU). Same interface as nerf.field.NeRFField."""
+
+    use_viewdirs = True
+
+    def density(self, pts):
+        return torch.where(pts.norm(dim=-1) < BALL_RADIUS, BALL_DENSITY, -1.0)
+
+    def forward(self, pts, viewdirs=None):
+        rgb = 0.5 + 0.4 * torch.tanh(pts + 0.1 * viewdirs[..., None, :])
+        return rgb, self.density(pts)
+
+
+def ball_renderer(grid: bool, n_importance: int = 0, resolution: int = 16, samples: int = 48,
+                  early_stop: float = 0.0) -> NeRFRenderer:
+    opts = NeRFOptions(netdepth=1, netwidth=4, netdepth_fine=1, netwidth_fine=4, skips=(), multires=1,
+                       multires_views=1, N_samples=samples, N_importance=n_importance, occupancy_grid=grid,
+                       occupancy_resolution=resolution, occupancy_bound=1.0, occupancy_early_stop=early_stop)
+    renderer = NeRFRenderer(opts)
+    renderer.coarse = BallField()
+    if renderer.fine is not None:
+        renderer.fine = BallField()
+    return renderer.eval()
+
+
+def ball_cells(resolution: int, bound: float = 1.0) -> torch.Tensor:
+    """[res^3] bool: the cells whose box intersects the ball (closed form: distance from the origin to the box)."""
+    edges = torch.linspace(-bound, bound, resolution + 1)
+    lo, hi = edges[:-1], edges[1:]
+    nearest = torch.where(hi < 0, hi, torch.where(lo > 0, lo, torch.zeros_like(lo)))    # per-axis closest coordinate
+    d2 = nearest[:, None, None] ** 2 + nearest[None, :, None] ** 2 + nearest[None, None, :] ** 2
+    return (d2 < BALL_RADIUS ** 2).reshape(-1)
+
+
+def set_occupied(renderer: NeRFRenderer, occupied: torch.Tensor) -> None:
+    """Give the renderer's grid a known occupancy and make it active (as after an update)."""
+    renderer.grid.occupied.copy_(occupied)
+    renderer.grid.updates = 1
+
+
+def camera_rays(size: int = 12):
+    c2w = torch.eye(4)
+    c2w[2, 3] = 4.0
+    return image_rays(c2w, size, size, focal=size / 0.5)   # field of view ~ +-1 at the origin
+
+
+def test_cell_index_and_points_closed_form():
+    flat, inside = cell_index(torch.tensor([[-1.0, -1.0, -1.0], [0.99, -0.99, 0.01], [0.0, 0.0, 1.2]]), 1.0, 4)
+    # cell width 0.5: (-1,-1,-1) -> (0,0,0); (0.99,-0.99,0.01) -> (3,0,2) -> 3*16 + 0*4 + 2 = 50
+    assert flat[:2].tolist() == [0, 50] and inside.tolist() == [True, True, False]
+    centres = cell_points(torch.tensor([0, 50]), torch.full((2, 3), 0.5), 1.0, 4)
+    torch.testing.assert_close(centres, torch.tensor([[-0.75, -0.75, -0.75], [0.75, -0.75, 0.25]]))
+    back, _ = cell_index(centres, 1.0, 4)
+    assert back.tolist() == [0, 50]
+
+
+def test_threshold_and_binarize():
+    assert math.isclose(1 - math.exp(-density_threshold(0.01, 0.1) * 0.1), 0.01)
+    values = torch.tensor([0.0, 0.5, 2.0, 10.0])
+    assert binarize(values, 1.0).tolist() == [False, False, True, True]     # threshold 1 < mean 4.17
+    assert binarize(values * 0.01, 1.0).tolist() == [False, False, False, True]   # young field: mean 0.042 rules
+    assert not binarize(torch.zeros(5), 1.0).any()
+
+
+def test_empty_grid_renders_background_without_evaluating():
+    renderer = ball_renderer(grid=True, n_importance=8)
+    set_occupied(renderer, torch.zeros(16 ** 3, dtype=torch.bool))
+    rays_o, rays_d = camera_rays()
+    out = renderer.render_rays(rays_o, rays_d)
+    torch.testing.assert_close(out["rgb"], torch.ones_like(out["rgb"]))
+    assert (out["acc"] == 0).all() and (out["samples"] == 0).all()
+
+
+@pytest.mark.parametrize("n_importance", [0, 16])
+def test_grid_of_the_object_renders_like_plain_sampling(n_importance):
+    plain = ball_renderer(grid=False, n_importance=n_importance)
+    skipping = ball_renderer(grid=True, n_importance=n_importance)
+    set_occupied(skipping, ball_cells(16))
+    rays_o, rays_d = camera_rays()
+    ref, out = plain.render_rays(rays_o, rays_d), skipping.render_rays(rays_o, rays_d)
+    assert ref["acc"].max() > 0.99 and ref["acc"].min() < 0.01          # the ball is in view, and so is empty space
+    for key in ("rgb", "rgb_coarse", "depth", "acc"):
+        torch.testing.assert_close(out[key], ref[key], rtol=1e-5, atol=1e-5)
+    assert out["samples"].mean() < 0.3 * ref["samples"].mean()       # most samples skipped
+    # early termination (while gradients are on) drops the samples behind the ball's front (transmittance
+    # < 1e-4): fewer evaluations, the same image up to that transmittance; none without gradients
+    terminating = ball_renderer(grid=True, n_importance=n_importance, early_stop=1e-4)
+    set_occupied(terminating, ball_cells(16))
+    ert = terminating.render_rays(rays_o, rays_d)
+    torch.testing.assert_close(ert["rgb"], ref["rgb"], rtol=0, atol=2e-4)
+    assert ert["samples"].sum() < 0.9 * out["samples"].sum()
+    with torch.no_grad():
+        assert torch.equal(terminating.render_rays(rays_o, rays_d)["samples"], out["samples"])
+    # a grid rebuilt from the density alone (a few points per cell) may miss slivers of boundary cells:
+    # nearly the same image, differences only at the silhouette
+    skipping.fill_grid()
+    diff = (skipping.render_rays(rays_o, rays_d)["rgb"] - ref["rgb"]).abs().amax(dim=-1)
+    assert diff.mean() < 0.01 and (diff < 1e-5).float().mean() > 0.9
+
+
+def test_update_marks_the_blob_occupied_and_empty_space_free():
+    renderer = ball_renderer(grid=True, resolution=16)
+    grid = renderer.grid
+    rays_o, rays_d = camera_rays()
+    plain = ball_renderer(grid=False).render_rays(rays_o, rays_d)
+    before = renderer.render_rays(rays_o, rays_d)                        # before any update: plain sampling
+    assert not grid.active and torch.equal(before["rgb"], plain["rgb"]) and (before["samples"] == 48).all()
+    renderer.update_grid(decay=0.95, generator=torch.Generator().manual_seed(0))
+    centres = cell_points(torch.arange(grid.n_cells), torch.full((grid.n_cells, 3), 0.5), 1.0, 16).norm(dim=-1)
+    half_diagonal = math.sqrt(3) * (2.0 / 16) / 2
+    # one random point per cell: cells wholly inside the ball are occupied, cells wholly outside are free
+    assert grid.occupied[centres < BALL_RADIUS - half_diagonal].all()
+    assert not grid.occupied[centres > BALL_RADIUS + half_diagonal].any()
+    # later updates keep the blob (decaying max) and leave empty space free
+    values = grid.values.clone()
+    for _ in range(3):
+        renderer.update_grid(decay=0.95, generator=torch.Generator().manual_seed(1))
+    assert grid.occupied[centres < BALL_RADIUS - half_diagonal].all()
+    assert not grid.occupied[centres > BALL_RADIUS + half_diagonal].any()
+    assert (grid.values >= 0.95 ** 3 * values - 1e-6).all() and grid.updates == 4
+
+
+def test_grid_state_round_trip_and_mismatch():
+    renderer = ball_renderer(grid=True, resolution=8)
+    renderer.update_grid(decay=0.95, generator=torch.Generator().manual_seed(0))
+    state = renderer.grid.state()
+    fresh = OccupancyGrid(8, 1.0)
+    fresh.load_state(state, "ckpt.pt")
+    assert torch.equal(fresh.values, renderer.grid.values) and torch.equal(fresh.occupied, renderer.grid.occupied)
+    assert fresh.updates == 1
+    with pytest.raises(PadError, match="ckpt.pt.*occupancy_resolution"):
+        OccupancyGrid(16, 1.0).load_state(state, "ckpt.pt")
+
+
+def test_grid_rendering_is_differentiable_in_the_rays():
+    """iNeRF differentiates the render w.r.t. the pose: the packed samples must pass gradients to the rays."""
+    renderer = ball_renderer(grid=True, n_importance=8)
+    set_occupied(renderer, ball_cells(16))
+    rays_o, rays_d = camera_rays(6)
+    rays_o = rays_o.reshape(-1, 3).clone().requires_grad_(True)
+    rays_d = rays_d.reshape(-1, 3).clone().requires_grad_(True)
+    renderer.render_rays(rays_o, rays_d)["rgb"].sum().backward()
+    assert rays_o.grad.abs().sum() > 0 and rays_d.grad.abs().sum() > 0
+    assert torch.isfinite(rays_o.grad).all() and torch.isfinite(rays_d.grad).all()
