@@ -34,7 +34,7 @@ def evaluate_class(run: RunOptions, score: ScoreOptions, ev: EvalOptions, write_
     obj = run.class_name
     class_path = resolve_class_dir(run.data_root, obj)
     out_dir = run.output_dir
-    samples = load_test_set(class_path, half_res=run.half_res, white_bkgd=run.white_bkgd)
+    samples = load_test_set(class_path, downscale=run.image_downscale, white_bkgd=run.white_bkgd)
 
     missing = []
     for sample in samples:
@@ -54,7 +54,7 @@ def evaluate_class(run: RunOptions, score: ScoreOptions, ev: EvalOptions, write_
         if amap.shape != sample.mask.shape:
             raise DataError(f"{path}: score map is {amap.shape[1]}x{amap.shape[0]} but the test image "
                             f"{sample.path} loads as {sample.mask.shape[1]}x{sample.mask.shape[0]} "
-                            f"(same --half_res as the pipeline run?)")
+                            f"(same --downscale / --half_res as the pipeline run?)")
         if not np.all(np.isfinite(amap)):
             raise DataError(f"{path}: score map contains NaN or infinite values")
         maps.append(amap)

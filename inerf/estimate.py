@@ -55,7 +55,7 @@ def estimate_poses(renderer, database, train_views, images, opts: InerfOptions, 
     h, w = images.shape[1:3]
     if (h, w) != (train_views.height, train_views.width):
         raise DataError(f"query images are {h}x{w} but the training views (and the NeRF) are "
-                        f"{train_views.height}x{train_views.width}; load both with the same half_res")
+                        f"{train_views.height}x{train_views.width}; load both with the same downscale")
     restarts = opts.inerf_topk_restarts
     topk_idx, topk_dist = database.query(images, k=max(restarts, retrieval_topk))
     restarts = min(restarts, topk_idx.shape[1])
@@ -68,7 +68,7 @@ def estimate_poses(renderer, database, train_views, images, opts: InerfOptions, 
         chunk = jobs[start:start + opts.inerf_batch]
         q_idx = np.array([q for q, _ in chunk])
         inits = train_poses[[topk_idx[q, r] for q, r in chunk]]
-        result = refine_poses(renderer, images[q_idx], inits, train_views.focal, opts, device, seed=seed)
+        result = refine_poses(renderer, images[q_idx], inits, train_views.intrinsics, opts, device, seed=seed)
         for j, (q, r) in enumerate(chunk):
             if q not in best or result.final_loss[j] < best[q][1].final_loss[best[q][2]]:
                 best[q] = (r, result, j)

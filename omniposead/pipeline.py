@@ -53,7 +53,7 @@ def nerf_trainer(cfg: OmniposeConfig, views: TrainViews, device: torch.device, p
 def train_class(cfg: OmniposeConfig, device: torch.device, progress: bool = True) -> TrainSummary:
     """Generate the class if asked, then train or resume its NeRF (what `python -m nerf.train` does)."""
     seed_everything(cfg.run.seed)
-    views = load_train_views(prepare_class(cfg), cfg.run.half_res, cfg.run.white_bkgd)
+    views = load_train_views(prepare_class(cfg), cfg.run.image_downscale, cfg.run.white_bkgd)
     return nerf_trainer(cfg, views, device, progress).run()
 
 
@@ -91,8 +91,8 @@ def load_class(cfg: OmniposeConfig, device: torch.device | None = None, *, train
     run = cfg.run
     seed_everything(run.seed)
     class_dir = prepare_class(cfg) if train else resolve_class_dir(run.data_root, run.class_name)
-    views = load_train_views(class_dir, half_res=run.half_res, white_bkgd=run.white_bkgd)
-    test_set = load_test_set(class_dir, half_res=run.half_res, white_bkgd=run.white_bkgd)
+    views = load_train_views(class_dir, downscale=run.image_downscale, white_bkgd=run.white_bkgd)
+    test_set = load_test_set(class_dir, downscale=run.image_downscale, white_bkgd=run.white_bkgd)
     if train:
         renderer = ensure_trained(cfg, views, device, progress)
     else:
@@ -140,7 +140,7 @@ def process_batch(assets: ClassAssets, samples: list[TestSample]) -> list[ImageR
     t1 = time.perf_counter()
     references = torch.stack([
         assets.renderer.render_image(torch.as_tensor(p.refined_pose, dtype=torch.float32, device=device),
-                                     views.height, views.width, views.focal)
+                                     views.height, views.width, views.intrinsics)
         for p in poses]).permute(0, 3, 1, 2)
     t2 = time.perf_counter()
     maps = anomaly_map(assets.backbone, to_chw(images, device), references, cfg.score)

@@ -148,7 +148,7 @@ def evaluate_class(cfg: OmniposeConfig, from_outputs: bool = False, device=None,
                            "inerf_steps": inerf.inerf_steps, "inerf_rays": inerf.inerf_rays,
                            "inerf_lr": inerf.inerf_lr, "inerf_sampling": inerf.inerf_sampling,
                            "kernel_size": inerf.kernel_size, "dil_iter": inerf.dil_iter,
-                           "inerf_topk_restarts": inerf.inerf_topk_restarts, "half_res": cfg.run.half_res},
+                           "inerf_topk_restarts": inerf.inerf_topk_restarts, "downscale": cfg.run.image_downscale},
               **info}
     write_json(cfg.run.output_dir / "pose_accuracy.json", report)
     return report

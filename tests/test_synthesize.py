@@ -8,6 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
+from common.camera import Intrinsics
 from common.errors import DataError
 from data.mad import load_test_set, load_train_views
 from data.synth.cameras import BLENDER_CAMERA_ANGLE_X, focal_from_angle, spherical_pose
@@ -59,7 +60,7 @@ def test_layout_and_counts(tiny_class_dir):
 def test_reader_accepts_generated_class(tiny_class_dir):
     views = load_train_views(tiny_class_dir)
     assert views.images.shape == (TINY_N_TRAIN, TINY_SIZE, TINY_SIZE, 3)
-    assert views.focal == pytest.approx(_focal())
+    assert views.intrinsics == Intrinsics.centred(_focal(), TINY_SIZE, TINY_SIZE)
     samples = load_test_set(tiny_class_dir)
     assert len(samples) == TINY_N_TEST_GOOD + 3 * TINY_N_TEST_DEFECT
     assert all(s.mask.any() == (s.label == 1) for s in samples)
@@ -167,7 +168,7 @@ def test_camera_convention_projects_a_point_to_the_predicted_pixel():
 def test_camera_dirs_match_nerf_rays():
     rays = pytest.importorskip("nerf.rays")
     mine = camera_dirs(5, 7, 3.5)
-    theirs = rays.camera_directions(5, 7, 3.5, "cpu").double().numpy()
+    theirs = rays.camera_directions(5, 7, Intrinsics.centred(3.5, 7, 5), "cpu").double().numpy()
     np.testing.assert_allclose(mine, theirs, atol=1e-6)
 
 
