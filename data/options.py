@@ -30,6 +30,9 @@ class SynthOptions(Options):
                                       "keep 3..5 for near=2/far=6)")
     synth_elev_min: float = option(-30.0, "lowest camera elevation in degrees")
     synth_elev_max: float = option(80.0, "highest camera elevation in degrees")
+    synth_textured: bool = option(False, "add procedural surface detail (mottling, print dots, scratches; a "
+                                         "function of the surface point, so view consistent) that SIFT / "
+                                         "structure-from-motion can match (python -m data.colmap_poses)")
     synth_min_mask_frac: float = option(0.0008, "reject defect views whose mask covers fewer than this fraction "
                                                 "of the image (at least 1 px)")
 
@@ -50,3 +53,4 @@ def short_aliases() -> dict[str, list[str]]:
     """The generator's historical flag names: --seed, --size, --n_train, ... for --synth_seed, ..."""
     return {name: [name.removeprefix("synth_")] for name in SynthOptions.__dataclass_fields__
             if name.startswith("synth_")}
+
