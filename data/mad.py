@@ -323,18 +323,19 @@ def load_train_views(class_dir, downscale: int = 1, white_bkgd: bool = True) -> 
     poses = [_frame_pose(f, i, tpath) for i, f in enumerate(frames)]
     paths = [_frame_image_path(class_dir, f["file_path"], i, tpath) for i, f in enumerate(frames)]
 
-    def load(p: Path) -> np.ndarray:
-        return read_image_file(p, white_bkgd)
+    first = read_image_file(paths[0], white_bkgd)
+    h0, w0 = first.shape[:2]
+    intrinsics = read_intrinsics(meta, tpath, w0, h0)  # bad intrinsics stop us before the other images load
+    _check_downscale(downscale, w0, h0, paths[0])
 
-    images = _parallel_map(load, paths)
-    h0, w0 = images[0].shape[:2]
-    for p, img in zip(paths, images):
+    def load(p: Path) -> np.ndarray:  # downscaled as it is read: full-size photos never pile up in memory
+        img = first if p == paths[0] else read_image_file(p, white_bkgd)
         if img.shape[:2] != (h0, w0):
             raise DataError(f"{p}: image size {img.shape[1]}x{img.shape[0]} differs from "
                             f"{w0}x{h0} of {paths[0]} (all training images must share one size)")
-    intrinsics = read_intrinsics(meta, tpath, w0, h0)
-    _check_downscale(downscale, w0, h0, paths[0])
-    images = [downscale_image(img, downscale) for img in images]
+        return downscale_image(img, downscale)
+
+    images = _parallel_map(load, paths)
     height, width = images[0].shape[:2]
     return TrainViews(
         images=np.stack(images).astype(np.float32, copy=False),

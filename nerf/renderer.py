@@ -20,6 +20,9 @@ class NeRFRenderer(nn.Module):
     coarse field, N_importance more drawn from the coarse weights, all of them through the fine field.
 
     On CUDA with amp=True the MLPs run under bf16 autocast; encoding and compositing stay fp32.
+    Background: white with white_bkgd (MAD-Sim), else black: for photos on real backgrounds the field
+    learns the backdrop itself (the last sample of each ray, delta = 1e10, acts as a background wall), so
+    training, iNeRF and the reference renders all composite the same way.
     """
 
     def __init__(self, opts: NeRFOptions = NeRFOptions(), white_bkgd: bool = True):
