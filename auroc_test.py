@@ -6,7 +6,7 @@
 
 Without --data_root (or a config that sets it) the dataset is the one whose maps are under
 <output_root>: the pipeline records the settings it made the maps with in each class's run.json
-(data_root, half_res, white_bkgd, ...), and the evaluation loads the ground truth with them.
+(data_root, half_res, downscale, white_bkgd, ...), and the evaluation loads the ground truth with them.
 Reads the per-image results written by anomaly_nerf_lego.py (layout: anomaly/results.py) from
 <output_root>/<dataset>/<class>/ and the test set (images, masks, labels, defect types) from
 <data_root>/<class>/. Image scores are recomputed from the saved maps (max of the average-pooled

@@ -23,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
+from common.camera import Intrinsics  # noqa: E402
 from common.errors import exit_on_user_error  # noqa: E402
 from common.io import write_json  # noqa: E402
 from common.runtime import resolve_device, synchronize  # noqa: E402
@@ -67,11 +68,12 @@ def render_ms(opts: NeRFOptions, device: torch.device, size: int, repeats: int =
     c2w = torch.eye(4, device=device)
     c2w[2, 3] = 4.0
     focal = 0.5 * size / 0.36                       # ~40 degree field of view
-    renderer.render_image(c2w, min(size, 32), min(size, 32), focal)      # warm-up
+    small = min(size, 32)
+    renderer.render_image(c2w, small, small, Intrinsics.centred(focal, small, small))      # warm-up
     synchronize(device)
     t0 = time.perf_counter()
     for _ in range(repeats):
-        renderer.render_image(c2w, size, size, focal)
+        renderer.render_image(c2w, size, size, Intrinsics.centred(focal, size, size))
     synchronize(device)
     return 1000.0 * (time.perf_counter() - t0) / repeats
 

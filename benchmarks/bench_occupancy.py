@@ -51,7 +51,7 @@ def train_to(cfg: OmniposeConfig, views, device, ckpt_root: str, *, minutes: flo
     renderer = trainer.renderer.eval()
     synchronize(device)
     t0 = time.perf_counter()
-    heldout_psnr(renderer, trainer.val_poses, trainer.val_images, trainer.focal)
+    heldout_psnr(renderer, trainer.val_poses, trainer.val_images, trainer.intrinsics)
     synchronize(device)
     render_ms = 1000.0 * (time.perf_counter() - t0) / max(len(trainer.val_images), 1)
     grid = renderer.grid
@@ -92,7 +92,7 @@ def main(argv=None) -> dict:
         variants[name] = parse_config([*rest, "--occupancy_grid", "true", *shlex.split(flags)])
     cfg = next(iter(variants.values()))
     device = resolve_device(cfg.run.device)
-    views = load_train_views(prepare_class(cfg), cfg.run.half_res, cfg.run.white_bkgd)
+    views = load_train_views(prepare_class(cfg), downscale=cfg.run.image_downscale, white_bkgd=cfg.run.white_bkgd)
     steps = cfg.train.n_iters if args.steps is None else args.steps
     machine = torch.cuda.get_device_name(device) if device.type == "cuda" else \
         f"CPU ({platform.processor() or 'cpu'}, {torch.get_num_threads()} threads)"

@@ -9,8 +9,9 @@ default and the help text; the command-line parser and the `from_config` adapter
     RetrievalOptions.add_args(parser)          # --desc_dim (int, default 64, help ...)
     opts = RetrievalOptions.from_config(cfg)   # typed, validated, from the parsed namespace
 
-Field types drive parsing: bool fields accept yes/no words, `tuple[int, ...]` fields take a list
-(`key = [1, 2]` in a config file, `--key 1 2` on the command line), `X | None` fields default to None.
+Field types drive parsing: bool fields accept yes/no words (a bare `--flag` means yes), `tuple[int, ...]`
+fields take a list (`key = [1, 2]` in a config file, `--key 1 2` on the command line), `X | None` fields
+default to None.
 """
 from __future__ import annotations
 
@@ -62,6 +63,8 @@ class Options:
             kwargs: dict[str, Any] = {"default": list(f.default) if sequence else f.default,
                                       "help": f.metadata.get("help", ""), "dest": f.name}
             kwargs["type"] = str2bool if kind is bool else kind
+            if kind is bool and not sequence:  # `--flag` alone means true; `--flag false` still works
+                kwargs.update(nargs="?", const=True)
             if sequence:
                 kwargs["nargs"] = "*"
             if f.metadata.get("choices"):

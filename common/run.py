@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from common.errors import ConfigError
-from common.options import Options, option
+from common.options import Options, option, require
 
 
 @dataclass(frozen=True)
@@ -19,12 +19,27 @@ class RunOptions(Options):
     class_name: str = option("demo", "class sub-folder of data_root, e.g. 01Gorilla ('all' loops over every class)")
     ckpt_root: str = option("ckpts", "checkpoints land in <ckpt_root>/<dataset>/<class>/")
     output_root: str = option("outputs", "anomaly maps and metrics land in <output_root>/<dataset>/<class>/")
-    half_res: bool = option(False, "load images at half resolution (MAD-Sim 800x800 -> 400x400)")
-    white_bkgd: bool = option(True, "composite RGBA images on white and render with a white background")
+    half_res: bool = option(False, "load images at half resolution (MAD-Sim 800x800 -> 400x400); "
+                                   "the same as downscale = 2")
+    downscale: int = option(1, "load images at 1/downscale resolution: area resampling of the images, "
+                               "masks keep every defect pixel, intrinsics scaled (e.g. 4: 400x400 -> 100x100)")
+    white_bkgd: bool = option(True, "composite RGBA images on white and render with a white background; "
+                                    "false for photos on real backgrounds (renders composite on black)")
     allow_empty_masks: bool = option(False, "accept defect images whose ground-truth mask is all zero (their "
                                             "pixels then count as normal); by default such a mask is an error")
     seed: int = option(0, "seed for sampling, initialisation and data order")
     device: str = option("auto", "'auto' (CUDA if present, else CPU), 'cpu', 'cuda', 'cuda:1', ...")
+
+    def validated(self) -> "RunOptions":
+        require(self.downscale >= 1, f"downscale must be >= 1, got {self.downscale}")
+        require(not (self.half_res and self.downscale not in (1, 2)),
+                f"half_res (= downscale 2) contradicts downscale = {self.downscale}; set only one of them")
+        return self
+
+    @property
+    def image_downscale(self) -> int:
+        """The factor images are loaded at: 2 with half_res, else downscale."""
+        return 2 if self.half_res else self.downscale
 
     @property
     def dataset_name(self) -> str:

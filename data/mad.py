@@ -1,14 +1,23 @@
 """Reader for the MAD layout (PAD benchmark) and for the synthetic data in the same layout.
 
 ```
-<data_root>/<class>/transforms.json           {"camera_angle_x", "frames": [{"file_path", "transform_matrix"}]}
-<data_root>/<class>/train/good/<n>.png        anomaly-free views with poses
-<data_root>/<class>/test/good/<n>.png         normal queries (label 0)
-<data_root>/<class>/test/<Defect>/<n>.png     anomalous queries (label 1), any folder name is a defect type
+<data_root>/<class>/transforms.json         {"camera_angle_x" (or "fl_x", ...), "frames": [{"file_path", ...}]}
+<data_root>/<class>/train/good/<n>.png      anomaly-free views with poses
+<data_root>/<class>/test/good/<n>.png       normal queries (label 0)
+<data_root>/<class>/test/<Defect>/<n>.png   anomalous queries (label 1), any folder name is a defect type
 <data_root>/<class>/ground_truth/<Defect>/<n>_mask.png
 ```
 Poses are camera-to-world in the Blender/OpenGL convention (camera looks down -z, y up).
 Test poses are never read here: a query arrives without a pose.
+
+Intrinsics (one camera shared by all views): either `camera_angle_x` (Blender / NeRF-synthetic: square
+pixels, principal point at the centre) or the instant-ngp / nerfstudio keys `fl_x`, `fl_y`, `cx`, `cy`,
+`w`, `h` (what `python -m data.colmap_poses` writes; `fl_x` wins when both are present). Intrinsics
+given for another resolution (`w`, `h`) are scaled to the images' size when the aspect ratio agrees.
+
+`downscale = k` resamples every image by 1/k: the last W mod k columns and H mod k rows are dropped,
+then each k x k block is averaged (area resampling) for images and OR-ed for masks, so a defect pixel
+is never lost and masks stay aligned with their images; the intrinsics are divided by k.
 
 Every problem with the files raises `DataError` with one line naming the file and the problem.
 """
@@ -26,6 +35,7 @@ from typing import Sequence
 import cv2
 import numpy as np
 
+from common.camera import Intrinsics
 from common.errors import DataError
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
@@ -37,7 +47,7 @@ GOOD = "good"
 class TrainViews:
     images: np.ndarray      # [N,H,W,3] float32 in [0,1]
     poses: np.ndarray       # [N,4,4] float32 camera-to-world (OpenGL: camera looks down -z, y up)
-    focal: float            # pixels at the loaded resolution
+    intrinsics: Intrinsics  # pixels at the loaded resolution
     height: int
     width: int
     paths: list[Path] = field(default_factory=list)
@@ -64,7 +74,7 @@ def natural_key(name: str) -> tuple:
     return chunks, name  # the name breaks ties such as '01' vs '1'; a chunk prefix sorts first
 
 
-def _list_images(folder: Path) -> list[Path]:
+def list_images(folder: Path) -> list[Path]:
     files = [p for p in folder.iterdir()
              if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_EXTENSIONS]
     return sorted(files, key=lambda p: natural_key(p.name))
@@ -130,14 +140,28 @@ def _to_unit_float(raw: np.ndarray, path: Path) -> np.ndarray:
     raise DataError(f"{path}: unsupported pixel type {raw.dtype}")
 
 
-def _half(img: np.ndarray) -> np.ndarray:
-    h, w = img.shape[:2]
-    return cv2.resize(img, (w // 2, h // 2), interpolation=cv2.INTER_AREA)
+def downscale_image(img: np.ndarray, factor: int) -> np.ndarray:
+    """Area resampling by 1/factor: crop to a multiple of `factor`, average each factor x factor block."""
+    if factor == 1:
+        return img
+    h, w = (img.shape[0] // factor) * factor, (img.shape[1] // factor) * factor
+    return cv2.resize(img[:h, :w], (w // factor, h // factor), interpolation=cv2.INTER_AREA)
 
 
-def _half_mask(mask: np.ndarray) -> np.ndarray:
-    h, w = mask.shape[:2]
-    return cv2.resize(mask.astype(np.uint8), (w // 2, h // 2), interpolation=cv2.INTER_NEAREST) > 0
+def downscale_mask(mask: np.ndarray, factor: int) -> np.ndarray:
+    """A block of the downscaled mask is defective when any of its factor x factor pixels is (same crop
+    as downscale_image, so image and mask stay aligned; no defect vanishes)."""
+    if factor == 1:
+        return mask
+    h, w = mask.shape[0] // factor, mask.shape[1] // factor
+    return mask[:h * factor, :w * factor].reshape(h, factor, w, factor).any(axis=(1, 3))
+
+
+def _check_downscale(factor: int, width: int, height: int, path: Path) -> None:
+    if isinstance(factor, bool) or not isinstance(factor, (int, np.integer)) or factor < 1:
+        raise DataError(f"downscale must be an integer >= 1, got {factor!r}")
+    if width < factor or height < factor:
+        raise DataError(f"{path}: image {width}x{height} is too small to load at 1/{factor} resolution")
 
 
 def _parallel_map(fn, items: Sequence) -> list:
@@ -176,12 +200,14 @@ def raise_problems(problems: Sequence[str]) -> None:
 # ----------------------------------------------------------------------------- classes
 
 def list_classes(data_root) -> list[str]:
-    """Class folders of `data_root` (those holding a transforms.json), in natural order."""
+    """Class folders of `data_root` (those holding a transforms.json or train/good), in natural order.
+    A class without poses is listed: loading it says how to recover them (data.colmap_poses)."""
     root = Path(data_root)
     if not root.is_dir():
         raise DataError(f"{root}: data_root folder not found")
     names = [p.name for p in root.iterdir()
-             if p.is_dir() and not p.name.startswith(".") and (p / TRANSFORMS_FILE).is_file()]
+             if p.is_dir() and not p.name.startswith(".")
+             and ((p / TRANSFORMS_FILE).is_file() or (p / "train" / GOOD).is_dir())]
     return sorted(names, key=natural_key)
 
 
@@ -193,18 +219,21 @@ def resolve_class_dir(data_root, class_name) -> Path:
     path = root / str(class_name)
     if not str(class_name) or not path.is_dir():
         present = list_classes(root)
-        listing = ", ".join(present) if present else "none (no sub-folder with a transforms.json)"
+        listing = ", ".join(present) if present else "none (no sub-folder with a transforms.json or train/good)"
         raise DataError(f"{path}: class {class_name!r} not found in {root}; classes present: {listing}")
     return path
 
 
 # ----------------------------------------------------------------------------- train views
 
-def _read_transforms(class_dir: Path) -> tuple[float, list[dict], Path]:
+def _read_transforms(class_dir: Path) -> tuple[dict, list[dict], Path]:
     path = class_dir / TRANSFORMS_FILE
     if not class_dir.is_dir():
         raise DataError(f"{class_dir}: class folder not found")
     if not path.is_file():
+        if (class_dir / "train" / GOOD).is_dir():
+            raise DataError(f"{path}: transforms file not found; the training views have no poses: recover them "
+                            f"by structure-from-motion with `python -m data.colmap_poses --class_dir {class_dir}`")
         raise DataError(f"{path}: transforms file not found")
     try:
         meta = json.loads(path.read_text())
@@ -212,11 +241,8 @@ def _read_transforms(class_dir: Path) -> tuple[float, list[dict], Path]:
         raise DataError(f"{path}: malformed JSON ({err})") from None
     if not isinstance(meta, dict):
         raise DataError(f"{path}: expected a JSON object at the top level")
-    if "camera_angle_x" not in meta:
-        raise DataError(f"{path}: missing key 'camera_angle_x'")
-    angle = meta["camera_angle_x"]
-    if isinstance(angle, bool) or not isinstance(angle, (int, float)) or not (0.0 < float(angle) < math.pi):
-        raise DataError(f"{path}: 'camera_angle_x' must be a number in (0, pi) radians, got {angle!r}")
+    if "camera_angle_x" not in meta and "fl_x" not in meta:
+        raise DataError(f"{path}: missing key 'camera_angle_x' (or the intrinsics 'fl_x', 'fl_y', 'cx', 'cy')")
     frames = meta.get("frames")
     if frames is None:
         raise DataError(f"{path}: missing key 'frames'")
@@ -224,7 +250,60 @@ def _read_transforms(class_dir: Path) -> tuple[float, list[dict], Path]:
         raise DataError(f"{path}: 'frames' must be a list")
     if not frames:
         raise DataError(f"{path}: 'frames' is empty (no training views)")
-    return float(angle), frames, path
+    return meta, frames, path
+
+
+INTRINSIC_KEYS = ("fl_x", "fl_y", "cx", "cy", "w", "h")
+DISTORTION_KEYS = ("k1", "k2", "k3", "k4", "p1", "p2")
+
+
+def _number(meta: dict, key: str, path: Path, positive: bool = True) -> float:
+    value = meta[key]
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+            or (positive and value <= 0):
+        raise DataError(f"{path}: {key!r} must be a {'positive ' if positive else ''}number, got {value!r}")
+    return float(value)
+
+
+def read_intrinsics(meta: dict, path: Path, width: int, height: int) -> Intrinsics:
+    """The shared camera of a transforms.json for images of width x height pixels: fl_x [, fl_y, cx, cy]
+    (cx, cy default to the centre, fl_y to fl_x) or camera_angle_x [, camera_angle_y]."""
+    for key in DISTORTION_KEYS:
+        if key in meta and meta[key] != 0:
+            raise DataError(f"{path}: lens distortion {key}={meta[key]!r} is not supported; undistort the "
+                            "images first (e.g. COLMAP's image_undistorter) and use a pinhole camera")
+    for index, frame in enumerate(meta["frames"]):
+        per_frame = [k for k in INTRINSIC_KEYS + ("camera_angle_x",) if isinstance(frame, dict) and k in frame
+                     and frame[k] != meta.get(k)]
+        if per_frame:
+            raise DataError(f"{path}: frame {index} has its own {per_frame[0]!r}; one camera shared by all views "
+                            "is supported (put the intrinsics at the top level)")
+    if "fl_x" in meta:
+        fx = _number(meta, "fl_x", path)
+        fy = _number(meta, "fl_y", path) if "fl_y" in meta else fx
+        scale_x = scale_y = 1.0
+        if "w" in meta or "h" in meta:
+            if not ("w" in meta and "h" in meta):
+                raise DataError(f"{path}: give both 'w' and 'h' (the size the intrinsics refer to) or neither")
+            w0, h0 = _number(meta, "w", path), _number(meta, "h", path)
+            scale_x, scale_y = width / w0, height / h0
+            if abs(scale_x - scale_y) > 1e-3 * max(scale_x, scale_y):
+                raise DataError(f"{path}: intrinsics are for {w0:g}x{h0:g} images but the images are "
+                                f"{width}x{height} (a different aspect ratio)")
+        cx = _number(meta, "cx", path, positive=False) * scale_x if "cx" in meta else 0.5 * width
+        cy = _number(meta, "cy", path, positive=False) * scale_y if "cy" in meta else 0.5 * height
+        return Intrinsics(fx * scale_x, fy * scale_y, cx, cy)
+    angle = meta["camera_angle_x"]
+    if isinstance(angle, bool) or not isinstance(angle, (int, float)) or not (0.0 < float(angle) < math.pi):
+        raise DataError(f"{path}: 'camera_angle_x' must be a number in (0, pi) radians, got {angle!r}")
+    fx = 0.5 * width / math.tan(0.5 * angle)
+    fy = fx
+    if "camera_angle_y" in meta:
+        angle_y = meta["camera_angle_y"]
+        if isinstance(angle_y, bool) or not isinstance(angle_y, (int, float)) or not (0.0 < angle_y < math.pi):
+            raise DataError(f"{path}: 'camera_angle_y' must be a number in (0, pi) radians, got {angle_y!r}")
+        fy = 0.5 * height / math.tan(0.5 * angle_y)
+    return Intrinsics(fx, fy, 0.5 * width, 0.5 * height)
 
 
 def _frame_pose(frame, index: int, path: Path) -> np.ndarray:
@@ -260,32 +339,31 @@ def _frame_image_path(class_dir: Path, file_path: str, index: int, transforms: P
     raise DataError(f"{candidate}: image referenced by frame {index} of {transforms} not found")
 
 
-def load_train_views(class_dir, half_res: bool = False, white_bkgd: bool = True) -> TrainViews:
-    """Training images (in transforms.json order) with their camera-to-world poses."""
+def load_train_views(class_dir, downscale: int = 1, white_bkgd: bool = True) -> TrainViews:
+    """Training images (in transforms.json order) with their camera-to-world poses, at 1/downscale."""
     class_dir = Path(class_dir)
-    angle, frames, tpath = _read_transforms(class_dir)
+    meta, frames, tpath = _read_transforms(class_dir)
     poses = [_frame_pose(f, i, tpath) for i, f in enumerate(frames)]
     paths = [_frame_image_path(class_dir, f["file_path"], i, tpath) for i, f in enumerate(frames)]
 
-    def load(p: Path) -> np.ndarray:
-        return read_image_file(p, white_bkgd)
+    first = read_image_file(paths[0], white_bkgd)
+    h0, w0 = first.shape[:2]
+    intrinsics = read_intrinsics(meta, tpath, w0, h0)  # bad intrinsics stop us before the other images load
+    _check_downscale(downscale, w0, h0, paths[0])
 
-    images = _parallel_map(load, paths)
-    h0, w0 = images[0].shape[:2]
-    for p, img in zip(paths, images):
+    def load(p: Path) -> np.ndarray:  # downscaled as it is read: full-size photos never pile up in memory
+        img = first if p == paths[0] else read_image_file(p, white_bkgd)
         if img.shape[:2] != (h0, w0):
             raise DataError(f"{p}: image size {img.shape[1]}x{img.shape[0]} differs from "
                             f"{w0}x{h0} of {paths[0]} (all training images must share one size)")
-    if half_res:
-        if h0 < 2 or w0 < 2:
-            raise DataError(f"{paths[0]}: image {w0}x{h0} is too small to load at half resolution")
-        images = [_half(img) for img in images]
+        return downscale_image(img, downscale)
+
+    images = _parallel_map(load, paths)
     height, width = images[0].shape[:2]
-    focal = 0.5 * width / math.tan(0.5 * angle)
     return TrainViews(
         images=np.stack(images).astype(np.float32, copy=False),
         poses=np.stack(poses).astype(np.float32),
-        focal=float(focal),
+        intrinsics=intrinsics.downscaled(downscale),
         height=int(height),
         width=int(width),
         paths=paths,
@@ -303,10 +381,10 @@ def _mask_path(class_dir: Path, defect: str, image_path: Path) -> Path:
     raise DataError(f"{image_path}: defect image has no mask (expected {folder / (stem + '_mask.png')})")
 
 
-def load_test_set(class_dir, half_res: bool = False, white_bkgd: bool = True,
+def load_test_set(class_dir, downscale: int = 1, white_bkgd: bool = True,
                   allow_empty_masks: bool = False) -> list[TestSample]:
-    """Test images without poses: 'good' first, then defect folders alphabetically; files in
-    numeric order. Defect images take their mask from ground_truth/<Defect>/<stem>_mask.png.
+    """Test images without poses (at 1/downscale): 'good' first, then defect folders alphabetically; files
+    in numeric order. Defect images take their mask from ground_truth/<Defect>/<stem>_mask.png.
 
     Every problem (missing or unreadable image or mask, a mask of another size, an all-zero mask on a
     defect image unless `allow_empty_masks`, test images of different sizes) is reported together."""
@@ -324,7 +402,7 @@ def load_test_set(class_dir, half_res: bool = False, white_bkgd: bool = True,
     jobs: list[tuple[str, Path, Path | None]] = []
     problems = []
     for folder in folders:
-        files = _list_images(folder)
+        files = list_images(folder)
         if not files:
             problems.append(f"{folder}: test folder contains no images")
         for f in files:
@@ -348,8 +426,8 @@ def load_test_set(class_dir, half_res: bool = False, white_bkgd: bool = True,
             if not mask.any() and not allow_empty_masks:
                 raise DataError(f"{mask_path}: mask of the defect image {image_path} is all zero (its defect "
                                 "would be scored as normal); fix the mask, or pass --allow_empty_masks true")
-        if half_res:
-            image, mask = _half(image), _half_mask(mask)
+        _check_downscale(downscale, image.shape[1], image.shape[0], image_path)
+        image, mask = downscale_image(image, downscale), downscale_mask(mask, downscale)
         return TestSample(
             name=f"{defect}/{image_path.stem}",
             path=image_path,

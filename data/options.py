@@ -30,6 +30,9 @@ class SynthOptions(Options):
                                       "keep 3..5 for near=2/far=6)")
     synth_elev_min: float = option(-30.0, "lowest camera elevation in degrees")
     synth_elev_max: float = option(80.0, "highest camera elevation in degrees")
+    synth_textured: bool = option(False, "add procedural surface detail (mottling, print dots, scratches; a "
+                                         "function of the surface point, so view consistent) that SIFT / "
+                                         "structure-from-motion can match (python -m data.colmap_poses)")
     synth_min_mask_frac: float = option(0.0008, "reject defect views whose mask covers fewer than this fraction "
                                                 "of the image (at least 1 px)")
 
@@ -50,3 +53,44 @@ def short_aliases() -> dict[str, list[str]]:
     """The generator's historical flag names: --seed, --size, --n_train, ... for --synth_seed, ..."""
     return {name: [name.removeprefix("synth_")] for name in SynthOptions.__dataclass_fields__
             if name.startswith("synth_")}
+
+
+@dataclass(frozen=True)
+class SfmOptions(Options):
+    GROUP: ClassVar[str] = "structure-from-motion (python -m data.colmap_poses)"
+
+    sfm_radius: float = option(4.0, "mean camera distance from the object after rescaling (4 suits near=2 / far=6)")
+    sfm_camera_model: str = option("SIMPLE_PINHOLE", "the one camera shared by all views (PINHOLE: fx != fy)",
+                                   choices=("SIMPLE_PINHOLE", "PINHOLE"))
+    sfm_camera_angle_x: float | None = option(None, "known horizontal field of view in radians: fixes the focal "
+                                                    "length instead of estimating it")
+    sfm_num_threads: int | None = option(None, "COLMAP threads (default: all cores); results differ slightly "
+                                               "with the thread count")
+    sfm_max_features: int = option(8192, "SIFT features per image at most")
+    sfm_peak_threshold: float | None = option(None, "SIFT peak threshold (COLMAP default 0.0067; lower finds "
+                                                    "more, weaker features)")
+    sfm_seed: int = option(0, "COLMAP random seed")
+    sfm_init_min_inliers: int = option(100, "verified matches the initial image pair needs (COLMAP default)")
+    sfm_abs_pose_min_inliers: int = option(30, "2D-3D inliers needed to register a view (COLMAP default)")
+    sfm_min_registered_fraction: float = option(0.5, "below this fraction of registered views no transforms.json "
+                                                     "is written (the report still is)")
+    sfm_orient_up: bool = option(True, "rotate the scene so that the mean camera up vector is +z")
+    sfm_flip_min_agreement: float = option(0.5, "flag a view when, over its strongest matched partners, fewer "
+                                                "of their matches than this agree with its recovered pose "
+                                                "(epipolar distance < 2 px)")
+    sfm_flip_max_rot_deg: float = option(20.0, "flag a view when its recovered rotation disagrees with the "
+                                               "two-view estimates by more degrees than this")
+    sfm_keep_suspicious: bool = option(False, "keep flagged views in transforms.json (default: leave them out "
+                                              "and list them)")
+
+    def validated(self) -> "SfmOptions":
+        require(self.sfm_radius > 0, f"sfm_radius must be > 0, got {self.sfm_radius}")
+        require(self.sfm_camera_angle_x is None or 0 < self.sfm_camera_angle_x < 3.14159,
+                f"sfm_camera_angle_x must be in (0, pi) radians, got {self.sfm_camera_angle_x}")
+        require(self.sfm_num_threads is None or self.sfm_num_threads >= 1,
+                f"sfm_num_threads must be >= 1, got {self.sfm_num_threads}")
+        require(self.sfm_max_features >= 1 and self.sfm_init_min_inliers >= 1 and self.sfm_abs_pose_min_inliers >= 1,
+                "sfm_max_features, sfm_init_min_inliers and sfm_abs_pose_min_inliers must be >= 1")
+        require(0.0 <= self.sfm_min_registered_fraction <= 1.0,
+                f"sfm_min_registered_fraction must be in [0, 1], got {self.sfm_min_registered_fraction}")
+        return self

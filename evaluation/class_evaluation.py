@@ -40,7 +40,7 @@ def with_saved_settings(run: RunOptions) -> RunOptions:
     saved = load_run_record(run.output_dir)
     if not saved:
         return run
-    keys = [k for k in ("half_res", "white_bkgd") if k in saved and saved[k] != getattr(run, k)]
+    keys = [k for k in ("half_res", "downscale", "white_bkgd") if k in saved and saved[k] != getattr(run, k)]
     if keys:
         print(f"[{run.class_name}] using the settings the maps were made with: "
               + ", ".join(f"{k} = {saved[k]}" for k in keys), file=sys.stderr)
@@ -75,7 +75,7 @@ def evaluate_class(run: RunOptions, score: ScoreOptions, ev: EvalOptions, write_
     obj = run.class_name
     class_path = resolve_class_dir(run.data_root, obj)
     out_dir = run.output_dir
-    samples = load_test_set(class_path, half_res=run.half_res, white_bkgd=run.white_bkgd,
+    samples = load_test_set(class_path, downscale=run.image_downscale, white_bkgd=run.white_bkgd,
                             allow_empty_masks=run.allow_empty_masks)
 
     missing = []
@@ -102,7 +102,8 @@ def evaluate_class(run: RunOptions, score: ScoreOptions, ev: EvalOptions, write_
         if amap.shape != expected:
             raise DataError(f"{path}: score map is {amap.shape[1]}x{amap.shape[0]}, expected {expected[1]}x"
                             f"{expected[0]} for the test image {sample.path}, which loads as "
-                            f"{sample.mask.shape[1]}x{sample.mask.shape[0]} (same --half_res as the pipeline run?)")
+                            f"{sample.mask.shape[1]}x{sample.mask.shape[0]} (same --downscale / --half_res as "
+                            "the pipeline run?)")
         if not np.all(np.isfinite(amap)):
             raise DataError(f"{path}: score map contains NaN or infinite values")
         maps.append(amap)

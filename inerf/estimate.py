@@ -65,14 +65,14 @@ def restart_starts(ranked: np.ndarray, view_angles: np.ndarray, k: int, min_angl
     return sorted(chosen + rest[:max(0, k - len(chosen))])
 
 
-def _refine_jobs(renderer, images, starts, jobs, focal, opts, device, seed, *, steps, first_step, bar) -> list:
+def _refine_jobs(renderer, images, starts, jobs, intrinsics, opts, device, seed, *, steps, first_step, bar) -> list:
     """Refine `jobs` [(query, key of its start pose in `starts`)] in batches of opts.inerf_batch; one
     (PoseRefinement, row) per job."""
     out = []
     for begin in range(0, len(jobs), opts.inerf_batch):
         chunk = jobs[begin:begin + opts.inerf_batch]
         result = refine_poses(renderer, images[[q for q, _ in chunk]], np.stack([starts[j] for _, j in chunk]),
-                              focal, opts, device, seed=seed, steps=steps, first_step=first_step,
+                              intrinsics, opts, device, seed=seed, steps=steps, first_step=first_step,
                               on_step=bar.update)
         out.extend((result, row) for row in range(len(chunk)))
     return out
@@ -92,7 +92,7 @@ def estimate_poses(renderer, database, train_views, images, opts: InerfOptions, 
     h, w = images.shape[1:3]
     if (h, w) != (train_views.height, train_views.width):
         raise DataError(f"query images are {h}x{w} but the training views (and the NeRF) are "
-                        f"{train_views.height}x{train_views.width}; load both with the same half_res")
+                        f"{train_views.height}x{train_views.width}; load both with the same downscale")
     train_poses = np.asarray(train_views.poses, dtype=np.float32)
     k = opts.inerf_topk_restarts
     ranked_idx, ranked_dist = database.query(images, k=len(train_poses) if k > 1 else retrieval_topk)
@@ -108,7 +108,7 @@ def estimate_poses(renderer, database, train_views, images, opts: InerfOptions, 
     total = batches * first + (-(-len(images) // opts.inerf_batch)) * (steps - first)
     with tqdm(total=total, desc=f"iNeRF ({len(images)} queries x {k} starts)", unit="step", leave=False,
               disable=not progress) as bar:
-        results = _refine_jobs(renderer, images, train_poses, jobs, train_views.focal, opts, device, seed,
+        results = _refine_jobs(renderer, images, train_poses, jobs, train_views.intrinsics, opts, device, seed,
                                steps=first, first_step=0, bar=bar)
         best: dict[int, int] = {}                                 # query -> its best job
         for j, ((q, _), (result, row)) in enumerate(zip(jobs, results)):
@@ -118,7 +118,7 @@ def estimate_poses(renderer, database, train_views, images, opts: InerfOptions, 
         if first < steps:                                         # only each query's best start continues
             refined = {q: results[j][0].poses[results[j][1]] for q, j in best.items()}
             order = sorted(best)
-            tail = _refine_jobs(renderer, images, refined, [(q, q) for q in order], train_views.focal, opts, device,
+            tail = _refine_jobs(renderer, images, refined, [(q, q) for q in order], train_views.intrinsics, opts, device,
                                 seed, steps=steps - first, first_step=first, bar=bar)
             finals = dict(zip(order, tail))
 

@@ -16,6 +16,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from common.camera import Intrinsics
 from inerf.options import InerfOptions
 from inerf.sampling import PixelSampler
 from inerf.se3 import apply_correction
@@ -62,10 +63,11 @@ def _photometric_loss(renderer, twist, init, dirs, targets, pixels, sl: slice) -
     return ((rgb - target) ** 2).mean(dim=(1, 2))
 
 
-def refine_poses(renderer, images, init_poses, focal: float, opts: InerfOptions, device, seed: int = 0, *,
+def refine_poses(renderer, images, init_poses, intrinsics: Intrinsics, opts: InerfOptions, device, seed: int = 0, *,
                  steps: int | None = None, first_step: int = 0,
                  on_step: Callable[[], None] | None = None) -> PoseRefinement:
-    """iNeRF on a batch: images [B,H,W,3] float in [0,1], init_poses [B,4,4] camera-to-world.
+    """iNeRF on a batch: images [B,H,W,3] float in [0,1], init_poses [B,4,4] camera-to-world, all seen
+    through the camera `intrinsics`.
 
     The NeRF stays frozen (its parameters are temporarily excluded from autograd) and is queried
     with ``perturb=False``. Rays: opts.inerf_rays per query per step, drawn with opts.inerf_sampling;
@@ -83,7 +85,7 @@ def refine_poses(renderer, images, init_poses, focal: float, opts: InerfOptions,
 
     targets = torch.from_numpy(images).to(device)
     init = torch.as_tensor(np.asarray(init_poses), dtype=torch.float32, device=device).reshape(b, 4, 4)
-    dirs = camera_directions(h, w, float(focal), device=device)
+    dirs = camera_directions(h, w, intrinsics, device=device)
     sampler = PixelSampler(images, strategy=opts.inerf_sampling, kernel_size=opts.kernel_size,
                            dil_iter=opts.dil_iter, detector=opts.inerf_detector,
                            min_points=opts.inerf_min_keypoints, seed=seed, device=device)

@@ -7,6 +7,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from common.camera import Intrinsics
+
 
 def psnr_from_mse(mse: float | Tensor) -> float | Tensor:
     """PSNR in dB of images in [0, 1]."""
@@ -23,13 +25,13 @@ def mean_colour_psnr(train_images: Tensor, val_images: Tensor) -> float:
 
 
 @torch.no_grad()
-def heldout_psnr(renderer, poses: Tensor, images: Tensor, focal: float, chunk: int | None = None) -> float:
+def heldout_psnr(renderer, poses: Tensor, images: Tensor, intrinsics: Intrinsics, chunk: int | None = None) -> float:
     """Mean PSNR of full renders of `poses [V, 4, 4]` against `images [V, H, W, 3]`."""
     was_training = renderer.training
     renderer.eval()
     values = []
     for pose, image in zip(poses, images):
-        pred = renderer.render_image(pose, image.shape[0], image.shape[1], focal, chunk=chunk)
+        pred = renderer.render_image(pose, image.shape[0], image.shape[1], intrinsics, chunk=chunk)
         values.append(psnr_from_mse(float(((pred - image) ** 2).mean())))
     renderer.train(was_training)
     return float(np.mean(values))

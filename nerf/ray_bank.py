@@ -7,6 +7,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from common.camera import Intrinsics
 from nerf.rays import camera_directions, rays_from_poses
 
 
@@ -18,10 +19,11 @@ class RayBank:
     dirs: Tensor        # [H, W, 3] camera frame
 
     @classmethod
-    def build(cls, images: np.ndarray, poses: np.ndarray, focal: float, device: torch.device) -> "RayBank":
+    def build(cls, images: np.ndarray, poses: np.ndarray, intrinsics: Intrinsics,
+              device: torch.device) -> "RayBank":
         images_t = torch.as_tensor(images, dtype=torch.float32, device=device)
         poses_t = torch.as_tensor(poses, dtype=torch.float32, device=device)
-        dirs = camera_directions(images_t.shape[1], images_t.shape[2], focal, device=device)
+        dirs = camera_directions(images_t.shape[1], images_t.shape[2], intrinsics, device=device)
         return cls(images_t, poses_t, dirs)
 
     def sample(self, n_rays: int, generator: torch.Generator,

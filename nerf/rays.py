@@ -1,6 +1,7 @@
 """Camera rays in the shared convention (Blender/OpenGL camera: looks down -z, x right, y up).
 
-Pixel (row j, column i) centre in the camera frame: d = ((i + 0.5 - W/2)/f, -(j + 0.5 - H/2)/f, -1).
+Pixel (row j, column i) centre in the camera frame: d = ((i + 0.5 - cx)/fx, -(j + 0.5 - cy)/fy, -1)
+(common.camera.Intrinsics; a centred camera has cx = W/2, cy = H/2, fx = fy = focal).
 World: rays_d = R @ d, rays_o = camera centre. rays_d is NOT normalised: t is depth along the optical axis.
 """
 from __future__ import annotations
@@ -8,12 +9,15 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from common.camera import Intrinsics
 
-def camera_directions(height: int, width: int, focal: float, device=None,
+
+def camera_directions(height: int, width: int, intrinsics: Intrinsics, device=None,
                       dtype: torch.dtype = torch.float32) -> Tensor:
     """[H, W, 3] camera-frame ray directions through the pixel centres (z = -1)."""
-    i = (torch.arange(width, device=device, dtype=dtype) + 0.5 - 0.5 * width) / focal
-    j = (torch.arange(height, device=device, dtype=dtype) + 0.5 - 0.5 * height) / focal
+    k = intrinsics
+    i = (torch.arange(width, device=device, dtype=dtype) + 0.5 - k.cx) / k.fx
+    j = (torch.arange(height, device=device, dtype=dtype) + 0.5 - k.cy) / k.fy
     x = i[None, :].expand(height, width)
     y = -j[:, None].expand(height, width)
     return torch.stack((x, y, -torch.ones_like(x)), dim=-1)
@@ -30,7 +34,7 @@ def rays_from_poses(c2w: Tensor, dirs: Tensor) -> tuple[Tensor, Tensor]:
     return rays_o, rays_d
 
 
-def image_rays(c2w: Tensor, height: int, width: int, focal: float) -> tuple[Tensor, Tensor]:
+def image_rays(c2w: Tensor, height: int, width: int, intrinsics: Intrinsics) -> tuple[Tensor, Tensor]:
     """All rays of one [4, 4] camera: (rays_o [H, W, 3], rays_d [H, W, 3]) on c2w's device."""
-    dirs = camera_directions(height, width, focal, device=c2w.device, dtype=c2w.dtype)
+    dirs = camera_directions(height, width, intrinsics, device=c2w.device, dtype=c2w.dtype)
     return rays_from_poses(c2w, dirs)

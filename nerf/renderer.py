@@ -8,6 +8,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from common.camera import Intrinsics
 from nerf.compositing import alpha_of, composite, transmittance
 from nerf.field import NeRFField
 from nerf.occupancy import OccupancyGrid, density_threshold
@@ -28,6 +29,9 @@ class NeRFRenderer(nn.Module):
     pass draws N_importance samples from those weights. An inactive grid renders exactly as plain NeRF.
 
     On CUDA with amp=True the MLPs run under bf16 autocast; encoding and compositing stay fp32.
+    Background: white with white_bkgd (MAD-Sim), else black: for photos on real backgrounds the field
+    learns the backdrop itself (the last sample of each ray, delta = 1e10, acts as a background wall), so
+    training, iNeRF and the reference renders all composite the same way.
     """
 
     def __init__(self, opts: NeRFOptions = NeRFOptions(), white_bkgd: bool = True):
@@ -151,13 +155,13 @@ class NeRFRenderer(nn.Module):
         return {k: v.reshape(*batch_shape, *v.shape[1:]) for k, v in out.items()}
 
     @torch.no_grad()
-    def render_image(self, c2w: Tensor | np.ndarray, height: int, width: int, focal: float,
+    def render_image(self, c2w: Tensor | np.ndarray, height: int, width: int, intrinsics: Intrinsics,
                      chunk: int | None = None) -> Tensor:
         """Render one view (no jitter, no noise, no grad) in chunks of rays -> [H, W, 3] float32 in [0, 1]."""
         device = self.device
         c2w = torch.as_tensor(np.asarray(c2w) if not torch.is_tensor(c2w) else c2w,
                               dtype=torch.float32, device=device)
-        rays_o, rays_d = image_rays(c2w, height, width, focal)
+        rays_o, rays_d = image_rays(c2w, height, width, intrinsics)
         rays_o, rays_d = rays_o.reshape(-1, 3), rays_d.reshape(-1, 3)
         chunk = chunk or self.chunk
         rgb = [self.render_rays(rays_o[i:i + chunk], rays_d[i:i + chunk])["rgb"]

@@ -86,7 +86,7 @@ class TrainSummary:
 class NeRFTrainer:
     """The training state of one class's NeRF: renderer, optimizer, random stream, history.
 
-    views: the class's training views (data.mad.TrainViews: images, poses, focal).
+    views: the class's training views (data.mad.TrainViews: images, poses, intrinsics).
     checkpoint: where the state is saved and resumed from; it is read here unless the caller passes the
     `state` it has already read.
     """
@@ -96,14 +96,14 @@ class NeRFTrainer:
                  state: dict | None = None):
         self.opts, self.nerf_opts = train, nerf
         self.path, self.device, self.label, self.progress = Path(checkpoint), torch.device(device), label, progress
-        self.focal = views.focal
-        self.data_info = {"height": views.height, "width": views.width, "focal": views.focal}
+        self.intrinsics = views.intrinsics
+        self.data_info = {"height": views.height, "width": views.width, **views.intrinsics.as_dict()}
         train_idx, val_idx = split_views(len(views.images), train.holdout_every)
         if not train_idx:
             raise ConfigError(f"holdout_every={train.holdout_every} leaves no training view out of "
                               f"{len(views.images)}")
         self.data_info.update(n_train=len(train_idx), n_heldout=len(val_idx))
-        self.bank = RayBank.build(views.images[train_idx], views.poses[train_idx], views.focal, self.device)
+        self.bank = RayBank.build(views.images[train_idx], views.poses[train_idx], views.intrinsics, self.device)
         self.val_images = torch.as_tensor(views.images[val_idx], dtype=torch.float32, device=self.device)
         self.val_poses = torch.as_tensor(views.poses[val_idx], dtype=torch.float32, device=self.device)
         self.baseline = mean_colour_psnr(self.bank.images, self.val_images) if val_idx else None
@@ -168,7 +168,7 @@ class NeRFTrainer:
     def validate(self) -> None:
         """Held-out PSNR at the current step (once per step)."""
         if len(self.val_images) and (not self.val_history or self.val_history[-1]["step"] != self.step):
-            value = heldout_psnr(self.renderer, self.val_poses, self.val_images, self.focal)
+            value = heldout_psnr(self.renderer, self.val_poses, self.val_images, self.intrinsics)
             self.val_history.append({"step": self.step, "psnr": value})
             if self.progress:
                 tqdm.write(f"[{self.label}] step {self.step}: held-out PSNR {value:.2f} dB "

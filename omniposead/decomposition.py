@@ -22,6 +22,7 @@ import torch
 
 from anomaly.results import result_paths
 from anomaly.scorer import anomaly_map
+from common.camera import Intrinsics
 from common.io import write_json
 from data.mad import load_test_set, load_train_views, read_image_file, resolve_class_dir
 from evaluation.class_evaluation import ScoredSet
@@ -43,9 +44,11 @@ def scorer_key(cfg: OmniposeConfig) -> str:
     return f"{cfg.score.score_protocol}/{cfg.score.score_normalization}"
 
 
-def oracle_references(class_dir: Path, names: list[str], height: int, width: int, focal: float) -> np.ndarray | None:
+def oracle_references(class_dir: Path, names: list[str], height: int, width: int,
+                      intrinsics: Intrinsics) -> np.ndarray | None:
     """The generator's anomaly-free renders [N,H,W,3] at the true test poses, with the class's generator
-    settings from synth_stats.json (seed, supersampling); None for a class that was not generated."""
+    settings from synth_stats.json (seed, texture, supersampling); None for a class that was not generated.
+    The generator's camera is a centred pinhole, so only the focal length (fx) is passed on."""
     stats_path = class_dir / SYNTH_STATS_FILE
     if not stats_path.is_file() or not (class_dir / TEST_POSES_FILE).is_file():
         return None
@@ -53,21 +56,21 @@ def oracle_references(class_dir: Path, names: list[str], height: int, width: int
     from data.synth.scene import make_scene
 
     stats = json.loads(stats_path.read_text())
-    scene = make_scene(int(stats["seed"]))
+    scene = make_scene(int(stats["seed"]), textured=bool(stats.get("textured", False)))
     truth = load_test_poses(class_dir)
-    renders = [render_view(scene, np.asarray(truth[name], dtype=np.float64), height, width, focal,
+    renders = [render_view(scene, np.asarray(truth[name], dtype=np.float64), height, width, intrinsics.fx,
                            int(stats.get("supersample", 1))) for name in names]
     return np.stack(renders).astype(np.float32) / 255.0
 
 
-def nerf_references(renderer, class_dir: Path, names: list[str], height: int, width: int, focal: float,
-                    device) -> np.ndarray | None:
+def nerf_references(renderer, class_dir: Path, names: list[str], height: int, width: int,
+                    intrinsics: Intrinsics, device) -> np.ndarray | None:
     """The NeRF's renders [N,H,W,3] at the true test poses; None without test_poses.json."""
     if not (class_dir / TEST_POSES_FILE).is_file():
         return None
     truth = load_test_poses(class_dir)
     return np.stack([renderer.render_image(torch.as_tensor(truth[name], dtype=torch.float32, device=device),
-                                           height, width, focal).cpu().numpy() for name in names])
+                                           height, width, intrinsics).cpu().numpy() for name in names])
 
 
 def pipeline_references(out_dir: Path, names: list[str], white_bkgd: bool) -> np.ndarray | None:
@@ -96,17 +99,18 @@ def decompose_class(cfg: OmniposeConfig, device, progress: bool = True) -> dict:
     """The decomposition table of `cfg.run.class_name` for the config's scorer: {row: metrics or None}."""
     run = cfg.run
     class_dir = resolve_class_dir(run.data_root, run.class_name)
-    test_set = load_test_set(class_dir, half_res=run.half_res, white_bkgd=run.white_bkgd)
-    views = load_train_views(class_dir, half_res=run.half_res, white_bkgd=run.white_bkgd)
+    test_set = load_test_set(class_dir, downscale=run.image_downscale, white_bkgd=run.white_bkgd,
+                             allow_empty_masks=run.allow_empty_masks)
+    views = load_train_views(class_dir, downscale=run.image_downscale, white_bkgd=run.white_bkgd)
     renderer = load_renderer(checkpoint_path(run.ckpt_dir), cfg.nerf, run.white_bkgd, device)
     backbone = load_backbone(cfg.backbone, device)
     residual = (load_or_fit_residual(cfg, views, renderer, backbone, device, progress)
                 if cfg.score.score_normalization == "residual" else None)
     names = [s.name for s in test_set]
-    height, width, focal = views.height, views.width, views.focal
+    height, width = views.height, views.width
     references = {
-        "oracle": oracle_references(class_dir, names, height, width, focal),
-        "nerf_true_pose": nerf_references(renderer, class_dir, names, height, width, focal, device),
+        "oracle": oracle_references(class_dir, names, height, width, views.intrinsics),
+        "nerf_true_pose": nerf_references(renderer, class_dir, names, height, width, views.intrinsics, device),
         "pipeline": pipeline_references(run.output_dir, names, run.white_bkgd),
     }
     images = np.stack([s.image for s in test_set])

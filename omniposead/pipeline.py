@@ -64,7 +64,7 @@ def nerf_trainer(cfg: OmniposeConfig, views: TrainViews, device: torch.device, p
 def train_class(cfg: OmniposeConfig, device: torch.device, progress: bool = True) -> TrainSummary:
     """Generate the class if asked, then train or resume its NeRF (what `python -m nerf.train` does)."""
     seed_everything(cfg.run.seed)
-    views = load_train_views(prepare_class(cfg), cfg.run.half_res, cfg.run.white_bkgd)
+    views = load_train_views(prepare_class(cfg), cfg.run.image_downscale, cfg.run.white_bkgd)
     return nerf_trainer(cfg, views, device, progress).run()
 
 
@@ -134,8 +134,8 @@ def load_class(cfg: OmniposeConfig, device: torch.device | None = None, *, train
     run = cfg.run
     seed_everything(run.seed)
     class_dir = prepare_class(cfg) if train else resolve_class_dir(run.data_root, run.class_name)
-    views = load_train_views(class_dir, half_res=run.half_res, white_bkgd=run.white_bkgd)
-    test_set = load_test_set(class_dir, half_res=run.half_res, white_bkgd=run.white_bkgd,
+    views = load_train_views(class_dir, downscale=run.image_downscale, white_bkgd=run.white_bkgd)
+    test_set = load_test_set(class_dir, downscale=run.image_downscale, white_bkgd=run.white_bkgd,
                              allow_empty_masks=run.allow_empty_masks)
     check_test_set(test_set, views, class_dir, require_labels)
     ensure_writable(run.ckpt_dir, "checkpoint")
@@ -192,7 +192,7 @@ def process_batch(assets: ClassAssets, samples: list[TestSample], progress: bool
     t1 = time.perf_counter()
     references = torch.stack([
         assets.renderer.render_image(torch.as_tensor(p.refined_pose, dtype=torch.float32, device=device),
-                                     views.height, views.width, views.focal)
+                                     views.height, views.width, views.intrinsics)
         for p in poses]).permute(0, 3, 1, 2)
     t2 = time.perf_counter()
     maps = anomaly_map(assets.backbone, to_chw(images, device), references, cfg.score, residual=assets.residual)
@@ -210,7 +210,7 @@ def map_settings(assets: ClassAssets) -> dict:
     """Everything the saved maps depend on: data loading, the NeRF, the backbone, pose and scoring options."""
     cfg = assets.cfg
     return {"data_root": str(cfg.run.data_root), "class_name": cfg.run.class_name, "half_res": cfg.run.half_res,
-            "white_bkgd": cfg.run.white_bkgd, "seed": cfg.run.seed, "nerf_step": assets.nerf_step,
+            "downscale": cfg.run.downscale, "white_bkgd": cfg.run.white_bkgd, "seed": cfg.run.seed, "nerf_step": assets.nerf_step,
             "nerf": cfg.nerf.architecture(), "backbone": assets.backbone.description,
             "retrieval": dataclasses.asdict(cfg.retrieval), "inerf": dataclasses.asdict(cfg.inerf),
             "score": dataclasses.asdict(cfg.score)}

@@ -153,7 +153,8 @@ def evaluate_class(cfg: OmniposeConfig, from_outputs: bool = False, device=None,
                            "kernel_size": inerf.kernel_size, "dil_iter": inerf.dil_iter,
                            "inerf_topk_restarts": inerf.inerf_topk_restarts,
                            "inerf_restart_min_angle": inerf.inerf_restart_min_angle,
-                           "inerf_restart_fraction": inerf.inerf_restart_fraction, "half_res": cfg.run.half_res},
+                           "inerf_restart_fraction": inerf.inerf_restart_fraction,
+                           "downscale": cfg.run.image_downscale},
               **info}
     write_json(cfg.run.output_dir / "pose_accuracy.json", report)
     return report

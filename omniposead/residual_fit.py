@@ -71,7 +71,7 @@ def load_or_fit_residual(cfg: OmniposeConfig, views: TrainViews, renderer: NeRFR
     def batches():
         for i in tqdm(indices, desc=f"{cfg.run.class_name} residual model", unit="view", disable=not progress):
             render = renderer.render_image(torch.as_tensor(views.poses[i], dtype=torch.float32, device=device),
-                                           views.height, views.width, views.focal)
+                                           views.height, views.width, views.intrinsics)
             photo = torch.as_tensor(views.images[i], dtype=torch.float32, device=device)
             yield term_differences(backbone, photo.permute(2, 0, 1)[None], render.permute(2, 0, 1)[None], cfg.score)
 

@@ -1,4 +1,4 @@
-"""The MAD reader: counts, shapes, focal, half_res, image formats, ordering and bad input."""
+"""The MAD reader: counts, shapes, intrinsics, downscale, image formats, ordering and bad input."""
 from __future__ import annotations
 
 import builtins
@@ -11,9 +11,21 @@ import shutil
 import cv2
 import numpy as np
 import pytest
+import torch
 
-from common.errors import DataError
-from data.mad import list_classes, load_test_set, load_train_views, natural_key, resolve_class_dir
+from common.camera import Intrinsics
+from common.errors import ConfigError, DataError
+from common.run import RunOptions
+from data.mad import (
+    downscale_image,
+    downscale_mask,
+    list_classes,
+    load_test_set,
+    load_train_views,
+    natural_key,
+    resolve_class_dir,
+)
+from nerf.rays import camera_directions
 
 ANGLE = 0.6911112070083618
 
@@ -59,13 +71,13 @@ def make_class(root: pathlib.Path, name: str = "toy", *, height: int = 6, width:
 
 # ----------------------------------------------------------------------------- happy paths
 
-def test_train_views_counts_shapes_focal(tmp_path):
+def test_train_views_counts_shapes_intrinsics(tmp_path):
     cdir = make_class(tmp_path, n_train=4)
     views = load_train_views(cdir)
     assert views.images.shape == (4, 6, 8, 3) and views.images.dtype == np.float32
     assert views.poses.shape == (4, 4, 4) and views.poses.dtype == np.float32
     assert (views.height, views.width) == (6, 8)
-    assert views.focal == pytest.approx(0.5 * 8 / math.tan(0.5 * ANGLE))
+    assert views.intrinsics == Intrinsics.centred(0.5 * 8 / math.tan(0.5 * ANGLE), 8, 6)
     np.testing.assert_allclose(views.images[2], 40 / 255, atol=1e-6)
     np.testing.assert_allclose(views.poses[3], np.array(_pose(3)), atol=1e-6)
     assert [p.name for p in views.paths] == ["0.png", "1.png", "2.png", "3.png"]
@@ -95,25 +107,116 @@ def test_numeric_file_order(tmp_path):
         ["01Gorilla", "1Gorilla", "demo", "demo9", "demo96"]
 
 
-def test_half_res(tmp_path):
+def test_half_res_is_downscale_2(tmp_path):
     cdir = make_class(tmp_path, height=6, width=8)
-    full, half = load_train_views(cdir), load_train_views(cdir, half_res=True)
+    full, half = load_train_views(cdir), load_train_views(cdir, downscale=RunOptions(half_res=True).image_downscale)
     assert half.images.shape == (3, 3, 4, 3) and (half.height, half.width) == (3, 4)
-    assert half.focal == pytest.approx(full.focal / 2)
-    samples = load_test_set(cdir, half_res=True)
+    assert half.intrinsics == Intrinsics(full.intrinsics.fx / 2, full.intrinsics.fy / 2, 2.0, 1.5)
+    samples = load_test_set(cdir, downscale=2)
     assert samples[0].image.shape == (3, 4, 3)
     burrs = samples[2]
     assert burrs.mask.shape == (3, 4) and burrs.mask.dtype == bool and burrs.mask.any()
+    assert RunOptions(downscale=4).image_downscale == 4 and RunOptions().image_downscale == 1
+    with pytest.raises(ConfigError, match="half_res .* contradicts downscale = 4"):
+        RunOptions(half_res=True, downscale=4).validated()
+    with pytest.raises(ConfigError, match="downscale must be >= 1"):
+        RunOptions(downscale=0).validated()
 
 
 def test_non_square_images_use_width_for_focal(tmp_path):
     cdir = make_class(tmp_path, height=7, width=10)
     views = load_train_views(cdir)
     assert views.images.shape[1:3] == (7, 10)
-    assert views.focal == pytest.approx(0.5 * 10 / math.tan(0.5 * ANGLE))
-    half = load_train_views(cdir, half_res=True)
+    assert views.intrinsics == Intrinsics.centred(0.5 * 10 / math.tan(0.5 * ANGLE), 10, 7)
+    half = load_train_views(cdir, downscale=2)      # the odd last row is dropped: pixel blocks stay square
     assert (half.height, half.width) == (3, 5)
-    assert half.focal == pytest.approx(0.5 * 5 / math.tan(0.5 * ANGLE))
+    assert half.intrinsics.fx == pytest.approx(0.5 * 5 / math.tan(0.5 * ANGLE))
+    assert (half.intrinsics.cx, half.intrinsics.cy) == (2.5, 1.75)
+
+
+def _set_intrinsics(cdir, **keys):
+    _edit_transforms(cdir, lambda meta: meta.update(keys))
+
+
+def test_full_intrinsics_and_off_centre_principal_point(tmp_path):
+    """fl_x, fl_y, cx, cy (instant-ngp / nerfstudio) reach the rays: the ray of pixel (j, i) is
+    ((i + 0.5 - cx)/fl_x, -(j + 0.5 - cy)/fl_y, -1)."""
+    cdir = make_class(tmp_path, height=6, width=8)
+    _set_intrinsics(cdir, fl_x=10.0, fl_y=12.0, cx=3.0, cy=2.5, w=8, h=6)
+    views = load_train_views(cdir)
+    assert views.intrinsics == Intrinsics(10.0, 12.0, 3.0, 2.5)
+    dirs = camera_directions(6, 8, views.intrinsics, device="cpu", dtype=torch.float64).numpy()
+    jj, ii = np.meshgrid(np.arange(6), np.arange(8), indexing="ij")
+    np.testing.assert_allclose(dirs[..., 0], (ii + 0.5 - 3.0) / 10.0)
+    np.testing.assert_allclose(dirs[..., 1], -(jj + 0.5 - 2.5) / 12.0)
+    centred = camera_directions(6, 8, Intrinsics(10.0, 12.0, 4.0, 3.0), device="cpu", dtype=torch.float64).numpy()
+    np.testing.assert_allclose(dirs[..., 0] - centred[..., 0], 1.0 / 10.0)   # cx one pixel left: rays turn right
+    np.testing.assert_allclose(dirs[..., 1] - centred[..., 1], -0.5 / 12.0)  # cy half a pixel up: rays turn down
+    # fl_x wins over camera_angle_x; fl_y and cx, cy default to fl_x and the centre
+    _set_intrinsics(cdir, fl_x=9.0, camera_angle_x=ANGLE)
+    _edit_transforms(cdir, lambda meta: [meta.pop(k) for k in ("fl_y", "cx", "cy", "w", "h")])
+    assert load_train_views(cdir).intrinsics == Intrinsics(9.0, 9.0, 4.0, 3.0)
+    # intrinsics given for the full-size capture are scaled to the images' size (same aspect ratio)
+    _set_intrinsics(cdir, fl_x=80.0, fl_y=80.0, cx=30.0, cy=20.0, w=64, h=48)
+    assert load_train_views(cdir).intrinsics == Intrinsics(10.0, 10.0, 3.75, 2.5)
+    # and downscale divides them (2: 4x3 images)
+    assert load_train_views(cdir, downscale=2).intrinsics == Intrinsics(5.0, 5.0, 1.875, 1.25)
+
+
+@pytest.mark.parametrize("keys, message", [
+    ({"fl_x": 10.0, "w": 9, "h": 6}, r"intrinsics are for 9x6 images but the images are 8x6"),
+    ({"fl_x": 10.0, "w": 8}, r"give both 'w' and 'h'"),
+    ({"fl_x": -1.0}, r"'fl_x' must be a positive number"),
+    ({"fl_x": 10.0, "cx": "mid"}, r"'cx' must be a number"),
+    ({"fl_x": 10.0, "k1": 0.1}, r"lens distortion k1=0.1 is not supported"),
+    ({"camera_angle_y": 4.0}, r"'camera_angle_y' must be a number in \(0, pi\)"),
+])
+def test_bad_intrinsics(tmp_path, keys, message):
+    cdir = make_class(tmp_path)
+    _set_intrinsics(cdir, **keys)
+    with pytest.raises(DataError, match=r"transforms\.json: " + message):
+        load_train_views(cdir)
+
+
+def test_per_frame_intrinsics_are_refused(tmp_path):
+    cdir = make_class(tmp_path)
+    _edit_transforms(cdir, _set_frame0("fl_x", 11.0))
+    with pytest.raises(DataError, match=r"frame 0 has its own 'fl_x'; one camera shared by all views"):
+        load_train_views(cdir)
+
+
+def test_downscale_keeps_masks_aligned_with_images(tmp_path):
+    """A defect drawn into the image at the masked pixels is, after downscaling by 2 and 3, exactly where
+    the downscaled mask is (area resampling changes every block that holds a defect pixel); a one-pixel
+    defect survives; the last H mod k rows / W mod k columns are dropped from both."""
+    height, width = 13, 17
+    cdir = make_class(tmp_path, height=height, width=width, test={"good": [0], "Burrs": [0]})
+    image = np.full((height, width, 3), 200, np.uint8)
+    mask = np.zeros((height, width), np.uint8)
+    mask[2:5, 3:9] = 255      # a patch
+    mask[10, 13] = 255        # a single pixel
+    mask[12, 16] = 255        # in the dropped margin for k = 2 and 3
+    image[mask > 0] = (10, 40, 250)
+    _write(cdir / "test" / "Burrs" / "0.png", image)
+    _write(cdir / "ground_truth" / "Burrs" / "0_mask.png", mask)
+    for k in (2, 3):
+        burrs = load_test_set(cdir, downscale=k)[1]
+        h, w = height // k, width // k
+        assert burrs.image.shape == (h, w, 3) and burrs.mask.shape == (h, w)
+        changed = np.abs(burrs.image - 200 / 255).max(-1) > 1e-6
+        np.testing.assert_array_equal(burrs.mask, changed)
+        assert burrs.mask[10 // k, 13 // k]                                  # the one-pixel defect is kept
+        np.testing.assert_array_equal(downscale_mask(mask > 0, k), burrs.mask)
+    assert downscale_image(image, 1) is image and downscale_mask(mask, 1) is mask
+
+
+def test_class_without_poses_points_at_colmap_poses(tmp_path):
+    cdir = make_class(tmp_path)
+    (cdir / "transforms.json").unlink()
+    assert list_classes(tmp_path) == ["toy"]          # still a class: loading it says what to do
+    with pytest.raises(DataError, match=r"toy/transforms\.json: transforms file not found; the training views have "
+                                        r"no poses: .*python -m data\.colmap_poses --class_dir .*toy"):
+        load_train_views(cdir)
 
 
 def test_rgba_composited_on_white_or_alpha_dropped(tmp_path):
@@ -206,7 +309,7 @@ def _drop_frame0(key):
 
 
 @pytest.mark.parametrize("edit, message", [
-    (lambda m: m.pop("camera_angle_x"), r"transforms\.json: missing key 'camera_angle_x'"),
+    (lambda m: m.pop("camera_angle_x"), r"transforms\.json: missing key 'camera_angle_x' \(or the intrinsics"),
     (lambda m: m.update(camera_angle_x="wide"), r"transforms\.json: 'camera_angle_x' must be a number"),
     (lambda m: m.pop("frames"), r"transforms\.json: missing key 'frames'"),
     (lambda m: m.update(frames=[]), r"transforms\.json: 'frames' is empty"),

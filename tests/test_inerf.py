@@ -16,6 +16,7 @@ import pytest
 import torch
 from torch import nn
 
+from common.camera import Intrinsics
 from inerf.estimate import estimate_poses, restart_starts
 from inerf.metrics import rotation_error_deg, translation_error_frac
 from inerf.optimize import refine_poses
@@ -25,7 +26,7 @@ from inerf.se3 import exp_map
 from nerf.rays import image_rays
 
 H = W = 48
-FOCAL = 0.5 * W / math.tan(0.5 * 0.7)
+CAMERA = Intrinsics.centred(0.5 * W / math.tan(0.5 * 0.7), W, H)
 
 
 class BlobScene(nn.Module):
@@ -59,8 +60,8 @@ class BlobScene(nn.Module):
         return {"rgb": color, "rgb_coarse": color, "depth": (weights * t).sum(-1), "acc": acc}
 
     @torch.no_grad()
-    def render_image(self, c2w, height, width, focal, chunk=None):
-        o, d = image_rays(c2w, height, width, focal)
+    def render_image(self, c2w, height, width, intrinsics, chunk=None):
+        o, d = image_rays(c2w, height, width, intrinsics)
         return self.render_rays(o.reshape(-1, 3), d.reshape(-1, 3))["rgb"].reshape(height, width, 3).clamp(0, 1)
 
 
@@ -102,7 +103,7 @@ def scene():
 
 
 def render(scene, pose):
-    return scene.render_image(torch.from_numpy(pose), H, W, FOCAL).numpy()
+    return scene.render_image(torch.from_numpy(pose), H, W, CAMERA).numpy()
 
 
 def test_refine_recovers_10_degree_perturbation(scene):
@@ -111,7 +112,7 @@ def test_refine_recovers_10_degree_perturbation(scene):
     image = render(scene, true)
     assert rotation_error_deg(start, true) == pytest.approx(10.0, abs=1e-3)
     t0 = time.perf_counter()
-    result = refine_poses(scene, image[None], start[None], FOCAL, cfg(), "cpu")
+    result = refine_poses(scene, image[None], start[None], CAMERA, cfg(), "cpu")
     seconds = time.perf_counter() - t0
     err = rotation_error_deg(result.poses[0], true)
     print(f"\nrefine_poses 1 query, 150 steps x 256 rays @ {H}x{W}: {seconds:.2f} s; rot err {err:.3f} deg, "
@@ -130,20 +131,20 @@ def test_batch_of_two_converges_and_chunking_matches(scene):
     starts = np.stack([perturb(trues[0], 10.0, 0.05, seed=1), perturb(trues[1], 10.0, 0.05, seed=2)])
     images = np.stack([render(scene, p) for p in trues])
     calls = scene.calls
-    result = refine_poses(scene, images, starts, FOCAL, cfg(inerf_sampling="random", inerf_steps=120), "cpu")
+    result = refine_poses(scene, images, starts, CAMERA, cfg(inerf_sampling="random", inerf_steps=120), "cpu")
     assert scene.calls - calls == 120 + 2  # one render call per step for both queries (+ start/final evaluation)
     errs = rotation_error_deg(result.poses, trues)
     assert errs.shape == (2,) and (errs < 2.0).all(), errs
     # splitting the batch into one query per render call gives the same optimisation
-    chunked = refine_poses(scene, images, starts, FOCAL,
+    chunked = refine_poses(scene, images, starts, CAMERA,
                            cfg(inerf_sampling="random", inerf_steps=10, inerf_chunk=256), "cpu")
-    whole = refine_poses(scene, images, starts, FOCAL, cfg(inerf_sampling="random", inerf_steps=10), "cpu")
+    whole = refine_poses(scene, images, starts, CAMERA, cfg(inerf_sampling="random", inerf_steps=10), "cpu")
     np.testing.assert_allclose(chunked.poses, whole.poses, atol=1e-5)
 
 
 def test_zero_steps_returns_start_pose(scene):
     true = look_at(0.0, 20.0)
-    result = refine_poses(scene, render(scene, true)[None], true[None], FOCAL, cfg(inerf_steps=0), "cpu")
+    result = refine_poses(scene, render(scene, true)[None], true[None], CAMERA, cfg(inerf_steps=0), "cpu")
     np.testing.assert_allclose(result.poses[0], true, atol=1e-6)
     assert result.final_loss[0] < 1e-6
 
@@ -161,7 +162,7 @@ def test_estimate_poses_topk_restarts_keep_lowest_loss(scene):
     true = look_at(60.0, 20.0)
     far_view = look_at(150.0, -20.0)           # ranked first by the (fake) retrieval, but far away
     near_view = perturb(true, 8.0, 0.0, seed=3)
-    train = SimpleNamespace(poses=np.stack([far_view, near_view]), focal=FOCAL, height=H, width=W)
+    train = SimpleNamespace(poses=np.stack([far_view, near_view]), intrinsics=CAMERA, height=H, width=W)
     image = render(scene, true)[None]
     single = estimate_poses(scene, _FakeDatabase([0, 1]), train, image, cfg(inerf_steps=60), "cpu", progress=False)
     assert single[0].retrieval_index == 0 and single[0].restart_rank == 0
@@ -193,7 +194,7 @@ def test_diverse_restarts_escape_a_wrong_neighbourhood(scene):
     true = look_at(60.0, 20.0)
     wrong, wrong_too = look_at(150.0, -20.0), look_at(154.0, -20.0)     # retrieval's two nearest: far, 4 deg apart
     near_view = perturb(true, 8.0, 0.0, seed=3)
-    train = SimpleNamespace(poses=np.stack([wrong, wrong_too, near_view]), focal=FOCAL, height=H, width=W)
+    train = SimpleNamespace(poses=np.stack([wrong, wrong_too, near_view]), intrinsics=CAMERA, height=H, width=W)
     image = render(scene, true)[None]
     database = _FakeDatabase([0, 1, 2])
     top2 = estimate_poses(scene, database, train, image, cfg(inerf_steps=60, inerf_topk_restarts=2,
@@ -216,7 +217,7 @@ def test_diverse_restarts_escape_a_wrong_neighbourhood(scene):
 def test_refine_reports_every_step(scene):
     true = look_at(10.0, 20.0)
     ticks = []
-    refine_poses(scene, render(scene, true)[None], true[None], FOCAL, cfg(inerf_steps=7), "cpu",
+    refine_poses(scene, render(scene, true)[None], true[None], CAMERA, cfg(inerf_steps=7), "cpu",
                  on_step=lambda: ticks.append(1))
     assert len(ticks) == 7
 
@@ -346,14 +347,14 @@ def test_refine_with_trained_nerf(scene, tmp_path):
     from omniposead.pipeline import train_class
 
     size, angle = 32, 0.7
-    focal = 0.5 * size / math.tan(0.5 * angle)
+    camera = Intrinsics.centred(0.5 * size / math.tan(0.5 * angle), size, size)
     cls = tmp_path / "blobs" / "blob"
     (cls / "train" / "good").mkdir(parents=True)
     rng = np.random.default_rng(0)
     frames = []
     for k in range(40):
         pose = look_at(rng.uniform(0, 360), rng.uniform(-20, 70))
-        img = scene.render_image(torch.from_numpy(pose), size, size, focal).numpy()
+        img = scene.render_image(torch.from_numpy(pose), size, size, camera).numpy()
         cv2.imwrite(str(cls / "train" / "good" / f"{k}.png"), (img[:, :, ::-1] * 255 + 0.5).astype(np.uint8))
         frames.append({"file_path": f"train/good/{k}.png", "transform_matrix": pose.tolist()})
     (cls / "transforms.json").write_text(json.dumps({"camera_angle_x": angle, "frames": frames}))
@@ -367,8 +368,8 @@ def test_refine_with_trained_nerf(scene, tmp_path):
     assert summary.val_psnr > 25.0, summary
     renderer = load_renderer(checkpoint_path(nerf_cfg.run.ckpt_dir), nerf_cfg.nerf, True, "cpu")
     trues = np.stack([look_at(30.0, 25.0), look_at(-100.0, 10.0)])
-    images = np.stack([scene.render_image(torch.from_numpy(p), size, size, focal).numpy() for p in trues])
+    images = np.stack([scene.render_image(torch.from_numpy(p), size, size, camera).numpy() for p in trues])
     starts = np.stack([perturb(trues[0], 10.0, 0.05, seed=0), perturb(trues[1], 10.0, 0.05, seed=1)])
-    result = refine_poses(renderer, images, starts, focal, cfg(inerf_steps=100, inerf_sampling="random"), "cpu")
+    result = refine_poses(renderer, images, starts, camera, cfg(inerf_steps=100, inerf_sampling="random"), "cpu")
     errs = rotation_error_deg(result.poses, trues)
     assert (errs < 2.0).all(), errs

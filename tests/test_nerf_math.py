@@ -1,9 +1,11 @@
 """Closed-form checks of the NeRF math: encoding, rays, sampling, compositing."""
 import math
 
+import numpy as np
 import pytest
 import torch
 
+from common.camera import Intrinsics
 from nerf.compositing import composite
 from nerf.encoding import encoding_dim, positional_encoding
 from nerf.field import NeRFField
@@ -44,27 +46,49 @@ def test_field_shapes_and_ranges():
 
 def test_camera_directions_convention():
     h, w, f = 4, 6, 3.0
-    d = camera_directions(h, w, f, device="cpu")
+    d = camera_directions(h, w, Intrinsics.centred(f, w, h), device="cpu")
     assert d.shape == (h, w, 3)
     torch.testing.assert_close(d[0, 0], torch.tensor([(0.5 - 3) / f, -(0.5 - 2) / f, -1.0]))
     torch.testing.assert_close(d[h - 1, w - 1], torch.tensor([(5.5 - 3) / f, -(3.5 - 2) / f, -1.0]))
     # odd size: the centre pixel looks straight down -z
-    dc = camera_directions(5, 5, 2.0, device="cpu")
+    dc = camera_directions(5, 5, Intrinsics.centred(2.0, 5, 5), device="cpu")
     torch.testing.assert_close(dc[2, 2], torch.tensor([0.0, 0.0, -1.0]))
     assert (d[..., 2] == -1).all()
+
+
+def test_principal_point_and_two_focal_lengths():
+    """fx, fy, cx, cy enter as ((i + 0.5 - cx)/fx, -(j + 0.5 - cy)/fy, -1): moving the principal point by
+    whole pixels shifts the direction grid by those pixels; a point projected with K is on its pixel's ray."""
+    h, w = 6, 8
+    centred = camera_directions(h, w, Intrinsics.centred(5.0, w, h), device="cpu", dtype=torch.float64)
+    shifted = camera_directions(h, w, Intrinsics(5.0, 5.0, w / 2 + 2, h / 2 - 1), device="cpu", dtype=torch.float64)
+    torch.testing.assert_close(shifted[:-1, 2:], centred[1:, :-2])       # pixel (j, i) now sees (j + 1, i - 2)
+    k = Intrinsics(7.0, 4.0, 2.25, 4.5)
+    d = camera_directions(h, w, k, device="cpu", dtype=torch.float64)
+    torch.testing.assert_close(d[0, 0], torch.tensor([(0.5 - 2.25) / 7.0, -(0.5 - 4.5) / 4.0, -1.0],
+                                                     dtype=torch.float64))
+    # K projects every pixel's ray (any depth) back onto that pixel's centre (i + 0.5, j + 0.5)
+    points_cv = d.numpy().reshape(-1, 3) * np.array([1.0, -1.0, -1.0]) * 3.7   # OpenGL -> OpenCV camera
+    uv = points_cv @ k.matrix().T
+    uv = uv[:, :2] / uv[:, 2:]
+    jj, ii = np.meshgrid(np.arange(h), np.arange(w), indexing="ij")
+    np.testing.assert_allclose(uv, np.stack([ii.ravel() + 0.5, jj.ravel() + 0.5], 1), atol=1e-12)
+    # the centred camera is bit-identical to the explicit one
+    torch.testing.assert_close(camera_directions(h, w, Intrinsics(5.0, 5.0, w / 2, h / 2), device="cpu"),
+                               camera_directions(h, w, Intrinsics.centred(5.0, w, h), device="cpu"), rtol=0, atol=0)
 
 
 def test_rays_from_poses_applies_rotation_and_translation():
     c = math.cos(0.3)
     s = math.sin(0.3)
     c2w = torch.tensor([[c, 0, s, 1.0], [0, 1, 0, 2.0], [-s, 0, c, 3.0], [0, 0, 0, 1.0]])
-    dirs = camera_directions(3, 5, 2.0, device="cpu")
+    dirs = camera_directions(3, 5, Intrinsics.centred(2.0, 5, 3), device="cpu")
     rays_o, rays_d = rays_from_poses(c2w, dirs)
     assert rays_o.shape == rays_d.shape == (3, 5, 3)
     torch.testing.assert_close(rays_o, torch.tensor([1.0, 2.0, 3.0]).expand(3, 5, 3))
     torch.testing.assert_close(rays_d, dirs @ c2w[:3, :3].T)
     torch.testing.assert_close(rays_d[1, 2], torch.tensor([-s, 0.0, -c]))   # optical axis = -z column
-    o2, d2 = image_rays(c2w, 3, 5, 2.0)
+    o2, d2 = image_rays(c2w, 3, 5, Intrinsics.centred(2.0, 5, 3))
     torch.testing.assert_close(d2, rays_d)
     # broadcasting: [B,1,4,4] poses with [B,R,3] directions
     poses = torch.stack([c2w, torch.eye(4)])[:, None]
@@ -75,7 +99,7 @@ def test_rays_from_poses_applies_rotation_and_translation():
 
 def test_rays_from_poses_is_differentiable_in_pose():
     c2w = torch.eye(4).requires_grad_(True)
-    rays_o, rays_d = rays_from_poses(c2w, camera_directions(2, 2, 1.0, device="cpu"))
+    rays_o, rays_d = rays_from_poses(c2w, camera_directions(2, 2, Intrinsics.centred(1.0, 2, 2), device="cpu"))
     (rays_o.sum() + (rays_d ** 2).sum()).backward()
     assert c2w.grad is not None and c2w.grad[:3, 3].abs().sum() > 0 and c2w.grad[:3, :3].abs().sum() > 0
 
@@ -161,9 +185,9 @@ def test_render_image_chunks_match_render_rays():
     renderer = _tiny_renderer()
     c2w = torch.eye(4)
     c2w[2, 3] = 4.0
-    img = renderer.render_image(c2w, 9, 11, 10.0, chunk=17)
+    img = renderer.render_image(c2w, 9, 11, Intrinsics.centred(10.0, 11, 9), chunk=17)
     assert img.shape == (9, 11, 3) and img.min() >= 0 and img.max() <= 1
-    rays_o, rays_d = image_rays(c2w, 9, 11, 10.0)
+    rays_o, rays_d = image_rays(c2w, 9, 11, Intrinsics.centred(10.0, 11, 9))
     with torch.no_grad():
         ref = renderer.render_rays(rays_o, rays_d)["rgb"].clamp(0, 1)   # [9,11,3] batch shape kept
     torch.testing.assert_close(img, ref)

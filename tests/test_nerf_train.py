@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from common.camera import Intrinsics
 from common.errors import PadError
 from data.mad import load_train_views
 from nerf.checkpoint import checkpoint_path, load_renderer, read_checkpoint
@@ -44,7 +45,8 @@ def look_at(position: np.ndarray) -> np.ndarray:
 
 def render_sphere(c2w: np.ndarray, size: int, focal: float) -> np.ndarray:
     """Unit sphere at the origin coloured by its normal, on white (exact ray casting, shared convention)."""
-    d = camera_directions(size, size, focal, device="cpu").numpy().reshape(-1, 3) @ c2w[:3, :3].T
+    dirs = camera_directions(size, size, Intrinsics.centred(focal, size, size), device="cpu")
+    d = dirs.numpy().reshape(-1, 3) @ c2w[:3, :3].T
     o = c2w[:3, 3]
     a, b, c = (d * d).sum(-1), 2 * d @ o, o @ o - 1.0
     disc = b * b - 4 * a * c

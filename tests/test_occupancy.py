@@ -5,6 +5,7 @@ import pytest
 import torch
 from torch import nn
 
+from common.camera import Intrinsics
 from common.errors import PadError
 from nerf.occupancy import OccupancyGrid, binarize, cell_index, cell_points, density_threshold
 from nerf.options import NeRFOptions
@@ -58,7 +59,7 @@ def set_occupied(renderer: NeRFRenderer, occupied: torch.Tensor) -> None:
 def camera_rays(size: int = 12):
     c2w = torch.eye(4)
     c2w[2, 3] = 4.0
-    return image_rays(c2w, size, size, focal=size / 0.5)   # field of view ~ +-1 at the origin
+    return image_rays(c2w, size, size, Intrinsics.centred(size / 0.5, size, size))   # field of view ~ +-1 at the origin
 
 
 def test_cell_index_and_points_closed_form():

@@ -216,7 +216,7 @@ def test_decomposition_rows_and_pipeline_results_untouched(trained, tmp_path, ca
     from data.mad import load_train_views
 
     views = load_train_views(data_root / "toy")
-    oracle = oracle_references(data_root / "toy", [s.name for s in samples], views.height, views.width, views.focal)
+    oracle = oracle_references(data_root / "toy", [s.name for s in samples], views.height, views.width, views.intrinsics)
     for i in good:  # the generator's render at the true pose IS the anomaly-free test image
         assert np.array_equal(np.round(oracle[i] * 255), np.round(samples[i].image * 255))
 

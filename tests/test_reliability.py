@@ -293,7 +293,7 @@ def test_auroc_test_takes_dataset_and_resolution_from_the_saved_maps(tmp_path, c
     data_root = tmp_path / "data" / "LEGO-3D"
     cdir = make_class(data_root, "01Half", height=12, width=16)
     out_dir = tmp_path / "outputs" / "LEGO-3D" / "01Half"
-    for sample in load_test_set(cdir, half_res=True):
+    for sample in load_test_set(cdir, downscale=2):
         amap = sample.mask.astype(np.float32)
         save_result(out_dir, sample.name, amap, {"image_score": float(amap.max()), "label": sample.label,
                                                  "defect_type": sample.defect_type, "backbone": "b"})

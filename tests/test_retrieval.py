@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from common.camera import Intrinsics
 from common.run import RunOptions
 from features.backbone import random_backbone_for_tests
 from retrieval import database as dbmod
@@ -32,8 +33,8 @@ def make_views(n=N, size=48, seed=0):
             img[r:r + rng.integers(6, 16), c:c + rng.integers(6, 16)] = rng.random(3)
     poses = np.tile(np.eye(4, dtype=np.float32), (n, 1, 1))
     poses[:, 0, 3] = np.arange(n)
-    return SimpleNamespace(images=images, poses=poses, focal=50.0, height=size, width=size,
-                           paths=[Path(f"train/good/{i}.png") for i in range(n)])
+    return SimpleNamespace(images=images, poses=poses, intrinsics=Intrinsics.centred(50.0, size, size), height=size,
+                           width=size, paths=[Path(f"train/good/{i}.png") for i in range(n)])
 
 
 def make_cfg(tmp_path, class_name="demo", **kw):

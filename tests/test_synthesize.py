@@ -8,12 +8,14 @@ import cv2
 import numpy as np
 import pytest
 
+from common.camera import Intrinsics
 from common.errors import DataError
 from data.mad import load_test_set, load_train_views
-from data.synth.cameras import BLENDER_CAMERA_ANGLE_X, focal_from_angle, spherical_pose
+from data.synth.cameras import BLENDER_CAMERA_ANGLE_X, focal_from_angle, spherical_pose, train_poses
 from data.synth.defects import DEFECT_TYPES
 from data.synth.render import camera_dirs, render_view
-from data.synth.scene import Scene, make_scene
+from data.synth.scene import PALETTE, Scene, make_scene
+from data.synth.texture import surface_texture
 from tests.conftest import (
     TINY_N_TEST_DEFECT,
     TINY_N_TEST_GOOD,
@@ -59,7 +61,7 @@ def test_layout_and_counts(tiny_class_dir):
 def test_reader_accepts_generated_class(tiny_class_dir):
     views = load_train_views(tiny_class_dir)
     assert views.images.shape == (TINY_N_TRAIN, TINY_SIZE, TINY_SIZE, 3)
-    assert views.focal == pytest.approx(_focal())
+    assert views.intrinsics == Intrinsics.centred(_focal(), TINY_SIZE, TINY_SIZE)
     samples = load_test_set(tiny_class_dir)
     assert len(samples) == TINY_N_TEST_GOOD + 3 * TINY_N_TEST_DEFECT
     assert all(s.mask.any() == (s.label == 1) for s in samples)
@@ -167,7 +169,7 @@ def test_camera_convention_projects_a_point_to_the_predicted_pixel():
 def test_camera_dirs_match_nerf_rays():
     rays = pytest.importorskip("nerf.rays")
     mine = camera_dirs(5, 7, 3.5)
-    theirs = rays.camera_directions(5, 7, 3.5, "cpu").double().numpy()
+    theirs = rays.camera_directions(5, 7, Intrinsics.centred(3.5, 7, 5), "cpu").double().numpy()
     np.testing.assert_allclose(mine, theirs, atol=1e-6)
 
 
@@ -185,3 +187,69 @@ def test_supersampling_is_symmetric_about_pixel_centres():
         image = render_view(scene, c2w, height, width, focal, supersample=s)
         assert (image[:, 0] == 0).all() and (image[:, 2:] == 255).all()
         assert (image[:, 1] == 128).all()
+
+
+# ---------------------------------------------------------------------------- synth_textured
+
+def test_flat_scene_has_no_texture():
+    assert make_scene(TINY_SEED).texture_seed is None
+    assert make_scene(TINY_SEED, textured=True).texture_seed == TINY_SEED
+
+
+def test_texture_is_a_function_of_the_surface_point():
+    """Same (face, in-plane point) -> same albedo whatever the order and a 1e-12 jitter of the hit point
+    (another camera finds the same point with other rounding); seeded; in [0, 0.95]; not a no-op."""
+    rng = np.random.default_rng(0)
+    n = 20000
+    points = rng.uniform(-1, 1, (n, 3))
+    axis, sign, brick = rng.integers(0, 3, n), rng.choice([-1, 1], n), rng.integers(-1, 6, n)
+    albedo = PALETTE[rng.integers(len(PALETTE), size=n)]
+    a = surface_texture(albedo, points, axis, sign, brick, 3)
+    perm = rng.permutation(n)
+    np.testing.assert_array_equal(a[perm], surface_texture(albedo[perm], points[perm], axis[perm], sign[perm],
+                                                           brick[perm], 3))
+    jittered = surface_texture(albedo[perm], points[perm] + rng.normal(0, 1e-12, (n, 3)), axis[perm], sign[perm],
+                               brick[perm], 3)
+    assert (np.abs(a[perm] - jittered).max(1) < 1e-9).mean() > 0.999  # only points on a dot / stroke edge flip
+    assert a.max() <= 0.95 and a.min() >= 0.0
+    assert not np.array_equal(a, surface_texture(albedo, points, axis, sign, brick, 4))
+    assert np.abs(a - albedo).max() > 0.3
+    # the in-plane coordinates only: moving a point along its face normal changes nothing
+    along = points.copy()
+    along[np.arange(n), axis] += 0.25
+    np.testing.assert_array_equal(a, surface_texture(albedo, along, axis, sign, brick, 3))
+
+
+def test_textured_views_have_more_sift_features():
+    focal = focal_from_angle(200, BLENDER_CAMERA_ANGLE_X)
+    sift = cv2.SIFT_create()
+    counts = {}
+    for textured in (False, True):
+        scene = make_scene(TINY_SEED, textured=textured)
+        counts[textured] = sum(len(sift.detect(cv2.cvtColor(render_view(scene, pose, 200, 200, focal, 2),
+                                                            cv2.COLOR_RGB2GRAY), None))
+                               for pose in train_poses(3, 4.0, seed=TINY_SEED))
+    assert counts[True] > 1.5 * counts[False], counts
+
+
+def test_textured_class_masks_are_exact(tmp_path):
+    """Outside its mask a textured defect image equals the normal render at the same pose; inside, it
+    differs (the texture is view consistent and untouched by the defect)."""
+    root = generate_tiny(tmp_path / "synthetic", textured=True, size=48)
+    scene = make_scene(TINY_SEED, textured=True)
+    poses = json.loads((root / "test_poses.json").read_text())["frames"]
+    focal = focal_from_angle(48, BLENDER_CAMERA_ANGLE_X)
+    checked = 0
+    for frame in poses:
+        defect = frame["file_path"].split("/")[1]
+        if defect == "good":
+            continue
+        stem = frame["file_path"].split("/")[-1][:-4]
+        image = _rgb(root / frame["file_path"]).astype(int)
+        mask = cv2.imread(str(root / "ground_truth" / defect / f"{stem}_mask.png"), cv2.IMREAD_UNCHANGED) > 0
+        normal = render_view(scene, np.array(frame["transform_matrix"]), 48, 48, focal, TINY_SUPERSAMPLE).astype(int)
+        assert mask.any()
+        np.testing.assert_array_equal(mask, np.abs(image - normal).max(-1) > 1)
+        checked += 1
+    assert checked == 3 * TINY_N_TEST_DEFECT
+    assert json.loads((root / "synth_stats.json").read_text())["textured"] is True

@@ -79,7 +79,7 @@ def generate_class(out_dir, class_name: str, opts: SynthOptions = SynthOptions()
     elev = (float(opts.synth_elev_min), float(opts.synth_elev_max))
     min_mask_frac = opts.synth_min_mask_frac
 
-    scene = make_scene(seed)
+    scene = make_scene(seed, textured=opts.synth_textured)
     focal = focal_from_angle(size, camera_angle_x)
     min_mask_pixels = max(1, int(math.ceil(min_mask_frac * size * size)))
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -120,6 +120,8 @@ def generate_class(out_dir, class_name: str, opts: SynthOptions = SynthOptions()
                        **{f"test_{d}": n_test_defect for d in defect_types}},
             "mask_area_percent": {}, "rejected_views": {},
         }
+        if opts.synth_textured:  # only when on: flat classes stay byte-identical to earlier versions
+            stats["textured"] = True
         for d in defect_types:
             rs = list(by_split.get(d, {}).values())
             if not rs:

@@ -1,5 +1,6 @@
 """Analytic ray casting of a Scene: Lambert shading from two fixed world lights + ambient, on white,
-anti-aliased by supersampling (s x s sub-pixel samples placed symmetrically around each pixel centre)."""
+anti-aliased by supersampling (s x s sub-pixel samples placed symmetrically around each pixel centre).
+A textured scene (Scene.texture_seed) modulates each box's albedo by data.synth.texture after decals."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -7,6 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from data.synth.scene import Scene
+from data.synth.texture import surface_texture
 
 # lights: the six axis-aligned face orientations all get different brightness
 _L1 = np.array([0.35, -0.55, 0.76]) / np.linalg.norm([0.35, -0.55, 0.76])
@@ -110,6 +112,9 @@ def _shade(scene: Scene, buf: HitBuffers) -> np.ndarray:
         d2 = ((pts[:, None, :] - dec.centers[None]) ** 2).sum(-1)
         inside = (d2 < dec.radii[None] ** 2).any(1)
         albedo[sel[inside]] = dec.color
+    if scene.texture_seed is not None:
+        points = buf.origin + buf.t[hit][:, None] * buf.dirs[hit]
+        albedo = surface_texture(albedo, points, axis, sign, scene.brick[box], scene.texture_seed)
     n1 = sign * _L1[axis]
     n2 = sign * _L2[axis]
     shade = AMBIENT + K1 * np.maximum(n1, 0.0) + K2 * np.maximum(n2, 0.0)

@@ -52,6 +52,7 @@ class Scene:
     kind: np.ndarray       # [B] int: 0 brick body, 1 stud, 2 burr
     removable: tuple       # brick ids that a 'Missing' defect may remove
     decals: tuple = ()
+    texture_seed: int | None = None  # None: one flat albedo per box; else the seed of data.synth.texture
 
     @property
     def n_boxes(self) -> int:
@@ -73,9 +74,10 @@ class Scene:
         return replace(self, decals=self.decals + (decal,))
 
 
-def make_scene(seed: int) -> Scene:
+def make_scene(seed: int, textured: bool = False) -> Scene:
     """A LEGO-like object: 4-7 layers of irregularly stacked coloured bricks with studs, centred and
-    scaled so every box corner lies within radius 0.98 of the origin."""
+    scaled so every box corner lies within radius 0.98 of the origin. `textured` adds the view-consistent
+    surface detail of data.synth.texture; the geometry and base colours are the same."""
     rng = np.random.default_rng(np.random.SeedSequence([int(seed), SCENE_STREAM]))
     n_layers = int(rng.integers(4, 8))
     bricks = []  # (x0, y0, w, d, layer)
@@ -150,7 +152,7 @@ def make_scene(seed: int) -> Scene:
     if not removable:
         removable = [b for b, br in enumerate(bricks) if br[4] > 0 and b != largest] or [len(bricks) - 1]
     return Scene(lo=lo, hi=hi, color=np.array(color, dtype=np.float64), brick=np.array(brick_id),
-                 kind=np.array(kind), removable=tuple(removable))
+                 kind=np.array(kind), removable=tuple(removable), texture_seed=int(seed) if textured else None)
 
 
 def _touches(fp: set, cells: set) -> bool:

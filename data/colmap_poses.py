@@ -1,0 +1,226 @@
+"""Recover the training-camera poses of a class without poses (real photos) by structure-from-motion.
+
+    python -m data.colmap_poses --class_dir data/MAD-Real/01Gorilla [--radius 4.0] [--num_threads 2]
+
+Runs COLMAP (pycolmap, CPU) on <class_dir>/train/good: SIFT features with ONE shared pinhole camera,
+exhaustive matching, incremental mapping (data/sfm/colmap.py; resumable: the database in the work
+folder, default <class_dir>/colmap, keeps features and matches). The largest model is converted to our
+convention and written to <class_dir>/transforms.json:
+  * camera-to-world with an OpenGL camera (looks down -z, y up): c2w = [[R^T diag(1,-1,-1), -R^T t]];
+  * recentred on the point the optical axes pass closest to (the object), rotated so that the mean
+    camera up vector is +z, scaled so that the mean camera distance is --radius (4: near=2 / far=6);
+  * intrinsics fl_x, fl_y, cx, cy, w, h (instant-ngp / nerfstudio keys, read by data/mad.py) and
+    camera_angle_x.
+Views COLMAP cannot register, and registered views that fail the flipped-view check (data/sfm/
+consistency.py: their matches disagree with the recovered epipolar geometry; --keep_suspicious keeps
+them), are left out of transforms.json, listed under "excluded_views" there, printed, and written to the
+report <work_dir>/colmap_report.json (views registered, reprojection error, scale, timings, the
+spread of the sparse points, per-view consistency).
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Sequence
+
+import configargparse
+import numpy as np
+
+from common.errors import DataError, exit_on_user_error
+from common.io import write_json
+from data.mad import GOOD, TRANSFORMS_FILE, list_images
+from data.options import SfmOptions
+from data.sfm.colmap import SfmSettings, default_threads, read_matched_pairs, run_sfm
+from data.sfm.consistency import neighbour_consistency, suspicious_views
+from data.sfm.geometry import c2w_from_cam_from_world, normalise_poses
+
+REPORT = "colmap_report.json"
+
+
+def _settings(opts: SfmOptions, image_width: int) -> SfmSettings:
+    focal = None
+    if opts.sfm_camera_angle_x is not None:
+        focal = 0.5 * image_width / math.tan(0.5 * opts.sfm_camera_angle_x)
+    return SfmSettings(camera_model=opts.sfm_camera_model, focal_px=focal,
+                       num_threads=opts.sfm_num_threads or default_threads(), max_features=opts.sfm_max_features,
+                       peak_threshold=opts.sfm_peak_threshold, seed=opts.sfm_seed,
+                       init_min_inliers=opts.sfm_init_min_inliers, abs_pose_min_inliers=opts.sfm_abs_pose_min_inliers)
+
+
+def _image_size(path: Path) -> tuple[int, int]:
+    import cv2
+
+    image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if image is None:
+        raise DataError(f"{path}: cannot decode image (corrupt or not an image)")
+    return image.shape[1], image.shape[0]
+
+
+def _point_spread(reconstruction, norm: dict) -> dict:
+    """Distances of the sparse points from the object centre after normalisation (percentiles)."""
+    xyz = np.array([p.xyz for p in reconstruction.points3D.values()], dtype=np.float64).reshape(-1, 3)
+    if not len(xyz):
+        return {}
+    moved = norm["scale"] * (xyz - np.asarray(norm["centre"])) @ np.asarray(norm["rotation"]).T
+    radii = np.linalg.norm(moved, axis=1)
+    return {f"p{q}": round(float(np.percentile(radii, q)), 4) for q in (50, 90, 99)}
+
+
+def recover_poses(class_dir: Path, opts: SfmOptions = SfmOptions(), *, out: Path | None = None,
+                  work_dir: Path | None = None, overwrite: bool = False, progress: bool = True,
+                  verbose: bool = False) -> dict:
+    """Run SfM on <class_dir>/train/good, write transforms.json and the report; return the report."""
+    class_dir = Path(class_dir)
+    image_dir = class_dir / "train" / GOOD
+    if not image_dir.is_dir():
+        raise DataError(f"{image_dir}: training image folder not found (expected the MAD layout <class>/train/good)")
+    out = Path(out) if out else class_dir / TRANSFORMS_FILE
+    if out.exists() and not overwrite:
+        raise DataError(f"{out}: already exists (pass --overwrite to replace it)")
+    work_dir = Path(work_dir) if work_dir else class_dir / "colmap"
+    paths = list_images(image_dir)
+    if len(paths) < 3:
+        raise DataError(f"{image_dir}: {len(paths)} images; structure-from-motion needs at least 3 views")
+    names = [p.name for p in paths]
+    width, height = _image_size(paths[0])
+    for p in paths[1:]:
+        w, h = _image_size(p)
+        if (w, h) != (width, height):
+            raise DataError(f"{p}: image size {w}x{h} differs from {width}x{height} of {paths[0]} "
+                            "(one shared camera needs one image size)")
+
+    start = time.perf_counter()
+    sfm = run_sfm(image_dir, names, work_dir, _settings(opts, width), progress=progress, verbose=verbose)
+    sfm.seconds["sfm_total_s"] = time.perf_counter() - start
+    models = sfm.reconstructions
+    if not models:
+        report = {"class_dir": str(class_dir), "views": len(names), "registered": 0, "unregistered": names,
+                  "timings_s": {k: round(v, 2) for k, v in sfm.seconds.items()}}
+        write_json(work_dir / REPORT, report)
+        raise DataError(f"{image_dir}: COLMAP reconstructed nothing from {len(names)} views; the object needs "
+                        "more surface texture or more overlapping views")
+    rec = models[max(models, key=lambda k: models[k].num_reg_images())]
+
+    id_to_name = {i: n for n, i in sfm.image_ids.items()}
+    order = {n: k for k, n in enumerate(names)}
+    registered = sorted((i for i, img in rec.images.items() if img.has_pose), key=lambda i: order[id_to_name[i]])
+    unregistered = [n for n in names if sfm.image_ids[n] not in set(registered)]
+    cam_from_world = {iid: np.asarray(rec.images[iid].cam_from_world().matrix()) for iid in registered}
+    poses, norm = normalise_poses(np.stack([c2w_from_cam_from_world(cam_from_world[i]) for i in registered]),
+                                  opts.sfm_radius, orient_up=opts.sfm_orient_up)
+    pose_of = dict(zip(registered, poses))
+    camera_ids = {rec.images[i].camera_id for i in registered}
+    if len(camera_ids) != 1:
+        raise DataError(f"{image_dir}: expected one shared camera, the model has {len(camera_ids)}")
+    cam = rec.cameras[camera_ids.pop()]
+    fx, fy = float(cam.focal_length_x), float(cam.focal_length_y)
+    cx, cy = float(cam.principal_point_x), float(cam.principal_point_y)
+
+    t0 = time.perf_counter()
+    consistency = neighbour_consistency(read_matched_pairs(sfm.database), cam_from_world,
+                                        np.asarray(cam.calibration_matrix()))
+    half_fov = math.degrees(math.atan(0.5 * max(width / fx, height / fy)))
+    flagged = suspicious_views(consistency, pose_of, half_fov, opts.sfm_flip_min_agreement, opts.sfm_flip_max_rot_deg)
+    sfm.seconds["check_s"] = time.perf_counter() - t0
+    suspicious = [id_to_name[i] for i in registered if i in flagged]
+    kept = [i for i in registered if opts.sfm_keep_suspicious or i not in flagged]
+
+    agreements = [c.agreement for c in consistency.values()]
+    rot_deg = [c.rot_deg for c in consistency.values() if not math.isnan(c.rot_deg)]
+    report = {
+        "class_dir": str(class_dir), "transforms": None, "pycolmap": __import__("pycolmap").__version__,
+        "views": len(names), "registered": len(registered), "registered_fraction": len(registered) / len(names),
+        "written": len(kept), "unregistered": unregistered, "suspicious": suspicious,
+        "suspicious_kept": bool(opts.sfm_keep_suspicious),
+        "models": {str(k): m.num_reg_images() for k, m in models.items()},
+        "mean_reprojection_error_px": float(rec.compute_mean_reprojection_error()),
+        "points3D": int(rec.num_points3D()), "mean_track_length": float(rec.compute_mean_track_length()),
+        "scale_colmap_to_ours": norm["scale"], "radius": opts.sfm_radius,
+        "point_distance_from_centre": _point_spread(rec, norm),
+        "intrinsics": {"model": cam.model_name, "fl_x": fx, "fl_y": fy, "cx": cx, "cy": cy, "w": width, "h": height},
+        "timings_s": {k: round(v, 2) for k, v in sfm.seconds.items()},
+        "consistency": {
+            "agreement_median": float(np.median(agreements)) if agreements else None,
+            "agreement_min": float(np.min(agreements)) if agreements else None,
+            "rot_disagreement_deg_median": float(np.median(rot_deg)) if rot_deg else None,
+            "rot_disagreement_deg_max": float(np.max(rot_deg)) if rot_deg else None,
+            "per_view": {id_to_name[i]: {"agreement": round(c.agreement, 4), "rot_deg": round(c.rot_deg, 3),
+                                         "partners": c.partners} for i, c in consistency.items()},
+        },
+    }
+    enough = len(registered) >= opts.sfm_min_registered_fraction * len(names) and len(kept) >= 1
+    if enough:
+        write_json(out, {
+            "camera_angle_x": 2 * math.atan(0.5 * width / fx),
+            "fl_x": fx, "fl_y": fy, "cx": cx, "cy": cy, "w": width, "h": height,
+            "camera_model": cam.model_name,
+            "frames": [{"file_path": f"train/{GOOD}/{id_to_name[i]}", "transform_matrix": pose_of[i].tolist()}
+                       for i in kept],
+            "excluded_views": {"unregistered": unregistered,
+                               "suspicious": [] if opts.sfm_keep_suspicious else suspicious},
+        })
+        report["transforms"] = str(out)
+    write_json(work_dir / REPORT, report)
+    if not enough:
+        raise DataError(f"{image_dir}: only {len(registered)}/{len(names)} views registered (below "
+                        f"sfm_min_registered_fraction = {opts.sfm_min_registered_fraction:g}); no {out.name} "
+                        f"written; see {work_dir / REPORT}")
+    return report
+
+
+def summary_lines(report: dict) -> list[str]:
+    c, t = report["consistency"], report["timings_s"]
+    share = 100 * report["registered_fraction"]
+    lines = [f"registered {report['registered']}/{report['views']} views ({share:.1f} %), "
+             f"mean reprojection error {report['mean_reprojection_error_px']:.3f} px, {report['points3D']} points, "
+             f"scale {report['scale_colmap_to_ours']:.4g}; SfM {t['sfm_total_s']:.1f} s "
+             f"(features {t['extract_s']:.1f}, matching {t['match_s']:.1f}, mapping {t['map_s']:.1f})"]
+    if report["unregistered"]:
+        lines.append(f"not registered ({len(report['unregistered'])}), left out: {' '.join(report['unregistered'])}")
+    if report["suspicious"]:
+        what = "kept" if report["suspicious_kept"] else "left out"
+        lines.append(f"failed the flipped-view check ({len(report['suspicious'])}), {what}: "
+                     f"{' '.join(report['suspicious'])}")
+    if c["agreement_median"] is not None:
+        lines.append(f"consistency: epipolar agreement with matched neighbours median {c['agreement_median']:.3f} "
+                     f"(min {c['agreement_min']:.3f}); two-view rotation disagreement median "
+                     f"{c['rot_disagreement_deg_median']:.2f} deg (max {c['rot_disagreement_deg_max']:.2f})")
+    spread = report["point_distance_from_centre"]
+    if spread:
+        lines.append(f"sparse points within {spread['p90']:.2f} (90 %) / {spread['p99']:.2f} (99 %) of the centre, "
+                     f"cameras at {report['radius']:g}: near must stay below {report['radius'] - spread['p90']:.2f} "
+                     f"and far above {report['radius'] + spread['p90']:.2f} to hold 90 % of them")
+    lines.append(f"wrote {report['transforms']} ({report['written']} views) and the report beside the COLMAP database")
+    return lines
+
+
+def build_parser() -> configargparse.ArgumentParser:
+    parser = configargparse.ArgumentParser(
+        prog="python -m data.colmap_poses", description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--class_dir", required=True, help="class folder in the MAD layout (images in train/good)")
+    parser.add_argument("--out", default=None, help="output transforms.json (default <class_dir>/transforms.json)")
+    parser.add_argument("--work_dir", default=None,
+                        help="COLMAP database, models and report (default <class_dir>/colmap)")
+    SfmOptions.add_args(parser, aliases={name: [name.removeprefix("sfm_")] for name in SfmOptions.__dataclass_fields__})
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing transforms.json")
+    parser.add_argument("--verbose", action="store_true", help="show COLMAP's own log")
+    parser.add_argument("--no_progress", action="store_true", help="hide the progress bars")
+    return parser
+
+
+@exit_on_user_error
+def main(argv: Sequence[str] | None = None) -> dict:
+    args = build_parser().parse_args(argv)
+    report = recover_poses(Path(args.class_dir), SfmOptions.from_config(args), out=args.out and Path(args.out),
+                           work_dir=args.work_dir and Path(args.work_dir), overwrite=args.overwrite,
+                           progress=not args.no_progress, verbose=args.verbose)
+    print("\n".join(summary_lines(report)))
+    return report
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
