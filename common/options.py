@@ -61,7 +61,7 @@ class Options:
                 continue
             kind, sequence = _parse_type(hints[f.name], f"{cls.__name__}.{f.name}")
             kwargs: dict[str, Any] = {"default": list(f.default) if sequence else f.default,
-                                      "help": f.metadata.get("help", ""), "dest": f.name}
+                                      "help": f.metadata.get("help", "").replace("%", "%%"), "dest": f.name}
             kwargs["type"] = str2bool if kind is bool else kind
             if kind is bool and not sequence:  # `--flag` alone means true; `--flag false` still works
                 kwargs.update(nargs="?", const=True)

@@ -304,3 +304,14 @@ def test_auroc_test_takes_dataset_and_resolution_from_the_saved_maps(tmp_path, c
     captured = capsys.readouterr()
     assert "pixel AUROC: 1.000" in captured.out and "half_res = True" in captured.err
     assert json.loads((out_dir / "metrics.json").read_text())["n_images"] == 5
+
+
+@pytest.mark.parametrize("command", [["anomaly_nerf_lego.py"], ["auroc_test.py"], ["-m", "nerf.train"],
+                                     ["-m", "data.synthesize"], ["-m", "data.colmap_poses"],
+                                     ["-m", "omniposead.pose_accuracy"], ["benchmarks/decompose.py"]])
+def test_every_command_line_prints_its_help(command):
+    """--help lists the options (a '%' in an option's help text once made argparse crash here)."""
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, *command, "--help"], cwd=root, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "--help" in done.stdout and "Traceback" not in done.stderr
