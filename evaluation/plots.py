@@ -7,8 +7,10 @@ Conventions (after anomalib):
   maximum of the GOOD test images' score maps (`colour_scale`), so dark blue is the lowest normal
   score and saturated red means "at least as anomalous as the most anomalous pixel of any normal
   image". A given vmin / vmax (--heatmap_vmin / --heatmap_vmax) overrides either end.
-* The qualitative sheet's predicted mask is map >= threshold; auroc_test.py uses the pixel threshold
-  that maximises F1 over all test pixels unless --qual_threshold is given.
+* The qualitative sheet's last column shows the prediction map >= threshold in red over the dimmed
+  query, with the ground truth outlined in green (red inside green: found; green alone: missed; red
+  alone: false alarm); auroc_test.py uses the pixel threshold that maximises F1 over all test pixels
+  unless --qual_threshold is given.
 
 Matplotlib is used through its object API with the Agg canvas (no pyplot state, no display needed);
 figures are written atomically.
@@ -113,13 +115,29 @@ def select_qualitative(defect_types: Sequence[str], n: int) -> list[int]:
     return chosen
 
 
+def prediction_overlay(image: np.ndarray, predicted: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    """uint8 [H,W,3]: the image dimmed to grey, predicted pixels red, the ground truth's outline green
+    (masks at another resolution, as with score_protocol = official, are resized to the image)."""
+    grey = _to_uint8_rgb(image).mean(axis=2, keepdims=True)
+    size = (grey.shape[1], grey.shape[0])
+    predicted, truth = (cv2.resize(np.asarray(m, dtype=np.uint8), size, interpolation=cv2.INTER_NEAREST)
+                        for m in (predicted, truth))
+    out = np.repeat(0.35 * grey + 40.0, 3, axis=2).astype(np.uint8)
+    out[np.asarray(predicted, dtype=bool)] = (230, 30, 30)
+    contours, _ = cv2.findContours(np.asarray(truth, dtype=np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+    for contour in contours:
+        out[contour[:, 0, 1], contour[:, 0, 0]] = (40, 220, 40)
+    return out
+
+
 def qualitative_sheet(path: str | Path, rows: Sequence[QualitativeRow], vmin: float, vmax: float,
                       threshold: float, title: str = "") -> None:
-    """Figure sheet, one row per image: query | reference | GT mask | heat map | map >= threshold."""
+    """Figure sheet, one row per image: query | reference | GT mask | heat map | prediction (map >= threshold,
+    red, over the dimmed query with the ground truth outlined in green)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    columns = ["query", "reference", "ground truth", "heat map", f"map >= {threshold:.3g}"]
+    columns = ["query", "reference", "ground truth", "heat map", f"map >= {threshold:.3g} (red; truth: green)"]
     n = max(len(rows), 1)
     fig = Figure(figsize=(2.4 * len(columns), 2.4 * n + 0.6), dpi=100)
     FigureCanvasAgg(fig)
@@ -130,7 +148,7 @@ def qualitative_sheet(path: str | Path, rows: Sequence[QualitativeRow], vmin: fl
             None if row.reference is None else _to_uint8_rgb(row.reference),
             np.asarray(row.mask, dtype=bool),
             overlay_heatmap(row.query, row.amap, vmin, vmax),
-            np.asarray(row.amap) >= threshold,
+            prediction_overlay(row.query, np.asarray(row.amap) >= threshold, row.mask),
         ]
         for c, panel in enumerate(panels):
             ax = axes[r, c]

@@ -155,3 +155,18 @@ def test_perfect_maps_on_the_synthetic_tiny_class(tiny_data_root, tiny_class_dir
     assert "pixel AUROC: 1.000" in lines and "image AUROC: 1.000" in lines
     metrics = json.loads((output_root / tiny_data_root.name / tiny_class_dir.name / "metrics.json").read_text())
     assert set(metrics["per_defect"]) == {"Burrs", "Missing", "Stains"}
+
+
+def test_prediction_overlay_marks_predicted_red_and_truth_outline_green():
+    from evaluation.plots import prediction_overlay
+
+    image = np.ones((20, 20, 3), dtype=np.float32)
+    truth = np.zeros((20, 20), dtype=bool)
+    truth[5:15, 5:15] = True
+    predicted = np.zeros((10, 10), dtype=bool)          # a map at half the image's resolution (official protocol)
+    predicted[4:6, 4:6] = True                          # -> image pixels 8..11
+    out = prediction_overlay(image, predicted, truth)
+    assert out.shape == (20, 20, 3) and out.dtype == np.uint8
+    assert tuple(out[9, 9]) == (230, 30, 30)            # predicted: red
+    assert tuple(out[5, 10]) == (40, 220, 40)           # on the truth's outline: green
+    assert out[0, 0, 0] == out[0, 0, 1] == out[0, 0, 2] < 200   # elsewhere: the dimmed image, grey
