@@ -7,6 +7,12 @@ they cover distinct views: on near-symmetric objects the nearest views can all s
 and a refinement that starts there renders the wrong side (a huge false anomaly). With
 `inerf_restart_fraction = f` every start runs f * inerf_steps steps, then only each query's best continues
 for the remaining steps (its learning-rate schedule carries on where it stopped).
+
+Retry (`inerf_retry_factor = r > 0`, with k > 1): a query whose best loss after those first steps is above r
+times the median best loss of the queries refined together has most likely started on the wrong side
+from every start (a wrong-side pose keeps a loss several times the usual one); it gets k more starts,
+retrieval's nearest views at least `inerf_restart_min_angle` from every start tried so far, and the best
+of all its starts continues. Only such queries pay for the retry; a call with one query never retries.
 """
 from __future__ import annotations
 
@@ -65,6 +71,27 @@ def restart_starts(ranked: np.ndarray, view_angles: np.ndarray, k: int, min_angl
     return sorted(chosen + rest[:max(0, k - len(chosen))])
 
 
+def further_starts(ranked: np.ndarray, view_angles: np.ndarray, tried: list[int], k: int,
+                   min_angle_deg: float) -> list[int]:
+    """Up to k more training views to start from (nearest first in `ranked`), each at least `min_angle_deg`
+    from every view in `tried` and from each other; fewer when the views run out."""
+    chosen: list[int] = []
+    for view in ranked:
+        if len(chosen) == k:
+            break
+        if all(view_angles[view, t] >= min_angle_deg for t in list(tried) + chosen):
+            chosen.append(int(view))
+    return chosen
+
+
+def queries_to_retry(best_losses: dict[int, float], factor: float) -> list[int]:
+    """The queries whose best loss exceeds `factor` times the median best loss (none for fewer than 2)."""
+    if factor <= 0 or len(best_losses) < 2:
+        return []
+    median = float(np.median(list(best_losses.values())))
+    return sorted(q for q, loss in best_losses.items() if loss > factor * median)
+
+
 def _refine_jobs(renderer, images, starts, jobs, intrinsics, opts, device, seed, *, steps, first_step, bar) -> list:
     """Refine `jobs` [(query, key of its start pose in `starts`)] in batches of opts.inerf_batch; one
     (PoseRefinement, row) per job."""
@@ -76,6 +103,20 @@ def _refine_jobs(renderer, images, starts, jobs, intrinsics, opts, device, seed,
                               on_step=bar.update)
         out.extend((result, row) for row in range(len(chunk)))
     return out
+
+
+def _loss(job_result) -> float:
+    result, row = job_result
+    return float(result.final_loss[row])
+
+
+def _best_jobs(jobs, results) -> dict[int, int]:
+    """query -> index of its job with the lowest loss."""
+    best: dict[int, int] = {}
+    for j, (q, _) in enumerate(jobs):
+        if q not in best or _loss(results[j]) < _loss(results[best[q]]):
+            best[q] = j
+    return best
 
 
 def estimate_poses(renderer, database, train_views, images, opts: InerfOptions, device, *, retrieval_topk: int = 1,
@@ -110,10 +151,19 @@ def estimate_poses(renderer, database, train_views, images, opts: InerfOptions, 
               disable=not progress) as bar:
         results = _refine_jobs(renderer, images, train_poses, jobs, train_views.intrinsics, opts, device, seed,
                                steps=first, first_step=0, bar=bar)
-        best: dict[int, int] = {}                                 # query -> its best job
-        for j, ((q, _), (result, row)) in enumerate(zip(jobs, results)):
-            if q not in best or result.final_loss[row] < results[best[q]][0].final_loss[results[best[q]][1]]:
-                best[q] = j
+        best = _best_jobs(jobs, results)
+        retry = queries_to_retry({q: _loss(results[j]) for q, j in best.items()}, opts.inerf_retry_factor) \
+            if k > 1 else []
+        extra = [(q, v) for q in retry
+                 for v in further_starts(ranked_idx[q], view_angles, [i for qq, i in jobs if qq == q], k,
+                                         opts.inerf_restart_min_angle)]
+        if extra:
+            bar.total += -(-len(extra) // opts.inerf_batch) * first
+            bar.set_description(f"iNeRF ({len(images)} queries x {k} starts, {len(retry)} retried)")
+            results += _refine_jobs(renderer, images, train_poses, extra, train_views.intrinsics, opts, device,
+                                    seed, steps=first, first_step=0, bar=bar)
+            jobs += extra
+            best = _best_jobs(jobs, results)
         finals = {}
         if first < steps:                                         # only each query's best start continues
             refined = {q: results[j][0].poses[results[j][1]] for q, j in best.items()}

@@ -34,6 +34,9 @@ class InerfOptions(Options):
     inerf_restart_fraction: float = option(0.2, "with k > 1 starts: all of them run this fraction of inerf_steps, "
                                                 "then only each query's best continues for the rest (1 = all run "
                                                 "every step; 0.2 costs about 1.5x a single start at 5 starts)")
+    inerf_retry_factor: float = option(3.0, "with k > 1 starts: a query whose best loss after the first steps is "
+                                            "above this many times the median of the batch's gets k more starts, "
+                                            "away from those tried (0 = no retry)")
     inerf_detector: str = option("sift", "keypoint detector for interest_points / interest_regions sampling "
                                          "(iNeRF: SIFT)", choices=DETECTORS)
     inerf_min_keypoints: int = option(8, "fewer keypoints than this in a query -> sample its rays uniformly "
@@ -51,6 +54,7 @@ class InerfOptions(Options):
         require(self.inerf_lr > 0, f"inerf_lr must be > 0, got {self.inerf_lr}")
         require(self.inerf_restart_min_angle >= 0,
                 f"inerf_restart_min_angle must be >= 0, got {self.inerf_restart_min_angle}")
+        require(self.inerf_retry_factor >= 0, f"inerf_retry_factor must be >= 0, got {self.inerf_retry_factor}")
         require(0 < self.inerf_restart_fraction <= 1,
                 f"inerf_restart_fraction must be in (0, 1], got {self.inerf_restart_fraction}")
         return self

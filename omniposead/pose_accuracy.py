@@ -154,6 +154,7 @@ def evaluate_class(cfg: OmniposeConfig, from_outputs: bool = False, device=None,
                            "inerf_topk_restarts": inerf.inerf_topk_restarts,
                            "inerf_restart_min_angle": inerf.inerf_restart_min_angle,
                            "inerf_restart_fraction": inerf.inerf_restart_fraction,
+                           "inerf_retry_factor": inerf.inerf_retry_factor,
                            "downscale": cfg.run.image_downscale},
               **info}
     write_json(cfg.run.output_dir / "pose_accuracy.json", report)

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from common.camera import Intrinsics
-from inerf.estimate import estimate_poses, restart_starts
+from inerf.estimate import estimate_poses, further_starts, queries_to_retry, restart_starts
 from inerf.metrics import rotation_error_deg, translation_error_frac
 from inerf.optimize import refine_poses
 from inerf.options import InerfOptions
@@ -212,6 +212,36 @@ def test_diverse_restarts_escape_a_wrong_neighbourhood(scene):
     assert scene.calls - calls == (20 + 2) + (40 + 2)       # one batch of 2 starts, then the winner alone
     assert pruned[0].start_indices == [0, 2] and pruned[0].restart_rank == 1
     assert pruned[0].loss_curve.shape == (60,) and rotation_error_deg(pruned[0].refined_pose, true) < 2.0
+
+
+def test_retry_gives_a_query_stuck_on_the_wrong_side_more_starts(scene):
+    easy, easy_too, hard = look_at(60.0, 20.0), look_at(63.0, 22.0), look_at(-40.0, 30.0)
+    wrong, wrong_too = look_at(150.0, -20.0), look_at(154.0, -20.0)
+    train = SimpleNamespace(poses=np.stack([wrong, wrong_too, perturb(hard, 8.0, 0.0, seed=4),
+                                            perturb(easy, 6.0, 0.0, seed=3)]), intrinsics=CAMERA, height=H, width=W)
+    images = np.stack([render(scene, p) for p in (easy, easy_too, hard)])
+    database = _FakeDatabase([0, 1, 3, 2])     # every query: the wrong side first, the hard query's neighbour last
+    opts = dict(inerf_steps=60, inerf_topk_restarts=2, inerf_restart_min_angle=15.0)
+    plain = estimate_poses(scene, database, train, images, cfg(**opts, inerf_retry_factor=0.0), "cpu", progress=False)
+    assert [p.start_indices for p in plain] == [[0, 3]] * 3
+    assert rotation_error_deg(plain[2].refined_pose, hard) > 20.0
+    retried = estimate_poses(scene, database, train, images, cfg(**opts, inerf_retry_factor=3.0), "cpu", progress=False)
+    assert [p.start_indices for p in retried] == [[0, 3], [0, 3], [0, 3, 2]]   # only the outlier got a retry
+    assert retried[2].record()["inerf_start_index"] == 2
+    assert rotation_error_deg(retried[2].refined_pose, hard) < 2.0
+    for q in (0, 1):
+        np.testing.assert_allclose(retried[q].refined_pose, plain[q].refined_pose, atol=1e-6)
+
+
+def test_queries_to_retry_and_further_starts():
+    assert queries_to_retry({0: 1.0, 1: 1.2, 2: 9.0}, 3.0) == [2]
+    assert queries_to_retry({0: 1.0, 1: 1.2, 2: 9.0}, 0.0) == []              # off
+    assert queries_to_retry({0: 9.0}, 3.0) == []                              # one query: no median to compare to
+    angles = np.full((5, 5), 40.0)
+    np.fill_diagonal(angles, 0.0)
+    angles[2, 3] = angles[3, 2] = 10.0
+    assert further_starts(np.array([0, 1, 2, 3, 4]), angles, [0, 1], 2, 15.0) == [2, 4]   # 3: 10 deg from 2
+    assert further_starts(np.array([0, 1, 2]), angles, [0, 1], 5, 15.0) == [2]            # the views run out
 
 
 def test_refine_reports_every_step(scene):
