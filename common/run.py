@@ -13,6 +13,8 @@ from common.options import Options, option, require
 @dataclass(frozen=True)
 class RunOptions(Options):
     GROUP: ClassVar[str] = "data and paths"
+    # The settings images are loaded with: saved beside the maps and reused by the evaluation.
+    LOADING_FIELDS: ClassVar[tuple[str, ...]] = ("half_res", "downscale", "white_bkgd")
 
     data_root: str = option("data/synthetic",
                             "dataset folder holding one sub-folder per class (MAD: data/LEGO-3D)")
@@ -35,6 +37,10 @@ class RunOptions(Options):
         require(not (self.half_res and self.downscale not in (1, 2)),
                 f"half_res (= downscale 2) contradicts downscale = {self.downscale}; set only one of them")
         return self
+
+    def loading_settings(self) -> dict:
+        """{field: value} of LOADING_FIELDS."""
+        return {name: getattr(self, name) for name in self.LOADING_FIELDS}
 
     @property
     def image_downscale(self) -> int:

@@ -40,7 +40,7 @@ def with_saved_settings(run: RunOptions) -> RunOptions:
     saved = load_run_record(run.output_dir)
     if not saved:
         return run
-    keys = [k for k in ("half_res", "downscale", "white_bkgd") if k in saved and saved[k] != getattr(run, k)]
+    keys = [k for k in run.LOADING_FIELDS if k in saved and saved[k] != getattr(run, k)]
     if keys:
         print(f"[{run.class_name}] using the settings the maps were made with: "
               + ", ".join(f"{k} = {saved[k]}" for k in keys), file=sys.stderr)

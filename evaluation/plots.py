@@ -123,8 +123,8 @@ def prediction_overlay(image: np.ndarray, predicted: np.ndarray, truth: np.ndarr
     predicted, truth = (cv2.resize(np.asarray(m, dtype=np.uint8), size, interpolation=cv2.INTER_NEAREST)
                         for m in (predicted, truth))
     out = np.repeat(0.35 * grey + 40.0, 3, axis=2).astype(np.uint8)
-    out[np.asarray(predicted, dtype=bool)] = (230, 30, 30)
-    contours, _ = cv2.findContours(np.asarray(truth, dtype=np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+    out[predicted > 0] = (230, 30, 30)
+    contours, _ = cv2.findContours(truth, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
     for contour in contours:
         out[contour[:, 0, 1], contour[:, 0, 0]] = (40, 220, 40)
     return out

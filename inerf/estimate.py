@@ -61,12 +61,8 @@ def restart_starts(ranked: np.ndarray, view_angles: np.ndarray, k: int, min_angl
     """Up to k positions in `ranked` (training views, nearest first) to start iNeRF from: the nearest, then
     each next view at least `min_angle_deg` (camera rotation, `view_angles [N, N]` degrees) from every one
     already chosen; when fewer than k views are that far apart, the nearest remaining ones fill up."""
-    chosen: list[int] = []
-    for pos, view in enumerate(ranked):
-        if len(chosen) == k:
-            break
-        if all(view_angles[view, ranked[c]] >= min_angle_deg for c in chosen):
-            chosen.append(pos)
+    position = {int(view): pos for pos, view in enumerate(ranked)}
+    chosen = [position[view] for view in further_starts(ranked, view_angles, [], k, min_angle_deg)]
     rest = [pos for pos in range(len(ranked)) if pos not in chosen]
     return sorted(chosen + rest[:max(0, k - len(chosen))])
 
@@ -103,6 +99,11 @@ def _refine_jobs(renderer, images, starts, jobs, intrinsics, opts, device, seed,
                               on_step=bar.update)
         out.extend((result, row) for row in range(len(chunk)))
     return out
+
+
+def _starts_of(jobs, q: int) -> list[int]:
+    """The training views query q was started from, in job order."""
+    return [view for qq, view in jobs if qq == q]
 
 
 def _loss(job_result) -> float:
@@ -155,7 +156,7 @@ def estimate_poses(renderer, database, train_views, images, opts: InerfOptions, 
         retry = queries_to_retry({q: _loss(results[j]) for q, j in best.items()}, opts.inerf_retry_factor) \
             if k > 1 else []
         extra = [(q, v) for q in retry
-                 for v in further_starts(ranked_idx[q], view_angles, [i for qq, i in jobs if qq == q], k,
+                 for v in further_starts(ranked_idx[q], view_angles, _starts_of(jobs, q), k,
                                          opts.inerf_restart_min_angle)]
         if extra:
             bar.total += -(-len(extra) // opts.inerf_batch) * first
@@ -168,8 +169,8 @@ def estimate_poses(renderer, database, train_views, images, opts: InerfOptions, 
         if first < steps:                                         # only each query's best start continues
             refined = {q: results[j][0].poses[results[j][1]] for q, j in best.items()}
             order = sorted(best)
-            tail = _refine_jobs(renderer, images, refined, [(q, q) for q in order], train_views.intrinsics, opts, device,
-                                seed, steps=steps - first, first_step=first, bar=bar)
+            tail = _refine_jobs(renderer, images, refined, [(q, q) for q in order], train_views.intrinsics, opts,
+                                device, seed, steps=steps - first, first_step=first, bar=bar)
             finals = dict(zip(order, tail))
 
     out = []
@@ -181,7 +182,7 @@ def estimate_poses(renderer, database, train_views, images, opts: InerfOptions, 
         last, last_row = finals.get(q, (head, row))
         curve = head.loss_curves[row] if last is head else np.concatenate([head.loss_curves[row],
                                                                            last.loss_curves[last_row]])
-        starts = [idx for qq, idx in jobs if qq == q]
+        starts = _starts_of(jobs, q)
         out.append(PoseEstimate(
             coarse_pose=train_poses[ranked_idx[q, 0]].copy(),
             refined_pose=last.poses[last_row],

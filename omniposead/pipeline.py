@@ -209,8 +209,8 @@ def process_batch(assets: ClassAssets, samples: list[TestSample], progress: bool
 def map_settings(assets: ClassAssets) -> dict:
     """Everything the saved maps depend on: data loading, the NeRF, the backbone, pose and scoring options."""
     cfg = assets.cfg
-    return {"data_root": str(cfg.run.data_root), "class_name": cfg.run.class_name, "half_res": cfg.run.half_res,
-            "downscale": cfg.run.downscale, "white_bkgd": cfg.run.white_bkgd, "seed": cfg.run.seed, "nerf_step": assets.nerf_step,
+    return {"data_root": str(cfg.run.data_root), "class_name": cfg.run.class_name, **cfg.run.loading_settings(),
+            "seed": cfg.run.seed, "nerf_step": assets.nerf_step,
             "nerf": cfg.nerf.architecture(), "backbone": assets.backbone.description,
             "retrieval": dataclasses.asdict(cfg.retrieval), "inerf": dataclasses.asdict(cfg.inerf),
             "score": dataclasses.asdict(cfg.score)}
