@@ -1,6 +1,6 @@
 """On-disk layout of per-image results, shared by the pipeline (writer) and auroc_test.py (reader).
 
-For the test sample named ``<defect_type>/<stem>`` (data.mad.TestSample.name) of a class, inside
+For the test sample named ``<defect_type>/<stem>`` (mad.loader.TestSample.name) of a class, inside
 ``out_dir = outputs/<dataset>/<class>/`` (common.run.RunOptions.output_dir):
 
     <defect_type>/<stem>.npy          float32 [H,W] anomaly map at the full query resolution (score_protocol
@@ -159,7 +159,7 @@ def load_score_map(path: str | Path) -> np.ndarray:
 
 
 def load_results(out_dir: str | Path) -> list[SavedResult]:
-    """Every finished result under `out_dir`, ordered like data.mad.load_test_set
+    """Every finished result under `out_dir`, ordered like mad.loader.load_test_set
     (good first, then defect types alphabetically; numeric file order). Maps are loaded lazily."""
     out_dir = Path(out_dir)
     results = []

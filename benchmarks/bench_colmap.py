@@ -5,7 +5,7 @@
     python benchmarks/bench_colmap.py --pipeline_config configs/synthetic/sfm_demo.txt
 
 Poses (--seeds): per seed, a generated class (train views only) at --size px with --n_train views;
-its transforms.json is set aside, `data.colmap_poses` recovers the poses from the images, and they are
+its transforms.json is set aside, `mad.colmap_poses` recovers the poses from the images, and they are
 compared with the truth after the similarity (Umeyama, on camera centres) that best aligns them:
 rotation error = angle of R_true^T (S R_est), position error = |s S c_est + t - c_true| in % of the
 true camera radius; plus the focal length error and the SfM wall time (features, matching, mapping).
@@ -15,7 +15,7 @@ plus one small error (rotated by 3 degrees: also wrong for a NeRF, the epipolar 
 two-view rotation test alone would not), and the check is run again; no uncorrupted view may be flagged.
 
 Pipeline (--pipeline_config): the config's class (true poses, generated if missing), a copy of it
-without transforms.json whose poses come from data.colmap_poses (<class>_colmap, same images), and a
+without transforms.json whose poses come from mad.colmap_poses (<class>_colmap, same images), and a
 control (<class>_aligned): the TRUE poses and intrinsics moved into the recovered frame by the alignment
 similarity, so that it differs from the true run only by the frame (origin, orientation, scale) and from
 the recovered run only by the SfM errors. The whole pipeline (anomaly_nerf_lego.py) runs on the three with
@@ -40,18 +40,18 @@ import numpy as np  # noqa: E402
 
 from common.errors import exit_on_user_error  # noqa: E402
 from common.io import write_json  # noqa: E402
-from data.colmap_poses import recover_poses, summary_lines  # noqa: E402
-from data.options import SfmOptions, SynthOptions  # noqa: E402
-from data.sfm.colmap import read_matched_pairs  # noqa: E402
-from data.sfm.consistency import neighbour_consistency, suspicious_views  # noqa: E402
-from data.sfm.geometry import (  # noqa: E402
+from mad.colmap_poses import recover_poses, summary_lines  # noqa: E402
+from mad.options import SfmOptions, SynthOptions  # noqa: E402
+from common.rotations import rotation_angle_deg  # noqa: E402
+from mad.sfm.colmap import read_matched_pairs  # noqa: E402
+from mad.sfm.consistency import neighbour_consistency, suspicious_views  # noqa: E402
+from mad.sfm.geometry import (  # noqa: E402
     c2w_from_cam_from_world,
     cam_from_world_from_c2w,
     normalise_poses,
-    rotation_angle_deg,
     umeyama,
 )
-from data.synth.generate import generate_class  # noqa: E402
+from mad.synth.generate import generate_class  # noqa: E402
 
 TRUE_POSES = "transforms_true.json"
 
@@ -227,7 +227,7 @@ def run_pipeline(args) -> dict:
                                 "image_auroc": metrics["image_auroc"], "pixel_aupro": metrics["pixel_aupro"]}
     print(pose_table([{"class": sfm_name, "report": report, "errors": errors}]))
     print("| poses | pixel AUROC | image AUROC | pixel AUPRO | wall (min) |\n|---|---|---|---|---|")
-    for name, label in ((true_name, "true (generator)"), (sfm_name, "recovered (data.colmap_poses)"),
+    for name, label in ((true_name, "true (generator)"), (sfm_name, "recovered (mad.colmap_poses)"),
                         (aligned_name, "true, moved into the recovered frame (control)")):
         r = result["runs"][name]
         print(f"| {label} | {r['pixel_auroc']:.3f} | {r['image_auroc']:.3f} | {r['pixel_aupro']:.3f} "

@@ -33,7 +33,7 @@ import torch  # noqa: E402
 from common.errors import exit_on_user_error  # noqa: E402
 from common.io import write_json  # noqa: E402
 from common.runtime import resolve_device, seed_everything, synchronize  # noqa: E402
-from data.mad import load_train_views  # noqa: E402
+from mad.loader import load_train_views  # noqa: E402
 from nerf.psnr import heldout_psnr  # noqa: E402
 from omniposead.config import OmniposeConfig, parse_config  # noqa: E402
 from omniposead.pipeline import nerf_trainer, prepare_class  # noqa: E402

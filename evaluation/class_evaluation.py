@@ -21,7 +21,9 @@ from anomaly.scorer import image_scores, protocol_size
 from common.errors import DataError
 from common.io import write_image, write_json
 from common.run import RunOptions
-from data.mad import load_test_set, read_image_file, resolve_class_dir
+from mad.images import read_image_file
+from mad.layout import resolve_class_dir
+from mad.loader import load_test_set
 from evaluation.metrics import GOOD, evaluate
 from evaluation.options import EvalOptions
 from evaluation.plots import (

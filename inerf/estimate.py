@@ -22,7 +22,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from common.errors import DataError
-from inerf.metrics import rotation_error_deg
+from common.rotations import rotation_error_deg
 from inerf.optimize import refine_poses
 from inerf.options import InerfOptions
 

@@ -1,16 +1,8 @@
-"""Pose-error measures (pure numpy): geodesic rotation error and relative translation error."""
+"""Pose-error measures (pure numpy): relative translation error and error summaries (the rotation error is
+common.rotations.rotation_error_deg)."""
 from __future__ import annotations
 
 import numpy as np
-
-
-def rotation_error_deg(est: np.ndarray, true: np.ndarray) -> np.ndarray:
-    """Geodesic angle between rotations, in degrees. Accepts [...,3,3] or [...,4,4] poses."""
-    r_est = np.asarray(est, dtype=np.float64)[..., :3, :3]
-    r_true = np.asarray(true, dtype=np.float64)[..., :3, :3]
-    rel = np.swapaxes(r_est, -1, -2) @ r_true
-    cos = (np.trace(rel, axis1=-2, axis2=-1) - 1.0) / 2.0
-    return np.degrees(np.arccos(np.clip(cos, -1.0, 1.0)))
 
 
 def translation_error_frac(est: np.ndarray, true: np.ndarray) -> np.ndarray:

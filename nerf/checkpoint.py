@@ -30,13 +30,13 @@ def read_checkpoint(path: Path, device: torch.device | str = "cpu") -> dict[str,
     path = Path(path)
     if not path.is_file():
         raise PadError(f"no trained NeRF checkpoint at {path}: train it first with "
-                       f"`python -m nerf.train --config <config>`")
+                       f"`python train_nerf.py --config <config>`")
     try:
         state = torch.load(path, map_location=device, weights_only=False)
     except Exception as err:  # noqa: BLE001 - any unreadable file is the user's problem to fix
         raise PadError(f"cannot read NeRF checkpoint {path}: {err}") from None
     if not isinstance(state, dict) or "model" not in state or "arch" not in state:
-        raise PadError(f"{path} is not a NeRF checkpoint written by nerf.train (missing 'model'/'arch')")
+        raise PadError(f"{path} is not a NeRF checkpoint written by train_nerf.py (missing 'model'/'arch')")
     return state
 
 

@@ -86,7 +86,7 @@ class TrainSummary:
 class NeRFTrainer:
     """The training state of one class's NeRF: renderer, optimizer, random stream, history.
 
-    views: the class's training views (data.mad.TrainViews: images, poses, intrinsics).
+    views: the class's training views (mad.loader.TrainViews: images, poses, intrinsics).
     checkpoint: where the state is saved and resumed from; it is read here unless the caller passes the
     `state` it has already read.
     """

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from common.errors import DataError, PadError
-from data.mad import TRANSFORMS_FILE, natural_key
+from mad.layout import TRANSFORMS_FILE, natural_key
 
 ALL = "all"
 

@@ -20,7 +20,7 @@ import configargparse
 from anomaly.options import ScoreOptions
 from common.options import Options, option
 from common.run import RunOptions
-from data.options import SynthOptions
+from mad.options import SynthOptions
 from evaluation.options import EvalOptions
 from features.options import BackboneOptions
 from inerf.options import InerfOptions

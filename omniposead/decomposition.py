@@ -24,7 +24,9 @@ from anomaly.results import result_paths
 from anomaly.scorer import anomaly_map
 from common.camera import Intrinsics
 from common.io import write_json
-from data.mad import load_test_set, load_train_views, read_image_file, resolve_class_dir
+from mad.images import read_image_file
+from mad.layout import resolve_class_dir
+from mad.loader import load_test_set, load_train_views
 from evaluation.class_evaluation import ScoredSet
 from evaluation.metrics import GOOD, evaluate
 from features.backbone import load_backbone
@@ -52,8 +54,8 @@ def oracle_references(class_dir: Path, names: list[str], height: int, width: int
     stats_path = class_dir / SYNTH_STATS_FILE
     if not stats_path.is_file() or not (class_dir / TEST_POSES_FILE).is_file():
         return None
-    from data.synth.render import render_view
-    from data.synth.scene import make_scene
+    from mad.synth.render import render_view
+    from mad.synth.scene import make_scene
 
     stats = json.loads(stats_path.read_text())
     scene = make_scene(int(stats["seed"]), textured=bool(stats.get("textured", False)))

@@ -29,7 +29,8 @@ from anomaly.scorer import anomaly_map, image_scores
 from common.errors import DataError, Interrupted
 from common.io import ensure_writable, remove_stale_temps
 from common.runtime import resolve_device, seed_everything
-from data.mad import GOOD, TestSample, TrainViews, load_test_set, load_train_views, resolve_class_dir
+from mad.layout import GOOD, resolve_class_dir
+from mad.loader import TestSample, TrainViews, load_test_set, load_train_views
 from evaluation.plots import overlay_heatmap
 from features.backbone import FrozenBackbone, load_backbone
 from inerf.estimate import PoseEstimate, estimate_poses
@@ -46,7 +47,7 @@ def prepare_class(cfg: OmniposeConfig) -> Path:
     (`synthesize_if_missing`) and it does not exist."""
     run, synth = cfg.run, cfg.synth
     if synth.synthesize_if_missing and not run.class_dir.exists():
-        from data.synth.generate import generate_class
+        from mad.synth.generate import generate_class
 
         print(f"generating synthetic class {run.class_dir} (seed {synth.synth_seed}, {synth.synth_size}px)")
         generate_class(Path(run.data_root), run.class_name, synth)
@@ -62,7 +63,7 @@ def nerf_trainer(cfg: OmniposeConfig, views: TrainViews, device: torch.device, p
 
 
 def train_class(cfg: OmniposeConfig, device: torch.device, progress: bool = True) -> TrainSummary:
-    """Generate the class if asked, then train or resume its NeRF (what `python -m nerf.train` does)."""
+    """Generate the class if asked, then train or resume its NeRF (what `python train_nerf.py` does)."""
     seed_everything(cfg.run.seed)
     views = load_train_views(prepare_class(cfg), cfg.run.image_downscale, cfg.run.white_bkgd)
     return nerf_trainer(cfg, views, device, progress).run()

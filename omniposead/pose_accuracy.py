@@ -5,7 +5,7 @@ the true ones of a generated class.
 
 (The successor of `python -m inerf.pose_accuracy`: same flags.)
 
-This module holds the only reader of ``<class_dir>/test_poses.json`` (written by data.synthesize; MAD
+This module holds the only reader of ``<class_dir>/test_poses.json`` (written by mad.synthesize; MAD
 itself has no test poses, so this diagnostic only runs on generated data or with user-provided poses);
 the decomposition diagnostic (omniposead.decomposition) uses it too. The pipeline never does.
 
@@ -30,7 +30,8 @@ from anomaly.results import load_record, result_paths
 from common.errors import DataError, exit_on_user_error
 from common.io import write_json
 from common.runtime import resolve_device, synchronize
-from inerf.metrics import rotation_error_deg, summarise, translation_error_frac
+from common.rotations import rotation_error_deg
+from inerf.metrics import summarise, translation_error_frac
 from omniposead.classes import exit_code, run_classes
 from omniposead.config import OmniposeConfig, build_parser
 from omniposead.pipeline import estimate_batch_poses, load_class

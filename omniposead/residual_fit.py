@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 from anomaly.residual import RESIDUAL_NAME, ResidualModel, load_residual_model
 from anomaly.scorer import term_differences
-from data.mad import TrainViews
+from mad.loader import TrainViews
 from features.backbone import backbone_signature
 from nerf.renderer import NeRFRenderer
 from nerf.trainer import split_views

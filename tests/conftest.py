@@ -17,8 +17,8 @@ TINY_SUPERSAMPLE = 2
 
 def generate_tiny(data_root: Path, overwrite: bool = False, **overrides) -> Path:
     """The tiny class under data_root; `overrides` are generator options without their synth_ prefix."""
-    from data.options import SynthOptions
-    from data.synth.generate import generate_class
+    from mad.options import SynthOptions
+    from mad.synth.generate import generate_class
 
     options = dict(seed=TINY_SEED, size=TINY_SIZE, n_train=TINY_N_TRAIN, n_test_good=TINY_N_TEST_GOOD,
                    n_test_defect=TINY_N_TEST_DEFECT, supersample=TINY_SUPERSAMPLE, workers=1)

@@ -3,10 +3,10 @@
 Parses every project module (function-level imports included) with `ast`; nothing is imported.
 Layers, bottom to top (a module may import its own package and any lower layer):
 
-    common  <  data, features, nerf  <  retrieval, inerf, anomaly  <  evaluation  <  omniposead  <  entry points
+    common  <  mad, features, nerf  <  retrieval, inerf, anomaly  <  evaluation  <  omniposead  <  entry points
 
-Entry points are the command lines (anomaly_nerf_lego.py, auroc_test.py, `python -m nerf.train`,
-`python -m data.synthesize`, benchmarks/): they may import anything, and nothing imports them.
+Entry points are the command lines (anomaly_nerf_lego.py, auroc_test.py, `python train_nerf.py`,
+`python -m mad.synthesize`, benchmarks/): they may import anything, and nothing imports them.
 """
 from __future__ import annotations
 
@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGE_LAYERS = {"common": 0, "data": 1, "features": 1, "nerf": 1, "retrieval": 2, "inerf": 2, "anomaly": 2,
+PACKAGE_LAYERS = {"common": 0, "mad": 1, "features": 1, "nerf": 1, "retrieval": 2, "inerf": 2, "anomaly": 2,
                   "evaluation": 3, "omniposead": 4}
-ENTRY_POINTS = {"anomaly_nerf_lego", "auroc_test", "nerf.train", "data.synthesize"}
+ENTRY_POINTS = {"anomaly_nerf_lego", "auroc_test", "train_nerf"}
 ENTRY_LAYER = 5
 
 
@@ -130,3 +130,9 @@ def test_nothing_imports_an_entry_point(graph):
     users = [f"{m} imports {d}" for m, deps in graph.items() for d in deps
              if layer(d) == ENTRY_LAYER and not m.startswith("benchmarks")]
     assert not users, "\n".join(users)
+
+
+def test_the_data_folder_holds_no_code():
+    """data/ holds datasets only (git-ignored); the code that reads and makes them is the mad package."""
+    assert not list((ROOT / "data").rglob("*.py")), "code under data/: move it to the mad package"
+    assert "mad" in PACKAGE_LAYERS and (ROOT / "mad" / "loader.py").is_file()

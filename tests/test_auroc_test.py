@@ -45,7 +45,7 @@ def make_class(root: Path, name: str, defects=("Burrs", "Stains"), n_per_folder=
 
 def write_perfect_maps(out_dir: Path, class_dir: Path) -> None:
     """Maps equal to the GT masks (plus low noise outside): every metric is 1."""
-    from data.mad import load_test_set
+    from mad.loader import load_test_set
 
     rng = np.random.default_rng(1)
     for s in load_test_set(class_dir):
@@ -147,7 +147,7 @@ def test_results_layout_round_trip(tmp_path):
 
 
 def test_perfect_maps_on_the_synthetic_tiny_class(tiny_data_root, tiny_class_dir, tmp_path, capsys):
-    """The same on the shared synthetic class made by data.synthesize (read-only; outputs in tmp)."""
+    """The same on the shared synthetic class made by mad.synthesize (read-only; outputs in tmp)."""
     output_root = tmp_path / "outputs"
     write_perfect_maps(output_root / tiny_data_root.name / tiny_class_dir.name, tiny_class_dir)
     assert auroc_test.main(_args(tiny_data_root, output_root, "--obj", tiny_class_dir.name)) == 0

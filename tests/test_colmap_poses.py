@@ -1,4 +1,4 @@
-"""Structure-from-motion poses (data.colmap_poses, data/sfm): conventions, normalisation, the flipped-view
+"""Structure-from-motion poses (mad.colmap_poses, data/sfm): conventions, normalisation, the flipped-view
 check and the resumable work folder in pure numpy; one small real COLMAP run on a textured object."""
 from __future__ import annotations
 
@@ -9,19 +9,19 @@ import numpy as np
 import pytest
 
 from common.errors import DataError
-from data.colmap_poses import recover_poses
-from data.options import SfmOptions
-from data.sfm.colmap import prepare_work_dir
-from data.sfm.consistency import MatchedPair, neighbour_consistency, sampson_px, suspicious_views
-from data.sfm.geometry import (
+from mad.colmap_poses import recover_poses
+from mad.options import SfmOptions
+from common.rotations import rotation_angle_deg
+from mad.sfm.colmap import prepare_work_dir
+from mad.sfm.consistency import MatchedPair, neighbour_consistency, sampson_px, suspicious_views
+from mad.sfm.geometry import (
     c2w_from_cam_from_world,
     cam_from_world_from_c2w,
     closest_point_to_axes,
     normalise_poses,
-    rotation_angle_deg,
     umeyama,
 )
-from data.synth.cameras import look_at_pose, train_poses
+from mad.synth.cameras import look_at_pose, train_poses
 
 
 def _random_similarity(rng):
@@ -138,10 +138,10 @@ def test_recovers_the_poses_of_a_textured_object(tmp_path):
     pytest.importorskip("pycolmap")
     import cv2
 
-    from data.mad import load_train_views
-    from data.synth.cameras import BLENDER_CAMERA_ANGLE_X, focal_from_angle, spherical_pose
-    from data.synth.render import render_view
-    from data.synth.scene import make_scene
+    from mad.loader import load_train_views
+    from mad.synth.cameras import BLENDER_CAMERA_ANGLE_X, focal_from_angle, spherical_pose
+    from mad.synth.render import render_view
+    from mad.synth.scene import make_scene
 
     size, n = 320, 16
     scene = make_scene(0, textured=True)

@@ -16,15 +16,9 @@ import torch
 from common.camera import Intrinsics
 from common.errors import ConfigError, DataError
 from common.run import RunOptions
-from data.mad import (
-    downscale_image,
-    downscale_mask,
-    list_classes,
-    load_test_set,
-    load_train_views,
-    natural_key,
-    resolve_class_dir,
-)
+from mad.images import downscale_image, downscale_mask
+from mad.layout import list_classes, natural_key, resolve_class_dir
+from mad.loader import load_test_set, load_train_views
 from nerf.rays import camera_directions
 
 ANGLE = 0.6911112070083618

@@ -18,7 +18,8 @@ from torch import nn
 
 from common.camera import Intrinsics
 from inerf.estimate import estimate_poses, further_starts, queries_to_retry, restart_starts
-from inerf.metrics import rotation_error_deg, translation_error_frac
+from common.rotations import rotation_error_deg
+from inerf.metrics import translation_error_frac
 from inerf.optimize import refine_poses
 from inerf.options import InerfOptions
 from inerf.sampling import PixelSampler, candidate_pixels, detect_keypoints, interest_region_mask

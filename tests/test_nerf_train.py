@@ -9,7 +9,7 @@ import torch
 
 from common.camera import Intrinsics
 from common.errors import PadError
-from data.mad import load_train_views
+from mad.loader import load_train_views
 from nerf.checkpoint import checkpoint_path, load_renderer, read_checkpoint
 from nerf.rays import camera_directions
 from nerf.trainer import learning_rate, split_views
@@ -20,7 +20,7 @@ CPU = torch.device("cpu")
 
 
 def train(cfg):
-    """Train or resume as `python -m nerf.train` does; the TrainSummary."""
+    """Train or resume as `python train_nerf.py` does; the TrainSummary."""
     return train_class(cfg, CPU, progress=False)
 
 

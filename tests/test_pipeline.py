@@ -15,7 +15,7 @@ import pytest
 import torch
 
 import anomaly_nerf_lego
-from data.mad import load_test_set
+from mad.loader import load_test_set
 from omniposead import pipeline
 from omniposead.config import parse_config
 
@@ -32,8 +32,8 @@ NERF_ARGS = [
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """(data_root, ckpt_root, train summary): a 48x48 synthetic class and its trained NeRF."""
-    from data.options import SynthOptions
-    from data.synth.generate import generate_class
+    from mad.options import SynthOptions
+    from mad.synth.generate import generate_class
 
     base = tmp_path_factory.mktemp("pipeline")
     data_root = base / "synthetic"
@@ -213,7 +213,7 @@ def test_decomposition_rows_and_pipeline_results_untouched(trained, tmp_path, ca
 
     samples = load_test_set(data_root / "toy")
     good = [i for i, s in enumerate(samples) if s.defect_type == "good"]
-    from data.mad import load_train_views
+    from mad.loader import load_train_views
 
     views = load_train_views(data_root / "toy")
     oracle = oracle_references(data_root / "toy", [s.name for s in samples], views.height, views.width, views.intrinsics)

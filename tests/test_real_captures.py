@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import anomaly_nerf_lego
-from data.mad import read_image_file
+from mad.images import read_image_file
 from omniposead import pipeline
 from omniposead.config import parse_config
 from tests.conftest import generate_tiny
@@ -74,4 +74,4 @@ def test_class_without_poses_stops_with_a_pointer_to_colmap_poses(tmp_path, caps
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert "transforms.json: transforms file not found; the training views have no poses" in err
-    assert f"python -m data.colmap_poses --class_dir {class_dir}" in err
+    assert f"python -m mad.colmap_poses --class_dir {class_dir}" in err

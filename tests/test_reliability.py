@@ -21,8 +21,8 @@ import auroc_test
 from anomaly.results import save_result, save_run_record
 from common.errors import DataError
 from common.io import atomic_path, ensure_writable, remove_stale_temps
-from data.mad import load_test_set
-from nerf import train as nerf_train
+from mad.loader import load_test_set
+import train_nerf as nerf_train
 from omniposead.config import parse_config
 from omniposead.pipeline import train_class
 from tests.test_data import make_class
@@ -225,7 +225,7 @@ def test_stale_temporaries_are_removed_live_ones_kept(tmp_path):
 
 
 def _train_cmd(data_root, ckpt_root, n_iters, *extra) -> list[str]:
-    return [sys.executable, "-m", "nerf.train", "--data_root", str(data_root), "--class_name", "sphere",
+    return [sys.executable, str(ROOT / "train_nerf.py"), "--data_root", str(data_root), "--class_name", "sphere",
             "--ckpt_root", str(ckpt_root), *TINY, "--n_iters", str(n_iters), "--i_weights", "100000",
             "--i_print", "1000", *extra]
 
@@ -240,7 +240,7 @@ def _weights(path: Path) -> dict:
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL], ids=["SIGINT", "SIGKILL"])
 def test_resume_after_a_signal_is_bitwise_exact(tmp_path, sig):
-    """Kill `python -m nerf.train` mid-run, rerun it: the weights equal an uninterrupted run's."""
+    """Kill `python train_nerf.py` mid-run, rerun it: the weights equal an uninterrupted run's."""
     data_root = tmp_path / "spheres"
     write_sphere_class(data_root)
     n_iters = 800
@@ -306,8 +306,8 @@ def test_auroc_test_takes_dataset_and_resolution_from_the_saved_maps(tmp_path, c
     assert json.loads((out_dir / "metrics.json").read_text())["n_images"] == 5
 
 
-@pytest.mark.parametrize("command", [["anomaly_nerf_lego.py"], ["auroc_test.py"], ["-m", "nerf.train"],
-                                     ["-m", "data.synthesize"], ["-m", "data.colmap_poses"],
+@pytest.mark.parametrize("command", [["anomaly_nerf_lego.py"], ["auroc_test.py"], ["train_nerf.py"],
+                                     ["-m", "mad.synthesize"], ["-m", "mad.colmap_poses"],
                                      ["-m", "omniposead.pose_accuracy"], ["benchmarks/decompose.py"]])
 def test_every_command_line_prints_its_help(command):
     """--help lists the options (a '%' in an option's help text once made argparse crash here)."""

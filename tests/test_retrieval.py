@@ -127,7 +127,7 @@ def test_fingerprint_depends_on_inputs(backbone):
 
 
 def test_on_generated_class(tiny_class_dir, tmp_path, backbone):
-    from data.mad import load_train_views
+    from mad.loader import load_train_views
 
     views = load_train_views(tiny_class_dir)
     with warnings.catch_warnings():

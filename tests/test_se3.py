@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from inerf.metrics import rotation_error_deg, summarise, translation_error_frac
+from common.rotations import rotation_error_deg
+from inerf.metrics import summarise, translation_error_frac
 from inerf.se3 import apply_correction, exp_map, hat, log_map, so3_exp, vee
 
 

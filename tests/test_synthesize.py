@@ -10,12 +10,12 @@ import pytest
 
 from common.camera import Intrinsics
 from common.errors import DataError
-from data.mad import load_test_set, load_train_views
-from data.synth.cameras import BLENDER_CAMERA_ANGLE_X, focal_from_angle, spherical_pose, train_poses
-from data.synth.defects import DEFECT_TYPES
-from data.synth.render import camera_dirs, render_view
-from data.synth.scene import PALETTE, Scene, make_scene
-from data.synth.texture import surface_texture
+from mad.loader import load_test_set, load_train_views
+from mad.synth.cameras import BLENDER_CAMERA_ANGLE_X, focal_from_angle, spherical_pose, train_poses
+from mad.synth.defects import DEFECT_TYPES
+from mad.synth.render import camera_dirs, render_view
+from mad.synth.scene import PALETTE, Scene, make_scene
+from mad.synth.texture import surface_texture
 from tests.conftest import (
     TINY_N_TEST_DEFECT,
     TINY_N_TEST_GOOD,

@@ -1,17 +1,17 @@
 """Recover the training-camera poses of a class without poses (real photos) by structure-from-motion.
 
-    python -m data.colmap_poses --class_dir data/MAD-Real/01Gorilla [--radius 4.0] [--num_threads 2]
+    python -m mad.colmap_poses --class_dir data/MAD-Real/01Gorilla [--radius 4.0] [--num_threads 2]
 
 Runs COLMAP (pycolmap, CPU) on <class_dir>/train/good: SIFT features with ONE shared pinhole camera,
-exhaustive matching, incremental mapping (data/sfm/colmap.py; resumable: the database in the work
+exhaustive matching, incremental mapping (mad/sfm/colmap.py; resumable: the database in the work
 folder, default <class_dir>/colmap, keeps features and matches). The largest model is converted to our
 convention and written to <class_dir>/transforms.json:
   * camera-to-world with an OpenGL camera (looks down -z, y up): c2w = [[R^T diag(1,-1,-1), -R^T t]];
   * recentred on the point the optical axes pass closest to (the object), rotated so that the mean
     camera up vector is +z, scaled so that the mean camera distance is --radius (4: near=2 / far=6);
-  * intrinsics fl_x, fl_y, cx, cy, w, h (instant-ngp / nerfstudio keys, read by data/mad.py) and
+  * intrinsics fl_x, fl_y, cx, cy, w, h (instant-ngp / nerfstudio keys, read by mad/loader.py) and
     camera_angle_x.
-Views COLMAP cannot register, and registered views that fail the flipped-view check (data/sfm/
+Views COLMAP cannot register, and registered views that fail the flipped-view check (mad/sfm/
 consistency.py: their matches disagree with the recovered epipolar geometry; --keep_suspicious keeps
 them), are left out of transforms.json, listed under "excluded_views" there, printed, and written to the
 report <work_dir>/colmap_report.json (views registered, reprojection error, scale, timings, the
@@ -31,11 +31,11 @@ import numpy as np
 
 from common.errors import DataError, exit_on_user_error
 from common.io import write_json
-from data.mad import GOOD, TRANSFORMS_FILE, list_images
-from data.options import SfmOptions
-from data.sfm.colmap import SfmSettings, default_threads, read_matched_pairs, run_sfm
-from data.sfm.consistency import neighbour_consistency, suspicious_views
-from data.sfm.geometry import c2w_from_cam_from_world, normalise_poses
+from mad.layout import GOOD, TRANSFORMS_FILE, list_images
+from mad.options import SfmOptions
+from mad.sfm.colmap import SfmSettings, default_threads, read_matched_pairs, run_sfm
+from mad.sfm.consistency import neighbour_consistency, suspicious_views
+from mad.sfm.geometry import c2w_from_cam_from_world, normalise_poses
 
 REPORT = "colmap_report.json"
 
@@ -199,7 +199,7 @@ def summary_lines(report: dict) -> list[str]:
 
 def build_parser() -> configargparse.ArgumentParser:
     parser = configargparse.ArgumentParser(
-        prog="python -m data.colmap_poses", description=__doc__.split("\n\n")[0],
+        prog="python -m mad.colmap_poses", description=__doc__.split("\n\n")[0],
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--class_dir", required=True, help="class folder in the MAD layout (images in train/good)")
     parser.add_argument("--out", default=None, help="output transforms.json (default <class_dir>/transforms.json)")

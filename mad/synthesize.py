@@ -1,13 +1,13 @@
 """Synthetic MAD-format generator: a LEGO-like brick object rendered by analytic ray casting.
 
-    python -m data.synthesize --out data/synthetic --class_name demo --seed 0
-    python -m data.synthesize --config configs/synthetic/demo.txt      # the class a config describes
+    python -m mad.synthesize --out data/synthetic --class_name demo --seed 0
+    python -m mad.synthesize --config configs/synthetic/demo.txt      # the class a config describes
 
 Flags are the config keys (--data_root, --class_name, --synth_seed, --synth_size, ...); the short
-names --out, --seed, --size, --n_train, ... are aliases. The code lives in data/synth/ (scene, cameras,
+names --out, --seed, --size, --n_train, ... are aliases. The code lives in mad/synth/ (scene, cameras,
 render, defects, generate); this module is the command line.
 
-writes, in exactly the MAD layout (see data/mad.py),
+writes, in exactly the MAD layout (see mad/loader.py),
 ```
 <out>/<class>/transforms.json                   train frames only ("train/good/<i>.png", c2w)
 <out>/<class>/train/good/<i>.png                RGB on white
@@ -53,13 +53,13 @@ import configargparse
 
 from common.errors import exit_on_user_error
 from common.run import RunOptions
-from data.options import SynthOptions, short_aliases
-from data.synth.generate import generate_class
+from mad.options import SynthOptions, short_aliases
+from mad.synth.generate import generate_class
 
 
 def build_parser() -> configargparse.ArgumentParser:
     parser = configargparse.ArgumentParser(
-        prog="python -m data.synthesize",
+        prog="python -m mad.synthesize",
         description="Generate a synthetic LEGO-like class in the MAD layout (train/good with poses, "
                     "test/{good,Burrs,Missing,Stains}, ground_truth masks, test_poses.json).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,

@@ -52,7 +52,7 @@ class Scene:
     kind: np.ndarray       # [B] int: 0 brick body, 1 stud, 2 burr
     removable: tuple       # brick ids that a 'Missing' defect may remove
     decals: tuple = ()
-    texture_seed: int | None = None  # None: one flat albedo per box; else the seed of data.synth.texture
+    texture_seed: int | None = None  # None: one flat albedo per box; else the seed of mad.synth.texture
 
     @property
     def n_boxes(self) -> int:
@@ -77,7 +77,7 @@ class Scene:
 def make_scene(seed: int, textured: bool = False) -> Scene:
     """A LEGO-like object: 4-7 layers of irregularly stacked coloured bricks with studs, centred and
     scaled so every box corner lies within radius 0.98 of the origin. `textured` adds the view-consistent
-    surface detail of data.synth.texture; the geometry and base colours are the same."""
+    surface detail of mad.synth.texture; the geometry and base colours are the same."""
     rng = np.random.default_rng(np.random.SeedSequence([int(seed), SCENE_STREAM]))
     n_layers = int(rng.integers(4, 8))
     bricks = []  # (x0, y0, w, d, layer)

@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from common.errors import DataError
 from common.io import write_json
-from data.sfm.consistency import MatchedPair
+from mad.sfm.consistency import MatchedPair
 
 DATABASE = "database.db"
 INPUTS = "inputs.json"
@@ -30,7 +30,7 @@ MATCH_CHUNK = 300        # image pairs per matching call
 
 @dataclass(frozen=True)
 class SfmSettings:
-    """What the COLMAP run needs to know (data.options.SfmOptions gives the defaults)."""
+    """What the COLMAP run needs to know (mad.options.SfmOptions gives the defaults)."""
     camera_model: str = "SIMPLE_PINHOLE"
     focal_px: float | None = None         # a known focal length (pixels): fixed, not refined
     num_threads: int = 2

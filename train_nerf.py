@@ -1,4 +1,4 @@
-"""Command line of NeRF training: `python -m nerf.train --config configs/<dataset>/<class>.txt [--flag value ...]`.
+"""Command line of NeRF training: `python train_nerf.py --config configs/<dataset>/<class>.txt [--flag value ...]`.
 
 Generates the class first when the config asks for it (synthesize_if_missing), then trains or resumes
 its NeRF (nerf.trainer.NeRFTrainer, through omniposead.pipeline.train_class) and prints the held-out

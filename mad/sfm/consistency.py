@@ -3,7 +3,7 @@
 On near-symmetric objects COLMAP can register a view with a flipped orientation or on the wrong side.
 The verified matches between two views (found before mapping, knowing nothing of the model) must agree
 with the epipolar geometry the recovered poses imply; a flipped view disagrees with most partners.
-Pure numpy: the matches come in as pixel arrays (data.sfm.colmap reads them from the database).
+Pure numpy: the matches come in as pixel arrays (mad.sfm.colmap reads them from the database).
 """
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from data.sfm.geometry import rotation_angle_deg, skew
+from common.rotations import rotation_angle_deg
+from mad.sfm.geometry import skew
 
 
 @dataclass(frozen=True)

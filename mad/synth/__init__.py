@@ -1,3 +1,3 @@
 """The synthetic MAD-format generator, by section: scene, cameras, rendering, defects, generation.
 
-Command line: `python -m data.synthesize` (data/synthesize.py)."""
+Command line: `python -m mad.synthesize` (mad/synthesize.py)."""

@@ -6,7 +6,6 @@ camera-to-world with an OpenGL camera (x right, y up, looks down -z):
 """
 from __future__ import annotations
 
-import math
 
 import numpy as np
 
@@ -89,8 +88,3 @@ def umeyama(src: np.ndarray, dst: np.ndarray) -> tuple[float, np.ndarray, np.nda
     rot = u @ sign @ vt
     s = float(np.trace(np.diag(d) @ sign) / ((xs ** 2).sum() / len(src)))
     return s, rot, mu_d - s * rot @ mu_s
-
-
-def rotation_angle_deg(r: np.ndarray) -> float:
-    """The angle of a rotation matrix in degrees."""
-    return math.degrees(math.acos(float(np.clip((np.trace(r) - 1) / 2, -1.0, 1.0))))

@@ -13,11 +13,11 @@ import cv2
 import numpy as np
 
 from common.errors import DataError
-from data.options import SynthOptions
-from data.synth.cameras import focal_from_angle, random_pose, train_poses
-from data.synth.defects import make_defect_view
-from data.synth.render import render_view
-from data.synth.scene import Scene, make_scene
+from mad.options import SynthOptions
+from mad.synth.cameras import focal_from_angle, random_pose, train_poses
+from mad.synth.defects import make_defect_view
+from mad.synth.render import render_view
+from mad.synth.scene import Scene, make_scene
 
 GENERATOR_VERSION = 1
 
@@ -112,7 +112,7 @@ def generate_class(out_dir, class_name: str, opts: SynthOptions = SynthOptions()
                                     "transform_matrix": np.asarray(by_split[split][i]["pose"]).tolist()})
         _write_json(tmp / "test_poses.json", {"camera_angle_x": camera_angle_x, "frames": test_frames})
         stats = {
-            "generator": f"data.synthesize v{GENERATOR_VERSION}",
+            "generator": f"mad.synthesize v{GENERATOR_VERSION}",
             "class_name": class_name, "seed": int(seed), "size": size, "supersample": supersample,
             "camera_angle_x": camera_angle_x, "radius": radius, "elevation_range_deg": list(elev),
             "min_mask_pixels": min_mask_pixels,

@@ -1,14 +1,14 @@
 """Analytic ray casting of a Scene: Lambert shading from two fixed world lights + ambient, on white,
 anti-aliased by supersampling (s x s sub-pixel samples placed symmetrically around each pixel centre).
-A textured scene (Scene.texture_seed) modulates each box's albedo by data.synth.texture after decals."""
+A textured scene (Scene.texture_seed) modulates each box's albedo by mad.synth.texture after decals."""
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import numpy as np
 
-from data.synth.scene import Scene
-from data.synth.texture import surface_texture
+from mad.synth.scene import Scene
+from mad.synth.texture import surface_texture
 
 # lights: the six axis-aligned face orientations all get different brightness
 _L1 = np.array([0.35, -0.55, 0.76]) / np.linalg.norm([0.35, -0.55, 0.76])

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from data.synth.cameras import random_pose
-from data.synth.render import HitBuffers, render_view, render_with_buffers
-from data.synth.scene import Decal, Scene
+from mad.synth.cameras import random_pose
+from mad.synth.render import HitBuffers, render_view, render_with_buffers
+from mad.synth.scene import Decal, Scene
 
 DEFECT_TYPES = ("Burrs", "Missing", "Stains")
 

@@ -1,0 +1,95 @@
+"""Reading one image or mask file, and downscaling both alike (area resampling for images, OR for masks).
+
+Every problem raises `DataError` with one line naming the file."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from common.errors import DataError
+
+
+def _imread(path: Path, what: str) -> np.ndarray:
+    """cv2.imread with its failures turned into one DataError line naming the file."""
+    if not path.is_file():
+        raise DataError(f"{path}: {what} file not found")
+    raw = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if raw is None or raw.size == 0:
+        raise DataError(f"{path}: cannot decode {what} (corrupt or not an image)")
+    return raw
+
+
+def read_image_file(path: Path, white_bkgd: bool = True) -> np.ndarray:
+    """Read an image as float32 RGB [H,W,3] in [0,1]. RGBA is composited on white when
+    `white_bkgd`, otherwise its alpha is dropped; grayscale is expanded to 3 channels."""
+    path = Path(path)
+    raw = _imread(path, "image")
+    img = _to_unit_float(raw, path)
+    if img.ndim == 2:
+        img = np.repeat(img[:, :, None], 3, axis=2)
+    elif img.ndim == 3:
+        channels = img.shape[2]
+        if channels == 1:
+            img = np.repeat(img, 3, axis=2)
+        elif channels == 2:  # gray + alpha
+            gray, alpha = img[:, :, :1], img[:, :, 1:2]
+            img = np.repeat(gray * alpha + (1.0 - alpha) if white_bkgd else gray, 3, axis=2)
+        elif channels == 3:
+            img = img[:, :, ::-1]  # BGR -> RGB
+        elif channels == 4:
+            rgb, alpha = img[:, :, 2::-1], img[:, :, 3:4]
+            img = rgb * alpha + (1.0 - alpha) if white_bkgd else rgb
+        else:
+            raise DataError(f"{path}: unsupported number of channels ({channels})")
+    else:
+        raise DataError(f"{path}: unsupported image shape {raw.shape}")
+    return np.ascontiguousarray(img, dtype=np.float32)
+
+
+def read_mask_file(path: Path) -> np.ndarray:
+    """Read a binary mask (0/1 or 0/255, grayscale or colour) as bool [H,W] (any channel > 0)."""
+    path = Path(path)
+    raw = _imread(path, "mask")
+    if raw.ndim == 3:
+        if raw.shape[2] in (2, 4):  # ignore alpha
+            raw = raw[:, :, :-1]
+        raw = raw.max(axis=2)
+    elif raw.ndim != 2:
+        raise DataError(f"{path}: unsupported mask shape {raw.shape}")
+    return raw > 0
+
+
+def _to_unit_float(raw: np.ndarray, path: Path) -> np.ndarray:
+    if raw.dtype == np.uint8:
+        return raw.astype(np.float32) / 255.0
+    if raw.dtype == np.uint16:
+        return raw.astype(np.float32) / 65535.0
+    if raw.dtype in (np.float32, np.float64):
+        return np.clip(raw.astype(np.float32), 0.0, 1.0)
+    raise DataError(f"{path}: unsupported pixel type {raw.dtype}")
+
+
+def downscale_image(img: np.ndarray, factor: int) -> np.ndarray:
+    """Area resampling by 1/factor: crop to a multiple of `factor`, average each factor x factor block."""
+    if factor == 1:
+        return img
+    h, w = (img.shape[0] // factor) * factor, (img.shape[1] // factor) * factor
+    return cv2.resize(img[:h, :w], (w // factor, h // factor), interpolation=cv2.INTER_AREA)
+
+
+def downscale_mask(mask: np.ndarray, factor: int) -> np.ndarray:
+    """A block of the downscaled mask is defective when any of its factor x factor pixels is (same crop
+    as downscale_image, so image and mask stay aligned; no defect vanishes)."""
+    if factor == 1:
+        return mask
+    h, w = mask.shape[0] // factor, mask.shape[1] // factor
+    return mask[:h * factor, :w * factor].reshape(h, factor, w, factor).any(axis=(1, 3))
+
+
+def check_downscale(factor: int, width: int, height: int, path: Path) -> None:
+    if isinstance(factor, bool) or not isinstance(factor, (int, np.integer)) or factor < 1:
+        raise DataError(f"downscale must be an integer >= 1, got {factor!r}")
+    if width < factor or height < factor:
+        raise DataError(f"{path}: image {width}x{height} is too small to load at 1/{factor} resolution")

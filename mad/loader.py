@@ -1,0 +1,176 @@
+"""Class assembly for the MAD layout (PAD benchmark) and the synthetic data in the same layout: the
+training views with their poses and intrinsics, and the test set with labels and masks.
+
+Test poses are never read here: a query arrives without a pose. `downscale = k` resamples every image
+by 1/k (mad/images.py) and divides the intrinsics by k. Every problem with the files raises `DataError`
+with one line naming the file and the problem; all problems of a class are reported together.
+"""
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from common.camera import Intrinsics
+from common.errors import DataError
+from mad.images import check_downscale, downscale_image, downscale_mask, read_image_file, read_mask_file
+from mad.layout import GOOD, list_images, mask_path
+from mad.transforms import frame_image_path, frame_pose, read_intrinsics, read_transforms
+
+
+@dataclass
+class TrainViews:
+    images: np.ndarray      # [N,H,W,3] float32 in [0,1]
+    poses: np.ndarray       # [N,4,4] float32 camera-to-world (OpenGL: camera looks down -z, y up)
+    intrinsics: Intrinsics  # pixels at the loaded resolution
+    height: int
+    width: int
+    paths: list[Path] = field(default_factory=list)
+
+
+@dataclass
+class TestSample:
+    __test__ = False        # not a pytest test class despite the name
+
+    name: str               # "<defect_type>/<stem>", e.g. "good/3", "Burrs/12"
+    path: Path
+    image: np.ndarray       # [H,W,3] float32 in [0,1]
+    label: int              # 0 good, 1 defect
+    defect_type: str        # "good" or the defect folder name
+    mask: np.ndarray        # [H,W] bool, all False for good
+
+
+def _parallel_map(fn, items: Sequence) -> list:
+    """Ordered map over a few threads (cv2 decoding releases the GIL). Every item is tried: the
+    DataErrors of all failing items are raised together, one line each."""
+    results, problems = _map_collecting(fn, items)
+    raise_problems(problems)
+    return results
+
+
+def _map_collecting(fn, items: Sequence) -> tuple[list, list[str]]:
+    """(results, problems): `fn` over every item in a few threads; a failing item gives None and its line."""
+
+    def attempt(item):
+        try:
+            return fn(item), None
+        except DataError as err:
+            return None, str(err)
+
+    items = list(items)
+    workers = min(8, os.cpu_count() or 1, len(items))
+    if workers <= 1:
+        outcomes = [attempt(x) for x in items]
+    else:
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            outcomes = list(pool.map(attempt, items))
+    return [result for result, _ in outcomes], [problem for _, problem in outcomes if problem]
+
+
+def raise_problems(problems: Sequence[str]) -> None:
+    """One DataError listing every problem (one line each), if there is any."""
+    if problems:
+        raise DataError("\n".join(problems))
+
+
+def load_train_views(class_dir, downscale: int = 1, white_bkgd: bool = True) -> TrainViews:
+    """Training images (in transforms.json order) with their camera-to-world poses, at 1/downscale."""
+    class_dir = Path(class_dir)
+    meta, frames, tpath = read_transforms(class_dir)
+    poses = [frame_pose(f, i, tpath) for i, f in enumerate(frames)]
+    paths = [frame_image_path(class_dir, f["file_path"], i, tpath) for i, f in enumerate(frames)]
+
+    first = read_image_file(paths[0], white_bkgd)
+    h0, w0 = first.shape[:2]
+    intrinsics = read_intrinsics(meta, tpath, w0, h0)  # bad intrinsics stop us before the other images load
+    check_downscale(downscale, w0, h0, paths[0])
+
+    def load(p: Path) -> np.ndarray:  # downscaled as it is read: full-size photos never pile up in memory
+        img = first if p == paths[0] else read_image_file(p, white_bkgd)
+        if img.shape[:2] != (h0, w0):
+            raise DataError(f"{p}: image size {img.shape[1]}x{img.shape[0]} differs from "
+                            f"{w0}x{h0} of {paths[0]} (all training images must share one size)")
+        return downscale_image(img, downscale)
+
+    images = _parallel_map(load, paths)
+    height, width = images[0].shape[:2]
+    return TrainViews(
+        images=np.stack(images).astype(np.float32, copy=False),
+        poses=np.stack(poses).astype(np.float32),
+        intrinsics=intrinsics.downscaled(downscale),
+        height=int(height),
+        width=int(width),
+        paths=paths,
+    )
+
+
+def load_test_set(class_dir, downscale: int = 1, white_bkgd: bool = True,
+                  allow_empty_masks: bool = False) -> list[TestSample]:
+    """Test images without poses (at 1/downscale): 'good' first, then defect folders alphabetically; files
+    in numeric order. Defect images take their mask from ground_truth/<Defect>/<stem>_mask.png.
+
+    Every problem (missing or unreadable image or mask, a mask of another size, an all-zero mask on a
+    defect image unless `allow_empty_masks`, test images of different sizes) is reported together."""
+    class_dir = Path(class_dir)
+    if not class_dir.is_dir():
+        raise DataError(f"{class_dir}: class folder not found")
+    test_dir = class_dir / "test"
+    if not test_dir.is_dir():
+        raise DataError(f"{test_dir}: test folder not found")
+    folders = [p for p in test_dir.iterdir() if p.is_dir() and not p.name.startswith(".")]
+    folders.sort(key=lambda p: (p.name != GOOD, p.name))
+    if not folders:
+        raise DataError(f"{test_dir}: test folder has no sub-folders (expected good/ and defect folders)")
+
+    jobs: list[tuple[str, Path, Path | None]] = []
+    problems = []
+    for folder in folders:
+        files = list_images(folder)
+        if not files:
+            problems.append(f"{folder}: test folder contains no images")
+        for f in files:
+            try:
+                mask = None if folder.name == GOOD else mask_path(class_dir, folder.name, f)
+            except DataError as err:
+                problems.append(str(err))
+                continue
+            jobs.append((folder.name, f, mask))
+
+    def load(job):
+        defect, image_path, mask_path = job
+        image = read_image_file(image_path, white_bkgd)
+        if mask_path is None:
+            mask = np.zeros(image.shape[:2], dtype=bool)
+        else:
+            mask = read_mask_file(mask_path)
+            if mask.shape != image.shape[:2]:
+                raise DataError(f"{mask_path}: mask size {mask.shape[1]}x{mask.shape[0]} differs from "
+                                f"its image {image_path} ({image.shape[1]}x{image.shape[0]})")
+            if not mask.any() and not allow_empty_masks:
+                raise DataError(f"{mask_path}: mask of the defect image {image_path} is all zero (its defect "
+                                "would be scored as normal); fix the mask, or pass --allow_empty_masks true")
+        check_downscale(downscale, image.shape[1], image.shape[0], image_path)
+        image, mask = downscale_image(image, downscale), downscale_mask(mask, downscale)
+        return TestSample(
+            name=f"{defect}/{image_path.stem}",
+            path=image_path,
+            image=np.ascontiguousarray(image, dtype=np.float32),
+            label=0 if defect == GOOD else 1,
+            defect_type=defect,
+            mask=mask,
+        )
+
+    loaded, load_problems = _map_collecting(load, jobs)
+    samples = [s for s in loaded if s is not None]
+    problems += load_problems
+    if samples:
+        h0, w0 = samples[0].image.shape[:2]
+        problems += [f"{s.path}: image size {s.image.shape[1]}x{s.image.shape[0]} differs from {w0}x{h0} of "
+                     f"{samples[0].path} (all test images must share one size)"
+                     for s in samples if s.image.shape[:2] != (h0, w0)]
+    raise_problems(problems)
+    return samples
