@@ -32,10 +32,11 @@ def main(argv: list[str] | None = None) -> int:
     def one_class(name: str) -> None:
         class_cfg = cfg.for_class(name)
         start = time.perf_counter()
-        out_dir = run_class(class_cfg, device)
+        maps = run_class(class_cfg, device)
         if cfg.pipeline.evaluate:
-            print(report(evaluate_class(class_cfg.run, class_cfg.score, class_cfg.evaluation)))
-        print(f"[{name}] done in {time.perf_counter() - start:.1f} s; results in {out_dir} "
+            print(report(evaluate_class(class_cfg.run, class_cfg.score, class_cfg.evaluation,
+                                        samples=maps.test_set)))
+        print(f"[{name}] done in {time.perf_counter() - start:.1f} s; results in {maps.out_dir} "
               f"(dataset {cfg.run.dataset_name})")
 
     return exit_code(run_classes(cfg.run.data_root, cfg.run.class_name, one_class, "anomaly maps"))

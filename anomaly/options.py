@@ -3,15 +3,21 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar, Collection
 
 from common.options import Options, option, require
 
 N_STAGES = 5
 PROTOCOLS = ("paper", "official")
 NORMALIZATIONS = ("none", "residual")
-OFFICIAL_STAGES = (1, 2, 3, 4)   # EfficientNet-B4 blocks 1, 5, 9, 21 (UniAD's layers 1-4)
-OFFICIAL_SIGMA = 4.0
+# What a protocol fixes, whatever the options say: 'official' is the PAD authors' evaluation script
+# (README, "Scoring"): EfficientNet-B4 blocks 1, 5, 9, 21 (UniAD's layers 1-4) + RGB, unweighted, sigma 4,
+# plain max. A value given explicitly (config file or command line) that differs is an error
+# (omniposead.config); a default left alone is replaced, and the parser prints what the preset set.
+PRESETS: dict[str, dict[str, Any]] = {
+    "official": {"score_stages": (1, 2, 3, 4), "score_include_rgb": True, "score_stage_weights": (),
+                 "score_sigma": 4.0, "image_score_pool": 1},
+}
 
 
 @dataclass(frozen=True)
@@ -20,7 +26,10 @@ class ScoreOptions(Options):
 
     score_protocol: str = option("paper", "'paper': the paper's formula (Eqn. 3-4) at the query's resolution; "
                                           "'official': the PAD authors' evaluation script (224 px, squared "
-                                          "differences of stages 1-4 + RGB, test-set min-max; README)",
+                                          "differences of stages 1-4 + RGB, test-set min-max; README); it sets "
+                                          "score_stages, score_include_rgb, score_stage_weights, score_sigma "
+                                          "and image_score_pool, and giving one of them another value is an "
+                                          "error",
                                  choices=PROTOCOLS)
     score_normalization: str = option("none", "'residual': score each feature difference by how unusual it is for "
                                               "this NeRF (per-channel statistics of its error on held-out training "
@@ -59,32 +68,52 @@ class ScoreOptions(Options):
                 f"residual_fallback_views must be >= 1, got {self.residual_fallback_views}")
         return self
 
-    # What the protocol compares. 'official' fixes every one of them to the authors' script (README).
+    # What the protocol compares: its preset's value where it has one, else the option's.
+
+    def preset(self) -> dict[str, Any]:
+        """The settings the protocol fixes ({} for 'paper')."""
+        return PRESETS.get(self.score_protocol, {})
+
+    def preset_conflicts(self, given: Collection[str]) -> list[str]:
+        """The options among `given` (names set explicitly) whose value contradicts the protocol's preset."""
+        preset = self.preset()
+        return [name for name in given if name in preset and getattr(self, name) != preset[name]]
+
+    def preset_line(self) -> str | None:
+        """One line saying what the protocol's preset sets (None without a preset)."""
+        preset = self.preset()
+        if not preset:
+            return None
+        values = ", ".join(f"{k} = {list(v) if isinstance(v, tuple) else v}" for k, v in preset.items())
+        return f"score_protocol = {self.score_protocol} sets {values}"
+
+    def _setting(self, name: str) -> Any:
+        return self.preset().get(name, getattr(self, name))
 
     def compared_stages(self) -> tuple[int, ...]:
-        return OFFICIAL_STAGES if self.score_protocol == "official" else self.score_stages
+        return self._setting("score_stages")
 
     def compares_rgb(self) -> bool:
-        return True if self.score_protocol == "official" else self.score_include_rgb
+        return self._setting("score_include_rgb")
 
     def smoothing_sigma(self) -> float:
-        return OFFICIAL_SIGMA if self.score_protocol == "official" else self.score_sigma
+        return self._setting("score_sigma")
 
     def image_pool(self) -> int:
         """Average-pool kernel of the image score; the official script takes the plain maximum."""
-        return 1 if self.score_protocol == "official" else self.image_score_pool
+        return self._setting("image_score_pool")
 
     def scorer_record(self) -> dict:
         """What a saved map was scored with (stored in every result record and checked on resume)."""
         return {"score_protocol": self.score_protocol, "score_normalization": self.score_normalization,
                 "score_stages": list(self.compared_stages()), "score_include_rgb": self.compares_rgb(),
-                "score_stage_weights": [] if self.score_protocol == "official" else list(self.score_stage_weights),
+                "score_stage_weights": list(self._setting("score_stage_weights")),
                 "score_sigma": self.smoothing_sigma()}
 
     def term_weights(self) -> tuple[list[float], float]:
         """(weight per stage, weight of the RGB term). All 1 by default (the plain L2 formula)."""
-        if self.score_protocol == "official" or not self.score_stage_weights:
+        weights = list(self._setting("score_stage_weights"))
+        if not weights:
             return [1.0] * len(self.compared_stages()), 1.0
-        weights = list(self.score_stage_weights)
         n = len(self.score_stages)
         return weights[:n], (weights[n] if len(weights) > n else 1.0)

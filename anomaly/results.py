@@ -14,8 +14,8 @@ For the test sample named ``<defect_type>/<stem>`` (mad.loader.TestSample.name) 
     <defect_type>/<stem>_overlay.png  heat-map overlay (optional; auroc_test.py rewrites it with the
                                       class-wide colour scale, see evaluation.plots)
 
-Class-level files: run.json (written by the pipeline: the settings the maps were made with, read back
-by auroc_test.py), metrics.json, roc.png, qualitative.png (written by the evaluation).
+Class-level files: run.json (written by the pipeline: the run identity the maps were made with, and the
+data settings read back by auroc_test.py), metrics.json, roc.png, qualitative.png (written by the evaluation).
 A result is *done* when both its .npy and .json exist. save_result writes every file atomically
 and the .json last, so an interrupted run never leaves a result that looks done but is not.
 """
@@ -30,6 +30,7 @@ import numpy as np
 
 from common.errors import DataError
 from common.io import write_image, write_json, write_npy
+from mad.layout import sample_order_key
 
 REQUIRED_KEYS = ("image_score", "label", "defect_type", "backbone")
 RUN_RECORD = "run.json"
@@ -84,6 +85,14 @@ def is_done(out_dir: str | Path, sample_name: str) -> bool:
     return paths.record.is_file() and paths.map.is_file()
 
 
+def discard_result(out_dir: str | Path, sample_name: str) -> None:
+    """Remove one sample's result files, the JSON record first (so it no longer counts as done even if
+    interrupted half-way): maps made with other settings must not survive a remake."""
+    paths = result_paths(out_dir, sample_name)
+    for path in (paths.record, paths.map, paths.query, paths.reference, paths.overlay):
+        path.unlink(missing_ok=True)
+
+
 def save_result(out_dir: str | Path, sample_name: str, score_map, record: dict[str, Any], *,
                 query: np.ndarray | None = None, reference: np.ndarray | None = None,
                 overlay: np.ndarray | None = None) -> ResultPaths:
@@ -108,13 +117,14 @@ def save_result(out_dir: str | Path, sample_name: str, score_map, record: dict[s
     return paths
 
 
-def save_run_record(out_dir: str | Path, settings: dict) -> None:
-    """The settings a class's maps were made with (data loading, NeRF, backbone, pose, scoring)."""
-    write_json(Path(out_dir) / RUN_RECORD, settings)
+def save_run_record(out_dir: str | Path, record: dict) -> None:
+    """Write run.json: what a class's maps were made with (omniposead.pipeline.run_record: data_root and the
+    loading settings at the top level, the run identity under "identity")."""
+    write_json(Path(out_dir) / RUN_RECORD, record)
 
 
 def load_run_record(out_dir: str | Path) -> dict | None:
-    """The settings saved with a class's maps, or None when there are none."""
+    """The run.json saved with a class's maps, or None when there is none; DataError when unreadable."""
     path = Path(out_dir) / RUN_RECORD
     if not path.is_file():
         return None
@@ -159,8 +169,8 @@ def load_score_map(path: str | Path) -> np.ndarray:
 
 
 def load_results(out_dir: str | Path) -> list[SavedResult]:
-    """Every finished result under `out_dir`, ordered like mad.loader.load_test_set
-    (good first, then defect types alphabetically; numeric file order). Maps are loaded lazily."""
+    """Every finished result under `out_dir`, in the order of mad.loader.load_test_set
+    (mad.layout.sample_order_key). Maps are loaded lazily."""
     out_dir = Path(out_dir)
     results = []
     if not out_dir.is_dir():
@@ -173,15 +183,8 @@ def load_results(out_dir: str | Path) -> list[SavedResult]:
         record = load_record(json_path)
         record.setdefault("name", name)
         results.append(SavedResult(name=name, record=record, paths=paths))
-    results.sort(key=lambda r: sample_sort_key(r.name))
+    results.sort(key=lambda r: sample_order_key(*r.name.split("/", 1)))
     return results
-
-
-def sample_sort_key(name: str) -> tuple:
-    """good first, then defect types alphabetically; stems numerically when numeric."""
-    defect, stem = name.split("/", 1)
-    stem_key = (0, int(stem), "") if stem.isdigit() else (1, 0, stem)
-    return (defect != "good", defect, stem_key)
 
 
 def _numpy(array) -> np.ndarray:

@@ -1,6 +1,6 @@
 """Pixel anomaly maps from frozen-CNN feature differences between a query and its NeRF reference.
 
-OmniposeAD scoring (DESIGN.md §1.4): run the query and the reference rendered at the refined pose
+OmniposeAD scoring (the paper's Eqn. 3-4; README, "Scoring"): run the query and the reference rendered at the refined pose
 through the SAME frozen backbone, take stage 1..5 feature maps, bring each to the query size,
 concatenate (optionally with the RGB image) and take the per-pixel L2 norm of the difference:
 

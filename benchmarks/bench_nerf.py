@@ -1,7 +1,7 @@
 """NeRF speed and quality figures.
 
-    python benchmarks/bench_nerf.py --config configs/synthetic/demo.txt --budget_minutes 5 [--device cuda]
-    python benchmarks/bench_nerf.py --device cpu --batch 256 --render_size 32 --budget_minutes 0.5 \
+    python -m benchmarks.bench_nerf --config configs/synthetic/demo.txt --budget_minutes 5 [--device cuda]
+    python -m benchmarks.bench_nerf --device cpu --batch 256 --render_size 32 --budget_minutes 0.5 \
         --config <cfg> --netwidth 64 ...          # any NeRF option overrides the config
 
 Prints (1) training rays/s (forward + backward + Adam) at the given sample counts and batch on random
@@ -14,23 +14,20 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import platform
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import torch
 
-import torch  # noqa: E402
-
-from common.camera import Intrinsics  # noqa: E402
-from common.errors import exit_on_user_error  # noqa: E402
-from common.io import write_json  # noqa: E402
-from common.runtime import resolve_device, synchronize  # noqa: E402
-from nerf.options import NeRFOptions  # noqa: E402
-from nerf.trainer import build_renderer  # noqa: E402
-from omniposead.config import parse_config  # noqa: E402
-from omniposead.pipeline import train_class  # noqa: E402
+from common.camera import Intrinsics
+from common.errors import exit_on_user_error
+from common.io import write_json
+from common.runtime import resolve_device, synchronize
+from nerf.options import NeRFOptions
+from nerf.trainer import build_renderer
+from omniposead.config import parse_config
+from omniposead.pipeline import train_class
 
 
 def random_rays(n: int, device: torch.device, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,7 +1,7 @@
 """Empty-space skipping, side by side: plain sampling against the occupancy grid on one class, same machine,
 same run.
 
-    python benchmarks/bench_occupancy.py --config configs/synthetic/demo.txt --threads 1 \
+    python -m benchmarks.bench_occupancy --config configs/synthetic/demo.txt --threads 1 \
         [--budgets 60 120] [--steps 800] [--variant grid64 "--occupancy_samples 64" ...] [--json out.json]
 
 Variants: "plain" (the config as given, occupancy_grid off), "grid" (the config with occupancy_grid on)
@@ -26,17 +26,15 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import torch
 
-import torch  # noqa: E402
-
-from common.errors import exit_on_user_error  # noqa: E402
-from common.io import write_json  # noqa: E402
-from common.runtime import resolve_device, seed_everything, synchronize  # noqa: E402
-from mad.loader import load_train_views  # noqa: E402
-from nerf.psnr import heldout_psnr  # noqa: E402
-from omniposead.config import OmniposeConfig, parse_config  # noqa: E402
-from omniposead.pipeline import nerf_trainer, prepare_class  # noqa: E402
+from common.errors import exit_on_user_error
+from common.io import write_json
+from common.runtime import resolve_device, seed_everything, synchronize
+from mad.loader import load_train_views
+from nerf.psnr import heldout_psnr
+from omniposead.config import OmniposeConfig, parse_config
+from omniposead.pipeline import nerf_trainer, prepare_class
 
 
 def train_to(cfg: OmniposeConfig, views, device, ckpt_root: str, *, minutes: float, n_iters: int) -> dict:

@@ -1,7 +1,7 @@
 """Full-pipeline benchmark on synthetic classes: wall time per class, AUROCs, AUPRO, pose accuracy.
 
-    python benchmarks/bench_pipeline.py --configs configs/synthetic/lego_s0.txt configs/synthetic/lego_s1.txt
-    python benchmarks/bench_pipeline.py --configs configs/synthetic/demo.txt          # CPU-sized check
+    python -m benchmarks.bench_pipeline --configs configs/synthetic/lego_s0.txt configs/synthetic/lego_s1.txt
+    python -m benchmarks.bench_pipeline --configs configs/synthetic/demo.txt          # CPU-sized check
 
 For each config: generates the class if missing (synthesize_if_missing), trains its NeRF if no
 finished checkpoint exists, runs anomaly_nerf_lego.py (poses, references, maps, metrics), then the
@@ -13,20 +13,18 @@ cold figure).
 from __future__ import annotations
 
 import argparse
+import json
 import platform
-import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import torch
 
-import torch  # noqa: E402
-
-import anomaly_nerf_lego  # noqa: E402
-from common.errors import exit_on_user_error  # noqa: E402
-from common.io import write_json  # noqa: E402
-from omniposead import pose_accuracy  # noqa: E402
-from omniposead.config import parse_config  # noqa: E402
+import anomaly_nerf_lego
+from common.errors import exit_on_user_error
+from common.io import write_json
+from omniposead import pose_accuracy
+from omniposead.config import parse_config
 
 
 def run_one(config: str, extra: list[str]) -> dict:
@@ -35,7 +33,7 @@ def run_one(config: str, extra: list[str]) -> dict:
     start = time.perf_counter()
     anomaly_nerf_lego.main(args)
     wall = time.perf_counter() - start
-    metrics = _read_json(cfg.run.output_dir / "metrics.json")
+    metrics = json.loads((cfg.run.output_dir / "metrics.json").read_text())
     poses = pose_accuracy.evaluate_class(cfg, from_outputs=True, progress=False)
     return {"config": config, "class": cfg.run.class_name, "dataset": cfg.run.dataset_name, "wall_s": wall,
             "pixel_auroc": metrics["pixel_auroc"], "image_auroc": metrics["image_auroc"],
@@ -58,12 +56,6 @@ def table(rows: list[dict]) -> str:
         lines.append(f"| **mean** | {mean('wall_s') / 60:.1f} | {mean('pixel_auroc'):.3f} | {mean('image_auroc'):.3f} "
                      f"| {mean('pixel_aupro'):.3f} | | | |")
     return "\n".join(lines)
-
-
-def _read_json(path: Path) -> dict:
-    import json
-
-    return json.loads(path.read_text())
 
 
 @exit_on_user_error

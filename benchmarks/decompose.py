@@ -1,9 +1,9 @@
 """Decomposition of a class's quality: which stage loses it (oracle -> NeRF at the true pose -> pipeline).
 
-    python benchmarks/decompose.py --config configs/synthetic/demo.txt
-    python benchmarks/decompose.py --config configs/synthetic/demo.txt --score_protocol official
-    python benchmarks/decompose.py --config configs/synthetic/demo.txt --score_normalization residual
-    python benchmarks/decompose.py --config configs/synthetic/demo.txt --synth_seed 1 --class_name demo_s1
+    python -m benchmarks.decompose --config configs/synthetic/demo.txt
+    python -m benchmarks.decompose --config configs/synthetic/demo.txt --score_protocol official
+    python -m benchmarks.decompose --config configs/synthetic/demo.txt --score_normalization residual
+    python -m benchmarks.decompose --config configs/synthetic/demo.txt --synth_seed 1 --class_name demo_s1
 
 Prints pixel AUROC, image AUROC and pixel AUPRO of the test set scored against (1) the generator's
 anomaly-free render at the true pose (generated classes only), (2) the NeRF at the true pose (classes
@@ -15,14 +15,11 @@ and never writes the pipeline's per-image results. The work itself is omniposead
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from common.errors import exit_on_user_error  # noqa: E402
-from common.runtime import resolve_device, seed_everything  # noqa: E402
-from omniposead.config import OmniposeConfig, build_parser  # noqa: E402
-from omniposead.decomposition import (  # noqa: E402
+from common.errors import exit_on_user_error
+from common.runtime import resolve_device, seed_everything
+from omniposead.config import OmniposeConfig, build_parser
+from omniposead.decomposition import (
     DECOMPOSITION_FILE,
     decompose_class,
     format_table,

@@ -12,6 +12,10 @@ default and the help text; the command-line parser and the `from_config` adapter
 Field types drive parsing: bool fields accept yes/no words (a bare `--flag` means yes), `tuple[int, ...]`
 fields take a list (`key = [1, 2]` in a config file, `--key 1 2` on the command line), `X | None` fields
 default to None.
+
+Every field is part of the run identity (`Options.identity`, recorded in run.json: maps made under other
+values are made again) unless its declaration says `cosmetic=True`: an option that cannot change a saved
+pose, reference or map (a path, a progress or plotting setting).
 """
 from __future__ import annotations
 
@@ -37,9 +41,10 @@ def str2bool(value: str | bool) -> bool:
     raise argparse.ArgumentTypeError(f"expected a boolean, got {value!r}")
 
 
-def option(default: Any, help: str, *, choices: typing.Sequence[Any] | None = None) -> Any:
-    """A dataclass field that is also a command-line option `--<name>`."""
-    return dataclasses.field(default=default, metadata={"help": help, "choices": choices})
+def option(default: Any, help: str, *, choices: typing.Sequence[Any] | None = None, cosmetic: bool = False) -> Any:
+    """A dataclass field that is also a command-line option `--<name>`; `cosmetic`: it cannot change any
+    result, so it stays out of the run identity (see Options.identity)."""
+    return dataclasses.field(default=default, metadata={"help": help, "choices": choices, "cosmetic": cosmetic})
 
 
 @dataclass(frozen=True)
@@ -89,6 +94,12 @@ class Options:
     def validated(self) -> "Options":
         """Range checks of this stage's options; ConfigError naming the option. Override per stage."""
         return self
+
+    def identity(self) -> dict[str, Any]:
+        """{field: value} of every field not declared cosmetic, as JSON values (tuples -> lists): this
+        stage's part of a run's identity, so a new option is in it unless it is marked cosmetic."""
+        return {f.name: list(value) if isinstance(value := getattr(self, f.name), tuple) else value
+                for f in dataclasses.fields(self) if not f.metadata.get("cosmetic")}
 
     def replace(self, **changes: Any) -> "Options":
         """A copy with some fields changed, validated again."""

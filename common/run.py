@@ -13,14 +13,17 @@ from common.options import Options, option, require
 @dataclass(frozen=True)
 class RunOptions(Options):
     GROUP: ClassVar[str] = "data and paths"
-    # The settings images are loaded with: saved beside the maps and reused by the evaluation.
+    # The settings images are loaded with: saved at the top level of run.json and reused by the evaluation.
     LOADING_FIELDS: ClassVar[tuple[str, ...]] = ("half_res", "downscale", "white_bkgd")
 
     data_root: str = option("data/synthetic",
                             "dataset folder holding one sub-folder per class (MAD: data/LEGO-3D)")
     class_name: str = option("demo", "class sub-folder of data_root, e.g. 01Gorilla ('all' loops over every class)")
-    ckpt_root: str = option("ckpts", "checkpoints land in <ckpt_root>/<dataset>/<class>/")
-    output_root: str = option("outputs", "anomaly maps and metrics land in <output_root>/<dataset>/<class>/")
+    # Paths and the device string are cosmetic: the run identity names the checkpoint by its content and the
+    # device by its kind (omniposead.run_identity).
+    ckpt_root: str = option("ckpts", "checkpoints land in <ckpt_root>/<dataset>/<class>/", cosmetic=True)
+    output_root: str = option("outputs", "anomaly maps and metrics land in <output_root>/<dataset>/<class>/",
+                              cosmetic=True)
     half_res: bool = option(False, "load images at half resolution (MAD-Sim 800x800 -> 400x400); "
                                    "the same as downscale = 2")
     downscale: int = option(1, "load images at 1/downscale resolution: area resampling of the images, "
@@ -30,7 +33,7 @@ class RunOptions(Options):
     allow_empty_masks: bool = option(False, "accept defect images whose ground-truth mask is all zero (their "
                                             "pixels then count as normal); by default such a mask is an error")
     seed: int = option(0, "seed for sampling, initialisation and data order")
-    device: str = option("auto", "'auto' (CUDA if present, else CPU), 'cpu', 'cuda', 'cuda:1', ...")
+    device: str = option("auto", "'auto' (CUDA if present, else CPU), 'cpu', 'cuda', 'cuda:1', ...", cosmetic=True)
 
     def validated(self) -> "RunOptions":
         require(self.downscale >= 1, f"downscale must be >= 1, got {self.downscale}")

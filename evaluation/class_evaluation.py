@@ -22,9 +22,9 @@ from common.errors import DataError
 from common.io import write_image, write_json
 from common.run import RunOptions
 from mad.images import read_image_file
-from mad.layout import resolve_class_dir
-from mad.loader import load_test_set
-from evaluation.metrics import GOOD, evaluate
+from mad.layout import GOOD
+from mad.loader import TestSample, load_run_test_set
+from evaluation.metrics import evaluate
 from evaluation.options import EvalOptions
 from evaluation.plots import (
     QualitativeRow,
@@ -71,14 +71,15 @@ class ScoredSet:
         return cls(list(maps), list(masks), scores, pool, minmax)
 
 
-def evaluate_class(run: RunOptions, score: ScoreOptions, ev: EvalOptions, write_outputs: bool = True) -> dict:
-    """Metrics of the class `run.class_name` from its saved maps; writes metrics.json and the figures."""
-    run = with_saved_settings(run)
+def evaluate_class(run: RunOptions, score: ScoreOptions, ev: EvalOptions, write_outputs: bool = True,
+                   samples: list[TestSample] | None = None) -> dict:
+    """Metrics of the class `run.class_name` from its saved maps; writes metrics.json and the figures.
+    `samples`: the class's test set when the caller has it already, loaded with the settings the maps were
+    made with (as the pipeline that just made them has); by default it is loaded with those of run.json."""
     obj = run.class_name
-    class_path = resolve_class_dir(run.data_root, obj)
     out_dir = run.output_dir
-    samples = load_test_set(class_path, downscale=run.image_downscale, white_bkgd=run.white_bkgd,
-                            allow_empty_masks=run.allow_empty_masks)
+    if samples is None:
+        samples = load_run_test_set(with_saved_settings(run))
 
     missing = []
     for sample in samples:

@@ -25,6 +25,7 @@ import cv2
 import numpy as np
 
 from common.io import atomic_path
+from mad.layout import GOOD
 
 OVERLAY_ALPHA = 0.4
 
@@ -100,11 +101,11 @@ class QualitativeRow:
 
 def select_qualitative(defect_types: Sequence[str], n: int) -> list[int]:
     """Indices of up to `n` images mixing the defect types: round-robin over the defect types
-    (alphabetically) and then "good", taking images in their given order within each type."""
+    (alphabetically) and then the good images, taking images in their given order within each type."""
     groups: dict[str, list[int]] = {}
     for i, t in enumerate(defect_types):
         groups.setdefault(t, []).append(i)
-    order = sorted(t for t in groups if t != "good") + (["good"] if "good" in groups else [])
+    order = sorted(t for t in groups if t != GOOD) + ([GOOD] if GOOD in groups else [])
     chosen: list[int] = []
     depth = 0
     while len(chosen) < n and any(depth < len(groups[t]) for t in order):

@@ -14,7 +14,6 @@ Weights are resolved in a fixed order, and what was actually loaded is recorded 
 from __future__ import annotations
 
 import functools
-import hashlib
 import socket
 import urllib.parse
 import warnings
@@ -24,6 +23,7 @@ import torch
 from torch import nn
 
 from common.errors import ConfigError
+from common.fingerprint import digest
 from features.options import BackboneOptions
 from features.state_dicts import fit_state_dict
 
@@ -59,33 +59,39 @@ class FrozenBackbone(nn.Module):
 
 
 def load_backbone(opts: BackboneOptions, device: torch.device | str) -> FrozenBackbone:
-    """The backbone named by the options, on `device`; built once per (options, device)."""
-    return _load_backbone_cached(opts.backbone, opts.backbone_weights or "", opts.backbone_fallback,
-                                 opts.allow_random_backbone, str(torch.device(device)))
+    """The backbone named by the options, on `device`; built once per (options, device), but a substitute
+    (the bundled Lite2, random weights) is warned about on every load, not only the first."""
+    backbone, warning = _load_backbone_cached(opts.backbone, opts.backbone_weights or "", opts.backbone_fallback,
+                                              opts.allow_random_backbone, str(torch.device(device)))
+    if warning:
+        warnings.warn(warning, stacklevel=2)
+    return backbone
 
 
 @functools.lru_cache(maxsize=4)
 def _load_backbone_cached(name: str, weights_file: str, fallback: bool, allow_random: bool,
-                          device: str) -> FrozenBackbone:
+                          device: str) -> tuple[FrozenBackbone, str | None]:
+    """(backbone, the warning its source deserves or None)."""
     import timm
 
     if weights_file:
-        return _wrap(features_from_file(name, Path(weights_file)), f"{name} (weights from {weights_file})", device)
+        return _wrap(features_from_file(name, Path(weights_file)), f"{name} (weights from {weights_file})",
+                     device), None
 
     features = _timm_pretrained(name)
     if features is not None:
-        return _wrap(features, f"{name} (timm pretrained: {features.pretrained_cfg.get('hf_hub_id', name)})", device)
+        return _wrap(features, f"{name} (timm pretrained: {features.pretrained_cfg.get('hf_hub_id', name)})",
+                     device), None
 
     if fallback:
-        warnings.warn(
-            f"no offline weights for backbone '{name}'; using {BUNDLED_ARCH} with {BUNDLED_SOURCE}. "
-            "Pass --backbone_weights FILE for the paper's EfficientNet-B4.", stacklevel=3)
-        return _wrap(bundled_lite2(features_only=True), f"{BUNDLED_ARCH} ({BUNDLED_SOURCE})", device)
+        return (_wrap(bundled_lite2(features_only=True), f"{BUNDLED_ARCH} ({BUNDLED_SOURCE})", device),
+                f"no offline weights for backbone '{name}'; using {BUNDLED_ARCH} with {BUNDLED_SOURCE}. "
+                "Pass --backbone_weights FILE for the paper's EfficientNet-B4.")
 
     if allow_random:
-        warnings.warn(f"backbone '{name}' uses RANDOM weights (--allow_random_backbone)", stacklevel=3)
         features = timm.create_model(name, pretrained=False, features_only=True, out_indices=STAGE_INDICES)
-        return _wrap(features, f"{name} (random weights, explicitly requested)", device)
+        return (_wrap(features, f"{name} (random weights, explicitly requested)", device),
+                f"backbone '{name}' uses RANDOM weights (--allow_random_backbone)")
 
     raise ConfigError(
         f"no pretrained weights for backbone '{name}' offline: pass --backbone_weights FILE, "
@@ -152,12 +158,8 @@ def random_backbone_for_tests(device: torch.device | str = "cpu") -> FrozenBackb
 
 def backbone_signature(backbone) -> str:
     """Description plus a hash of the weights (so two backbones with one description still differ)."""
-    h = hashlib.sha256(str(getattr(backbone, "description", type(backbone).__name__)).encode())
-    if hasattr(backbone, "state_dict"):
-        for name, tensor in backbone.state_dict().items():
-            h.update(name.encode())
-            h.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
+    weights = backbone.state_dict().items() if hasattr(backbone, "state_dict") else ()
+    return digest([("description", str(getattr(backbone, "description", type(backbone).__name__))), *weights])
 
 
 def _wrap(features: nn.Module, description: str, device: str) -> FrozenBackbone:

@@ -1,6 +1,7 @@
 """Reading one image or mask file, and downscaling both alike (area resampling for images, OR for masks).
 
-Every problem raises `DataError` with one line naming the file."""
+Masks need not be exactly binary: `binarize_mask` states the rule. Every problem raises `DataError` with
+one line naming the file."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -48,8 +49,10 @@ def read_image_file(path: Path, white_bkgd: bool = True) -> np.ndarray:
     return np.ascontiguousarray(img, dtype=np.float32)
 
 
-def read_mask_file(path: Path) -> np.ndarray:
-    """Read a binary mask (0/1 or 0/255, grayscale or colour) as bool [H,W] (any channel > 0)."""
+def read_mask_file(path: Path) -> tuple[np.ndarray, str | None]:
+    """Read a mask as (bool [H,W], note). Colour masks take the max over their colour channels (alpha is
+    ignored); then `binarize_mask` applies the mask rule. `note` names the file and says what a non-binary
+    mask held (None for a binary one), for the caller's one warning."""
     path = Path(path)
     raw = _imread(path, "mask")
     if raw.ndim == 3:
@@ -58,7 +61,29 @@ def read_mask_file(path: Path) -> np.ndarray:
         raw = raw.max(axis=2)
     elif raw.ndim != 2:
         raise DataError(f"{path}: unsupported mask shape {raw.shape}")
-    return raw > 0
+    mask, note = binarize_mask(raw)
+    return mask, None if note is None else f"{path}: {note}"
+
+
+def binarize_mask(values: np.ndarray) -> tuple[np.ndarray, str | None]:
+    """The mask rule: a pixel is defect when its value lies above the midpoint of the mask's lowest and
+    highest values. A two-level mask ({0, 1}, {0, 255}, {0, m}, {a, b}) is thus read exactly: defect where it
+    holds its higher level; a constant mask is all defect when non-zero. Grey levels in between (JPEG
+    artefacts, anti-aliased edges, low noise) fall to the nearer extreme and are reported in `note`
+    ("12 grey levels from 0 to 255: thresholded at 127.5, ..."); None when the mask has at most two levels.
+
+    The midpoint rather than half the maximum: the two agree whenever the mask has a zero, and the midpoint
+    also reads a mask whose background is not zero (e.g. {100, 200}) as its two levels."""
+    lo, hi = values.min(), values.max()
+    if lo == hi:
+        return np.full(values.shape, bool(hi > 0)), None
+    threshold = (float(lo) + float(hi)) / 2.0
+    mask = values > threshold
+    if not np.any((values != lo) & (values != hi)):
+        return mask, None
+    levels = len(np.unique(values))
+    return mask, (f"mask is not binary ({levels} grey levels from {lo} to {hi}): thresholded at {threshold:g}, "
+                  "halfway between its lowest and highest value")
 
 
 def _to_unit_float(raw: np.ndarray, path: Path) -> np.ndarray:

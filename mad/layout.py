@@ -1,4 +1,5 @@
-"""Where things are in the MAD layout: class folders, image listing in natural order, mask paths.
+"""Where things are in the MAD layout: class folders, image listing in natural order, the order of test
+samples, mask paths.
 
 ```
 <data_root>/<class>/transforms.json         {"camera_angle_x" (or "fl_x", ...), "frames": [{"file_path", ...}]}
@@ -25,6 +26,12 @@ def natural_key(name: str) -> tuple:
     parts = re.split(r"(\d+)", name)
     chunks = tuple((0, int(p), p) if p.isdigit() else (1, 0, p) for p in parts if p != "")
     return chunks, name  # the name breaks ties such as '01' vs '1'; a chunk prefix sorts first
+
+
+def sample_order_key(defect: str, stem: str) -> tuple:
+    """The one order of a class's test samples (the reader's and the saved results'): the good folder first,
+    then the defect folders, and the files within each, all in natural order."""
+    return defect != GOOD, natural_key(defect), natural_key(stem)
 
 
 def list_images(folder: Path) -> list[Path]:

@@ -8,6 +8,7 @@ with one line naming the file and the problem; all problems of a class are repor
 from __future__ import annotations
 
 import os
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,8 +18,9 @@ import numpy as np
 
 from common.camera import Intrinsics
 from common.errors import DataError
+from common.run import RunOptions
 from mad.images import check_downscale, downscale_image, downscale_mask, read_image_file, read_mask_file
-from mad.layout import GOOD, list_images, mask_path
+from mad.layout import GOOD, list_images, mask_path, resolve_class_dir, sample_order_key
 from mad.transforms import frame_image_path, frame_pose, read_intrinsics, read_transforms
 
 
@@ -110,8 +112,9 @@ def load_train_views(class_dir, downscale: int = 1, white_bkgd: bool = True) -> 
 
 def load_test_set(class_dir, downscale: int = 1, white_bkgd: bool = True,
                   allow_empty_masks: bool = False) -> list[TestSample]:
-    """Test images without poses (at 1/downscale): 'good' first, then defect folders alphabetically; files
-    in numeric order. Defect images take their mask from ground_truth/<Defect>/<stem>_mask.png.
+    """Test images without poses (at 1/downscale), in mad.layout.sample_order_key order ('good' first, then
+    the defect folders; natural order). Defect images take their mask from ground_truth/<Defect>/<stem>_mask.png,
+    read by the rule of mad.images.binarize_mask; non-binary masks give one warning naming them.
 
     Every problem (missing or unreadable image or mask, a mask of another size, an all-zero mask on a
     defect image unless `allow_empty_masks`, test images of different sizes) is reported together."""
@@ -122,7 +125,6 @@ def load_test_set(class_dir, downscale: int = 1, white_bkgd: bool = True,
     if not test_dir.is_dir():
         raise DataError(f"{test_dir}: test folder not found")
     folders = [p for p in test_dir.iterdir() if p.is_dir() and not p.name.startswith(".")]
-    folders.sort(key=lambda p: (p.name != GOOD, p.name))
     if not folders:
         raise DataError(f"{test_dir}: test folder has no sub-folders (expected good/ and defect folders)")
 
@@ -139,14 +141,16 @@ def load_test_set(class_dir, downscale: int = 1, white_bkgd: bool = True,
                 problems.append(str(err))
                 continue
             jobs.append((folder.name, f, mask))
+    jobs.sort(key=lambda job: sample_order_key(job[0], job[1].stem))
 
     def load(job):
         defect, image_path, mask_path = job
         image = read_image_file(image_path, white_bkgd)
+        note = None
         if mask_path is None:
             mask = np.zeros(image.shape[:2], dtype=bool)
         else:
-            mask = read_mask_file(mask_path)
+            mask, note = read_mask_file(mask_path)
             if mask.shape != image.shape[:2]:
                 raise DataError(f"{mask_path}: mask size {mask.shape[1]}x{mask.shape[0]} differs from "
                                 f"its image {image_path} ({image.shape[1]}x{image.shape[0]})")
@@ -155,7 +159,7 @@ def load_test_set(class_dir, downscale: int = 1, white_bkgd: bool = True,
                                 "would be scored as normal); fix the mask, or pass --allow_empty_masks true")
         check_downscale(downscale, image.shape[1], image.shape[0], image_path)
         image, mask = downscale_image(image, downscale), downscale_mask(mask, downscale)
-        return TestSample(
+        return note, TestSample(
             name=f"{defect}/{image_path.stem}",
             path=image_path,
             image=np.ascontiguousarray(image, dtype=np.float32),
@@ -165,7 +169,7 @@ def load_test_set(class_dir, downscale: int = 1, white_bkgd: bool = True,
         )
 
     loaded, load_problems = _map_collecting(load, jobs)
-    samples = [s for s in loaded if s is not None]
+    samples = [s for _, s in filter(None, loaded)]
     problems += load_problems
     if samples:
         h0, w0 = samples[0].image.shape[:2]
@@ -173,4 +177,18 @@ def load_test_set(class_dir, downscale: int = 1, white_bkgd: bool = True,
                      f"{samples[0].path} (all test images must share one size)"
                      for s in samples if s.image.shape[:2] != (h0, w0)]
     raise_problems(problems)
+    warn_non_binary([note for note, _ in filter(None, loaded) if note])
     return samples
+
+
+def warn_non_binary(notes: Sequence[str]) -> None:
+    """One warning for the non-binary masks of a test set: the first file and what it held, and how many more."""
+    if notes:
+        more = f" (and {len(notes) - 1} more masks like it)" if len(notes) > 1 else ""
+        warnings.warn(f"{notes[0]}{more}", stacklevel=3)
+
+
+def load_run_test_set(run: RunOptions) -> list[TestSample]:
+    """The test set of the class `run.class_name` of `run.data_root`, loaded with the run's settings."""
+    return load_test_set(resolve_class_dir(run.data_root, run.class_name), downscale=run.image_downscale,
+                         white_bkgd=run.white_bkgd, allow_empty_masks=run.allow_empty_masks)

@@ -1,12 +1,19 @@
-"""NeRF checkpoints (ckpts/<dataset>/<class>/nerf.pt): written atomically, read with architecture checks."""
+"""NeRF checkpoints (ckpts/<dataset>/<class>/nerf.pt): written atomically, read with architecture checks.
+
+A checkpoint holds only tensors and plain Python values (dicts, lists, numbers, strings), so it is read
+with `torch.load(weights_only=True)`: a file carrying any other pickled object (which could run code on
+load) is refused. `weights_digest` names the trained model by its content (the run identity records it).
+"""
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import torch
 
 from common.errors import PadError
+from common.fingerprint import digest
 from common.io import save_torch
 from nerf.options import NeRFOptions
 from nerf.renderer import NeRFRenderer
@@ -32,12 +39,34 @@ def read_checkpoint(path: Path, device: torch.device | str = "cpu") -> dict[str,
         raise PadError(f"no trained NeRF checkpoint at {path}: train it first with "
                        f"`python train_nerf.py --config <config>`")
     try:
-        state = torch.load(path, map_location=device, weights_only=False)
+        state = torch.load(path, map_location=device, weights_only=True)
     except Exception as err:  # noqa: BLE001 - any unreadable file is the user's problem to fix
-        raise PadError(f"cannot read NeRF checkpoint {path}: {err}") from None
+        raise PadError(_unreadable(path, err)) from None
     if not isinstance(state, dict) or "model" not in state or "arch" not in state:
         raise PadError(f"{path} is not a NeRF checkpoint written by train_nerf.py (missing 'model'/'arch')")
     return state
+
+
+def _unreadable(path: Path, err: Exception) -> str:
+    """One line on why `path` did not load: unsafe Python objects (named), or a damaged file."""
+    unsafe: list[str] = []
+    if isinstance(err, pickle.UnpicklingError):
+        try:
+            unsafe = torch.serialization.get_unsafe_globals_in_checkpoint(path)
+        except Exception:  # noqa: BLE001 - a damaged file: reported below
+            unsafe = []
+    if unsafe:
+        return (f"refusing to load NeRF checkpoint {path}: it holds Python objects ({', '.join(unsafe)}) besides "
+                "tensors and plain values, and loading them could run code; use a checkpoint written by "
+                "train_nerf.py")
+    return (f"cannot read NeRF checkpoint {path}: the file is damaged, truncated or not a torch checkpoint "
+            f"({type(err).__name__}); retrain or copy it again")
+
+
+def weights_digest(model: Mapping[str, torch.Tensor], occupancy: Mapping[str, Any] | None) -> str:
+    """SHA-256 of a NeRF's parameters (`state_dict`) and its occupancy grid (`OccupancyGrid.state`, or None):
+    equal exactly when the trained models are bitwise equal, whatever the step, seed or file they came from."""
+    return digest([*sorted(model.items()), *((f"occupancy.{k}", v) for k, v in sorted((occupancy or {}).items()))])
 
 
 def check_arch(path: Path, saved: dict[str, Any], opts: NeRFOptions) -> None:

@@ -18,7 +18,7 @@ import math
 import signal
 import threading
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -27,7 +27,7 @@ from tqdm import tqdm
 from common.errors import ConfigError, Interrupted
 from common.io import remove_stale_temps, write_json
 from common.runtime import synchronize
-from nerf.checkpoint import LOG_NAME, check_arch, frozen_renderer, read_checkpoint, save_checkpoint
+from nerf.checkpoint import LOG_NAME, check_arch, frozen_renderer, read_checkpoint, save_checkpoint, weights_digest
 from nerf.options import NeRFOptions, TrainOptions
 from nerf.psnr import heldout_psnr, mean_colour_psnr, psnr_from_mse
 from nerf.ray_bank import RayBank
@@ -97,7 +97,8 @@ class NeRFTrainer:
         self.opts, self.nerf_opts = train, nerf
         self.path, self.device, self.label, self.progress = Path(checkpoint), torch.device(device), label, progress
         self.intrinsics = views.intrinsics
-        self.data_info = {"height": views.height, "width": views.width, **views.intrinsics.as_dict()}
+        self.data_info = {"height": int(views.height), "width": int(views.width),
+                          **{k: float(v) for k, v in views.intrinsics.as_dict().items()}}
         train_idx, val_idx = split_views(len(views.images), train.holdout_every)
         if not train_idx:
             raise ConfigError(f"holdout_every={train.holdout_every} leaves no training view out of "
@@ -140,16 +141,27 @@ class NeRFTrainer:
                             finished=self.finished, checkpoint=str(self.path), stop_reason=self.stop_reason,
                             samples_per_ray=self.samples_per_ray)
 
-    def save(self) -> None:
-        save_checkpoint(self.path, {
+    def _grid_state(self) -> dict | None:
+        return self.renderer.grid.state() if self.renderer.grid is not None else None
+
+    def checkpoint_state(self) -> dict:
+        """Everything an exact resume needs, as tensors and plain values only (nerf.checkpoint reads it
+        back with weights_only=True)."""
+        return {
             "step": self.step, "model": self.renderer.state_dict(), "optimizer": self.optimizer.state_dict(),
             "rng": {"generator": self.generator.get_state(), "torch_cpu": torch.get_rng_state()},
-            "elapsed_s": self.elapsed, "arch": self.nerf_opts.architecture(), "finished": self.finished,
+            "elapsed_s": float(self.elapsed), "arch": self.nerf_opts.architecture(), "finished": self.finished,
             "stop_reason": self.stop_reason,
             "val_history": self.val_history, "rays_per_s": self.rays_per_s, "baseline_psnr": self.baseline,
-            "data": self.data_info,
-            "occupancy": self.renderer.grid.state() if self.renderer.grid is not None else None,
-        })
+            "data": self.data_info, "occupancy": self._grid_state(),
+        }
+
+    def weights_digest(self) -> str:
+        """The content hash of the current model (nerf.checkpoint.weights_digest): equal to the saved one's."""
+        return weights_digest(self.renderer.state_dict(), self._grid_state())
+
+    def save(self) -> None:
+        save_checkpoint(self.path, self.checkpoint_state())
         write_json(self.path.parent / LOG_NAME, {**asdict(self.summary()), "val_history": self.val_history,
                                                   "n_rand": self.opts.N_rand, "device": str(self.device)})
 
@@ -181,85 +193,127 @@ class NeRFTrainer:
         if self.step >= opts.n_iters:
             self.finished, self.stop_reason = True, "n_iters"
             return self.summary()
-        renderer, optimizer, bank = self.renderer, self.optimizer, self.bank
-        renderer.train()
-        has_fine = renderer.fine is not None
-        perturb = self.nerf_opts.perturb > 0
-        budget_s = opts.max_train_minutes * 60.0 if opts.max_train_minutes > 0 else math.inf
-        save_every_s = opts.save_every_minutes * 60.0 if opts.save_every_minutes > 0 else math.inf
-        session_start = time.perf_counter()
-        last_save = session_start
-        elapsed_at_start = self.elapsed
-        overhead = 0.0                    # seconds spent validating / checkpointing (not training)
-        rays_done = 0
-        samples_done = torch.zeros((), device=self.device)       # MLP evaluations (summed on the device)
-        self.stop_reason = ""
+        session = self._start_session()
         bar = tqdm(total=opts.n_iters, initial=self.step, disable=not self.progress, desc=f"NeRF {self.label}",
                    dynamic_ncols=True)
         with _deferred_sigint() as interrupted:
-            while self.step < opts.n_iters:
-                now = time.perf_counter()
-                self.elapsed = elapsed_at_start + now - session_start
-                if interrupted():
-                    self.stop_reason = "interrupted"
-                    break
-                if now - session_start >= budget_s:
-                    self.stop_reason = "budget"
-                    break
-                lr = learning_rate(self.step, opts.lrate, opts.lrate_decay)
-                for group in optimizer.param_groups:
-                    group["lr"] = lr
-                if self._grid_update_due():
-                    renderer.update_grid(decay=opts.occupancy_decay, generator=self.generator)
-                crop = opts.precrop_frac if self.step < opts.precrop_iters else None
-                rays_o, rays_d, target = bank.sample(opts.N_rand, self.generator, crop)
-                out = renderer.render_rays(rays_o, rays_d, perturb=perturb,
-                                           raw_noise_std=self.nerf_opts.raw_noise_std, generator=self.generator)
-                samples_done += out["samples"].sum()
-                mse = torch.mean((out["rgb"] - target) ** 2)
-                loss = mse + torch.mean((out["rgb_coarse"] - target) ** 2) if has_fine else mse
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                self.step += 1
-                rays_done += opts.N_rand
+            while self.step < opts.n_iters and not self._should_stop(session, interrupted()):
+                loss, mse, lr = self._train_step(session)
                 bar.update(1)
                 if self.step % opts.i_print == 0:   # the only per-interval host sync
                     bar.set_postfix(loss=f"{loss.item():.4f}", psnr=f"{float(psnr_from_mse(mse.detach())):.2f}",
                                     lr=f"{lr:.1e}")
-                val_due = opts.i_val > 0 and self.step % opts.i_val == 0
-                save_due = (opts.i_weights > 0 and self.step % opts.i_weights == 0) or \
-                    time.perf_counter() - last_save >= save_every_s
-                if val_due or save_due:
-                    synchronize(self.device)
-                    t0 = time.perf_counter()
-                    self.rays_per_s = rays_done / max(t0 - session_start - overhead, 1e-9)
-                    self.elapsed = elapsed_at_start + t0 - session_start
-                    if val_due:
-                        self.validate()
-                    if save_due:
-                        self.finished = self.step >= opts.n_iters
-                        self.save()
-                        last_save = time.perf_counter()
-                    overhead += time.perf_counter() - t0
+                self._validate_and_save_if_due(session)
             bar.close()
-            synchronize(self.device)
-            now = time.perf_counter()
-            if rays_done:
-                self.rays_per_s = rays_done / max(now - session_start - overhead, 1e-9)
-                self.samples_per_ray = float(samples_done) / rays_done
-            self.elapsed = elapsed_at_start + now - session_start
-            if self.stop_reason != "interrupted":
-                self.validate()
-                self.elapsed = elapsed_at_start + time.perf_counter() - session_start
-            self.finished = self.step >= opts.n_iters
-            self.stop_reason = "n_iters" if self.finished else self.stop_reason
-            self.save()
+            self._end_session(session)
         if self.stop_reason == "interrupted":
             raise Interrupted(f"NeRF training of {self.label or self.path.parent.name} stopped at step "
                               f"{self.step}/{opts.n_iters}; the checkpoint {self.path} holds it; rerun the same "
                               "command to resume exactly from there")
         return self.summary()
+
+    def _start_session(self) -> "_Session":
+        """Training mode and a fresh clock for this run() call."""
+        self.renderer.train()
+        self.stop_reason = ""
+        return _Session(budget_s=_seconds(self.opts.max_train_minutes),
+                        save_every_s=_seconds(self.opts.save_every_minutes), elapsed_at_start=self.elapsed,
+                        samples=torch.zeros((), device=self.device))
+
+    def _should_stop(self, session: "_Session", interrupted: bool) -> bool:
+        """Before a step: update the elapsed time; stop (with its reason) on Ctrl-C or a spent budget."""
+        now = time.perf_counter()
+        self.elapsed = session.elapsed(now)
+        if interrupted:
+            self.stop_reason = "interrupted"
+        elif now - session.start >= session.budget_s:
+            self.stop_reason = "budget"
+        return bool(self.stop_reason)
+
+    def _train_step(self, session: "_Session") -> tuple[torch.Tensor, torch.Tensor, float]:
+        """One optimiser step on a random ray batch: (loss, fine MSE, learning rate), kept on the device."""
+        opts, renderer = self.opts, self.renderer
+        lr = learning_rate(self.step, opts.lrate, opts.lrate_decay)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        if self._grid_update_due():
+            renderer.update_grid(decay=opts.occupancy_decay, generator=self.generator)
+        crop = opts.precrop_frac if self.step < opts.precrop_iters else None
+        rays_o, rays_d, target = self.bank.sample(opts.N_rand, self.generator, crop)
+        out = renderer.render_rays(rays_o, rays_d, perturb=self.nerf_opts.perturb > 0,
+                                   raw_noise_std=self.nerf_opts.raw_noise_std, generator=self.generator)
+        session.samples += out["samples"].sum()
+        mse = torch.mean((out["rgb"] - target) ** 2)
+        loss = mse + torch.mean((out["rgb_coarse"] - target) ** 2) if renderer.fine is not None else mse
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        self.step += 1
+        session.rays += opts.N_rand
+        return loss, mse, lr
+
+    def _validate_and_save_if_due(self, session: "_Session") -> None:
+        """Held-out PSNR every i_val steps; checkpoint every i_weights steps or save_every_minutes. Their time
+        is not training time (rays/s)."""
+        opts = self.opts
+        val_due = opts.i_val > 0 and self.step % opts.i_val == 0
+        save_due = (opts.i_weights > 0 and self.step % opts.i_weights == 0) or \
+            time.perf_counter() - session.last_save >= session.save_every_s
+        if not (val_due or save_due):
+            return
+        synchronize(self.device)
+        t0 = time.perf_counter()
+        self.rays_per_s, self.elapsed = session.rays_per_s(t0), session.elapsed(t0)
+        if val_due:
+            self.validate()
+        if save_due:
+            self.finished = self.step >= opts.n_iters
+            self.save()
+            session.last_save = time.perf_counter()
+        session.overhead += time.perf_counter() - t0
+
+    def _end_session(self, session: "_Session") -> None:
+        """Final speed figures, held-out PSNR (unless interrupted), stop reason, and the last save."""
+        synchronize(self.device)
+        now = time.perf_counter()
+        if session.rays:
+            self.rays_per_s = session.rays_per_s(now)
+            self.samples_per_ray = float(session.samples) / session.rays
+        self.elapsed = session.elapsed(now)
+        if self.stop_reason != "interrupted":
+            self.validate()
+            self.elapsed = session.elapsed(time.perf_counter())
+        self.finished = self.step >= self.opts.n_iters
+        self.stop_reason = "n_iters" if self.finished else self.stop_reason
+        self.save()
+
+
+@dataclass
+class _Session:
+    """The clock and counters of one run() call; `overhead`: seconds spent validating and checkpointing."""
+    budget_s: float
+    save_every_s: float
+    elapsed_at_start: float
+    samples: torch.Tensor                   # MLP evaluations, summed on the device (no per-step sync)
+    start: float = field(default_factory=time.perf_counter)
+    last_save: float = field(default=0.0)
+    overhead: float = 0.0
+    rays: int = 0
+
+    def __post_init__(self):
+        self.last_save = self.start
+
+    def elapsed(self, now: float) -> float:
+        """Training seconds of the checkpoint so far: earlier runs plus this one."""
+        return self.elapsed_at_start + now - self.start
+
+    def rays_per_s(self, now: float) -> float:
+        return self.rays / max(now - self.start - self.overhead, 1e-9)
+
+
+def _seconds(minutes: float) -> float:
+    """A minutes option in seconds; 0 means no limit (infinity)."""
+    return minutes * 60.0 if minutes > 0 else math.inf
 
 
 @contextlib.contextmanager

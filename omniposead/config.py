@@ -2,7 +2,8 @@
 
 Each stage declares its options once, as a typed dataclass in `<package>/options.py`; this module
 assembles them into the single parser every entry point accepts, and turns a parsed namespace into
-`OmniposeConfig`, one typed options object per stage.
+`OmniposeConfig`, one typed options object per stage. A scoring protocol's preset (score_protocol =
+official) is applied here, where the parser knows which options were given explicitly (check_presets).
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from typing import ClassVar, NoReturn, Sequence
 import configargparse
 
 from anomaly.options import ScoreOptions
+from common.errors import ConfigError
 from common.options import Options, option
 from common.run import RunOptions
 from mad.options import SynthOptions
@@ -101,10 +103,58 @@ class ConfigParser(configargparse.ArgumentParser):
         return where + hint
 
     def parse_args(self, args=None, namespace=None, **kwargs):
+        """Parse, then apply the scoring protocol's preset (`check_presets`)."""
         self._last_argv = None if args is None else list(args)
-        return super().parse_args(args, namespace, **kwargs)
+        parsed = super().parse_args(args, namespace, **kwargs)
+        if hasattr(parsed, "score_protocol"):
+            check_presets(parsed, self.explicit_options(args))
+        return parsed
+
+    def explicit_options(self, args=None) -> dict[str, str]:
+        """{dest: where it was given} for every option set in the config file or on the command line, as
+        opposed to left at its default: a second parse with every default suppressed, so only given
+        options reach the namespace (argparse's own matching: abbreviations, `--key=value`, config keys)."""
+        defaults = {action: action.default for action in self._actions}
+        try:
+            for action in self._actions:
+                action.default = argparse.SUPPRESS
+            given, _ = configargparse.ArgumentParser.parse_known_args(self, args, ignore_help_args=True)
+        finally:
+            for action, default in defaults.items():
+                action.default = default
+        from_file = {action.dest: source.split("|", 1)[-1]
+                     for source, settings in self.get_source_to_settings_dict().items()
+                     if source.startswith("config_file") for action, _ in settings.values() if action is not None}
+        return {dest: from_file.get(dest, "command line") for dest in vars(given)}
 
     _last_argv: list[str] | None = None
+
+
+def check_presets(namespace: argparse.Namespace, given: dict[str, str]) -> None:
+    """Apply the scoring protocol's preset (anomaly.options.PRESETS) and print one line saying what it sets.
+    `given`: {option: its config file or 'command line'} for the options set explicitly. An explicit value
+    that contradicts the preset is a ConfigError (one line per option), except where the protocol comes
+    from the command line and the value only from the config file: the command line overrides the file,
+    as for any option, and the printed line names the file's values it replaced."""
+    score = ScoreOptions.from_config(namespace)
+    conflicts = score.preset_conflicts(given)
+    cli_protocol = given.get("score_protocol") == "command line"
+    replaced = [name for name in conflicts if cli_protocol and given[name] != "command line"]
+    refused = [name for name in conflicts if name not in replaced]
+    if refused:
+        raise ConfigError("\n".join(
+            f"{given[name]}: {name} = {_shown(getattr(score, name))} contradicts score_protocol = "
+            f"{score.score_protocol}, which sets {name} = {_shown(score.preset()[name])}; remove {name}, or use "
+            "score_protocol = paper to choose it yourself" for name in refused))
+    line = score.preset_line()
+    if line and replaced:
+        line += " (replacing " + ", ".join(f"{n} = {_shown(getattr(score, n))} of {given[n]}" for n in replaced) + ")"
+    if line:
+        print(line)
+
+
+def _shown(value) -> str:
+    return str(list(value)) if isinstance(value, tuple) else str(value)
 
 
 def _config_keys(path: str) -> set[str]:

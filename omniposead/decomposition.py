@@ -24,16 +24,13 @@ from anomaly.results import result_paths
 from anomaly.scorer import anomaly_map
 from common.camera import Intrinsics
 from common.io import write_json
-from mad.images import read_image_file
-from mad.layout import resolve_class_dir
-from mad.loader import load_test_set, load_train_views
 from evaluation.class_evaluation import ScoredSet
-from evaluation.metrics import GOOD, evaluate
-from features.backbone import load_backbone
-from nerf.checkpoint import checkpoint_path, load_renderer
+from evaluation.metrics import evaluate
+from mad.images import read_image_file
+from mad.layout import GOOD
 from omniposead.config import OmniposeConfig
+from omniposead.pipeline import load_class
 from omniposead.pose_accuracy import TEST_POSES_FILE, load_test_poses
-from omniposead.residual_fit import load_or_fit_residual
 
 ROWS = ("oracle", "nerf_true_pose", "pipeline")
 DECOMPOSITION_FILE = "decomposition.json"
@@ -97,31 +94,27 @@ def score_references(cfg: OmniposeConfig, backbone, residual, images: np.ndarray
     return {key: result[key] for key in METRICS}
 
 
-def decompose_class(cfg: OmniposeConfig, device, progress: bool = True) -> dict:
-    """The decomposition table of `cfg.run.class_name` for the config's scorer: {row: metrics or None}."""
+def decompose_class(cfg: OmniposeConfig, device=None, progress: bool = True) -> dict:
+    """The decomposition table of `cfg.run.class_name` for the config's scorer: {row: metrics or None}.
+    The class is loaded by the pipeline's loader (load_class, without training: the checkpoint must exist)."""
     run = cfg.run
-    class_dir = resolve_class_dir(run.data_root, run.class_name)
-    test_set = load_test_set(class_dir, downscale=run.image_downscale, white_bkgd=run.white_bkgd,
-                             allow_empty_masks=run.allow_empty_masks)
-    views = load_train_views(class_dir, downscale=run.image_downscale, white_bkgd=run.white_bkgd)
-    renderer = load_renderer(checkpoint_path(run.ckpt_dir), cfg.nerf, run.white_bkgd, device)
-    backbone = load_backbone(cfg.backbone, device)
-    residual = (load_or_fit_residual(cfg, views, renderer, backbone, device, progress)
-                if cfg.score.score_normalization == "residual" else None)
+    assets = load_class(cfg, device, train=False, progress=progress)
+    views, test_set = assets.views, assets.test_set
     names = [s.name for s in test_set]
-    height, width = views.height, views.width
+    size = (views.height, views.width)
     references = {
-        "oracle": oracle_references(class_dir, names, height, width, views.intrinsics),
-        "nerf_true_pose": nerf_references(renderer, class_dir, names, height, width, views.intrinsics, device),
+        "oracle": oracle_references(assets.class_dir, names, *size, views.intrinsics),
+        "nerf_true_pose": nerf_references(assets.renderer, assets.class_dir, names, *size, views.intrinsics,
+                                          assets.device),
         "pipeline": pipeline_references(run.output_dir, names, run.white_bkgd),
     }
     images = np.stack([s.image for s in test_set])
     masks, defect_types = [s.mask for s in test_set], [s.defect_type for s in test_set]
-    rows = {row: (None if refs is None else
-                  score_references(cfg, backbone, residual, images, refs, masks, defect_types, device))
+    rows = {row: (None if refs is None else score_references(cfg, assets.backbone, assets.residual, images, refs,
+                                                             masks, defect_types, assets.device))
             for row, refs in references.items()}
     return {"class": run.class_name, "dataset": run.dataset_name, "scorer": cfg.score.scorer_record(),
-            "backbone": backbone.description, "n_images": len(test_set),
+            "backbone": assets.backbone.description, "n_images": len(test_set),
             "n_good": sum(t == GOOD for t in defect_types), "rows": rows}
 
 

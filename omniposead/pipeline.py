@@ -6,14 +6,13 @@
 `run_class` loops over the test images that have no result yet and writes each result atomically
 (anomaly.results), so an interrupted run resumes where it stopped. Everything that can be checked is
 checked before the expensive work: the whole class (train views, test images, masks, sizes, labels)
-and that the checkpoint and output folders can be written. The settings the maps depend on are saved
-in `<output_dir>/run.json`; when they change, every map is made again (and auroc_test.py reads the
-data settings from there).
+and that the checkpoint and output folders can be written. The run identity (omniposead.run_identity:
+every option that can change a map, the NeRF's weights hash, ...) is saved in `<output_dir>/run.json`;
+when any of it changes, every map is made again and one line names the changed keys (auroc_test.py
+reads the data settings from there too).
 """
 from __future__ import annotations
 
-import dataclasses
-import json
 import time
 import warnings
 from dataclasses import dataclass
@@ -24,7 +23,7 @@ import torch
 from tqdm import tqdm
 
 from anomaly.residual import ResidualModel
-from anomaly.results import is_done, load_run_record, save_result, save_run_record
+from anomaly.results import discard_result, is_done, load_run_record, save_result, save_run_record
 from anomaly.scorer import anomaly_map, image_scores
 from common.errors import DataError, Interrupted
 from common.io import ensure_writable, remove_stale_temps
@@ -34,11 +33,12 @@ from mad.loader import TestSample, TrainViews, load_test_set, load_train_views
 from evaluation.plots import overlay_heatmap
 from features.backbone import FrozenBackbone, load_backbone
 from inerf.estimate import PoseEstimate, estimate_poses
-from nerf.checkpoint import checkpoint_path, read_checkpoint, renderer_from_state
+from nerf.checkpoint import checkpoint_path, read_checkpoint, renderer_from_state, weights_digest
 from nerf.renderer import NeRFRenderer
 from nerf.trainer import NeRFTrainer, TrainSummary
 from omniposead.config import OmniposeConfig
 from omniposead.residual_fit import load_or_fit_residual
+from omniposead.run_identity import identity_changes, run_identity
 from retrieval.database import CACHE_NAME, DescriptorDatabase, load_or_build_database
 
 
@@ -73,6 +73,13 @@ def train_class(cfg: OmniposeConfig, device: torch.device, progress: bool = True
 class TrainedNeRF:
     renderer: NeRFRenderer   # frozen
     step: int                # training steps behind it
+    digest: str              # content hash of its weights and occupancy grid (nerf.checkpoint.weights_digest)
+
+    @classmethod
+    def from_state(cls, state: dict, path: Path, cfg: OmniposeConfig, device: torch.device) -> "TrainedNeRF":
+        """The frozen NeRF of a checkpoint already read from `path`."""
+        return cls(renderer_from_state(state, path, cfg.nerf, cfg.run.white_bkgd, device), state["step"],
+                   weights_digest(state["model"], state.get("occupancy")))
 
 
 def ensure_trained(cfg: OmniposeConfig, views: TrainViews, device: torch.device,
@@ -83,14 +90,14 @@ def ensure_trained(cfg: OmniposeConfig, views: TrainViews, device: torch.device,
     path = checkpoint_path(cfg.run.ckpt_dir)
     state = read_checkpoint(path, device) if path.is_file() else None
     if state is not None and state["step"] >= cfg.train.n_iters:
-        return TrainedNeRF(renderer_from_state(state, path, cfg.nerf, cfg.run.white_bkgd, device), state["step"])
+        return TrainedNeRF.from_state(state, path, cfg, device)
     trainer = nerf_trainer(cfg, views, device, progress, state)
     summary = trainer.run()
     if summary.stop_reason == "budget":
         warnings.warn(f"NeRF training of {cfg.run.class_name} stopped by max_train_minutes at step {summary.step} "
                       f"of {cfg.train.n_iters}; using it now, the next run continues the training "
                       "(and then makes the maps again)", stacklevel=2)
-    return TrainedNeRF(trainer.frozen_renderer(), summary.step)
+    return TrainedNeRF(trainer.frozen_renderer(), summary.step, trainer.weights_digest())
 
 
 @dataclass
@@ -103,6 +110,7 @@ class ClassAssets:
     test_set: list[TestSample]
     renderer: NeRFRenderer
     nerf_step: int
+    nerf_digest: str
     backbone: FrozenBackbone
     database: DescriptorDatabase
     residual: ResidualModel | None = None  # the NeRF's normal-residual model (score_normalization = residual)
@@ -145,14 +153,13 @@ def load_class(cfg: OmniposeConfig, device: torch.device | None = None, *, train
         nerf = ensure_trained(cfg, views, device, progress)
     else:
         path = checkpoint_path(run.ckpt_dir)
-        state = read_checkpoint(path, device)
-        nerf = TrainedNeRF(renderer_from_state(state, path, cfg.nerf, run.white_bkgd, device), state["step"])
+        nerf = TrainedNeRF.from_state(read_checkpoint(path, device), path, cfg, device)
     backbone = load_backbone(cfg.backbone, device)
     database = load_or_build_database(cfg.retrieval, backbone, views, device, run.ckpt_dir / CACHE_NAME)
     residual = (load_or_fit_residual(cfg, views, nerf.renderer, backbone, device, progress)
                 if cfg.score.score_normalization == "residual" else None)
-    return ClassAssets(cfg, device, class_dir, views, test_set, nerf.renderer, nerf.step, backbone, database,
-                       residual)
+    return ClassAssets(cfg, device, class_dir, views, test_set, nerf.renderer, nerf.step, nerf.digest, backbone,
+                       database, residual)
 
 
 def estimate_batch_poses(assets: ClassAssets, images: np.ndarray, progress: bool = False) -> list[PoseEstimate]:
@@ -207,30 +214,43 @@ def process_batch(assets: ClassAssets, samples: list[TestSample], progress: bool
             for i, (sample, pose) in enumerate(zip(samples, poses))]
 
 
-def map_settings(assets: ClassAssets) -> dict:
-    """Everything the saved maps depend on: data loading, the NeRF, the backbone, pose and scoring options."""
-    cfg = assets.cfg
-    return {"data_root": str(cfg.run.data_root), "class_name": cfg.run.class_name, **cfg.run.loading_settings(),
-            "seed": cfg.run.seed, "nerf_step": assets.nerf_step,
-            "nerf": cfg.nerf.architecture(), "backbone": assets.backbone.description,
-            "retrieval": dataclasses.asdict(cfg.retrieval), "inerf": dataclasses.asdict(cfg.inerf),
-            "score": dataclasses.asdict(cfg.score)}
+def used_assets(assets: ClassAssets) -> dict:
+    """What the maps are made with beyond the options (the `used` part of the run identity)."""
+    return {"nerf_weights": assets.nerf_digest, "nerf_step": assets.nerf_step,
+            "backbone": assets.backbone.description, "retrieval_database": assets.database.fingerprint,
+            "residual_model": assets.residual.fingerprint if assets.residual is not None else None,
+            "device": assets.device.type}
 
 
-def run_class(cfg: OmniposeConfig, device: torch.device | None = None, progress: bool = True) -> Path:
-    """Write the anomaly maps of every test image of `cfg.run.class_name`; return the output folder."""
+def run_record(assets: ClassAssets) -> dict:
+    """The run.json of the class's maps: their identity, plus data_root and the loading settings at the top
+    level, which the evaluation reads back (evaluation.class_evaluation, auroc_test.py)."""
+    run = assets.cfg.run
+    return {"data_root": str(run.data_root), **run.loading_settings(),
+            "identity": run_identity(assets.cfg, used_assets(assets))}
+
+
+@dataclass
+class ClassMaps:
+    """What run_class made: the output folder, and the test set it loaded (for the evaluation to reuse)."""
+    out_dir: Path
+    test_set: list[TestSample]
+
+
+def run_class(cfg: OmniposeConfig, device: torch.device | None = None, progress: bool = True) -> ClassMaps:
+    """Write the anomaly maps of every test image of `cfg.run.class_name`."""
     out_dir = cfg.run.output_dir
     ensure_writable(out_dir, "output")
     remove_stale_temps(out_dir)
     assets = load_class(cfg, device, require_labels=cfg.pipeline.evaluate, progress=progress)
-    settings = map_settings(assets)
-    saved = load_run_record(out_dir)
-    redo = saved is not None and _comparable(saved) != _comparable(settings)
+    record, saved = run_record(assets), load_run_record(out_dir)
+    changes = identity_changes(saved.get("identity"), record["identity"]) if saved is not None else []
+    redo = bool(changes)
     if redo:
-        changed = sorted(k for k in settings if _comparable(saved).get(k) != _comparable(settings).get(k))
-        print(f"[{cfg.run.class_name}] settings changed since the saved maps ({', '.join(changed)}): making every "
-              "map again")
-    save_run_record(out_dir, settings)
+        print(f"[{cfg.run.class_name}] changed since the saved maps: {'; '.join(changes)}: making every map again")
+        for sample in assets.test_set:      # before the new run.json: an interrupted remake resumes correctly
+            discard_result(out_dir, sample.name)
+    save_run_record(out_dir, record)
     pending = [s for s in assets.test_set if redo or not is_done(out_dir, s.name)]
     name, description = cfg.run.class_name, assets.backbone.description
     total = len(assets.test_set)
@@ -255,9 +275,4 @@ def run_class(cfg: OmniposeConfig, device: torch.device | None = None, progress:
         done = sum(is_done(out_dir, sample.name) for sample in assets.test_set)
         raise Interrupted(f"{done} of {total} test images of {name} have their results in {out_dir}; rerun the "
                           "same command to make the rest") from None
-    return out_dir
-
-
-def _comparable(settings: dict) -> dict:
-    """Settings as JSON sees them (tuples -> lists), for comparing with a saved run.json."""
-    return json.loads(json.dumps(settings))
+    return ClassMaps(out_dir, assets.test_set)

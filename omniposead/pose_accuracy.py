@@ -3,8 +3,6 @@ the true ones of a generated class.
 
     python -m omniposead.pose_accuracy --config configs/<dataset>/<class>.txt [--from_outputs]
 
-(The successor of `python -m inerf.pose_accuracy`: same flags.)
-
 This module holds the only reader of ``<class_dir>/test_poses.json`` (written by mad.synthesize; MAD
 itself has no test poses, so this diagnostic only runs on generated data or with user-provided poses);
 the decomposition diagnostic (omniposead.decomposition) uses it too. The pipeline never does.

@@ -17,6 +17,7 @@ from tqdm import tqdm
 
 from anomaly.residual import RESIDUAL_NAME, ResidualModel, load_residual_model
 from anomaly.scorer import term_differences
+from common.fingerprint import digest
 from mad.loader import TrainViews
 from features.backbone import backbone_signature
 from nerf.renderer import NeRFRenderer
@@ -42,9 +43,7 @@ def residual_fingerprint(cfg: OmniposeConfig, renderer: NeRFRenderer, backbone, 
     h.update(json.dumps({"protocol": score.score_protocol, "stages": list(score.compared_stages()),
                          "rgb": score.compares_rgb(), "views": list(indices), "white_bkgd": cfg.run.white_bkgd,
                          "nerf": repr(cfg.nerf)}, sort_keys=True).encode())
-    for name, tensor in renderer.state_dict().items():
-        h.update(name.encode())
-        h.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    h.update(digest(renderer.state_dict().items()).encode())
     h.update(backbone_signature(backbone).encode())
     h.update(np.ascontiguousarray(views.images[indices], dtype=np.float32).tobytes())
     h.update(np.ascontiguousarray(views.poses[indices], dtype=np.float32).tobytes())

@@ -1,4 +1,4 @@
-"""Structure-from-motion poses (mad.colmap_poses, data/sfm): conventions, normalisation, the flipped-view
+"""Structure-from-motion poses (mad.colmap_poses, mad/sfm): conventions, normalisation, the flipped-view
 check and the resumable work folder in pure numpy; one small real COLMAP run on a textured object."""
 from __future__ import annotations
 
@@ -134,7 +134,7 @@ def test_recovers_the_poses_of_a_textured_object(tmp_path):
     """A real COLMAP run: 16 views of the textured object on a ring (8 degree steps) at 320 px. (Nearly) every
     view registers; after a similarity alignment the rotations and positions are within a few degrees / % of
     the truth (a wrong convention is off by tens of degrees); the transforms.json written loads with the
-    recovered intrinsics. (The 100-view acceptance figures are in benchmarks/bench_colmap.py.)"""
+    recovered intrinsics. (The 100-view acceptance figures are in benchmarks/bench_sfm_poses.py.)"""
     pytest.importorskip("pycolmap")
     import cv2
 

@@ -101,6 +101,22 @@ def test_numeric_file_order(tmp_path):
         ["01Gorilla", "1Gorilla", "demo", "demo9", "demo96"]
 
 
+def test_saved_results_come_back_in_the_readers_order(tmp_path):
+    """One order (mad.layout.sample_order_key) for the reader and anomaly.results.load_results, also where
+    sorting file names and stems would differ ('1-a.png' < '1.png' but '1' < '1-a') and for numbered folders."""
+    from anomaly.results import load_results, save_result
+
+    cdir = make_class(tmp_path / "data", test={"good": [1, 10, 2], "Defect10": [0], "Defect2": [0]})
+    shutil.copy(cdir / "test" / "good" / "1.png", cdir / "test" / "good" / "1-a.png")
+    names = [s.name for s in load_test_set(cdir)]
+    assert names == ["good/1", "good/1-a", "good/2", "good/10", "Defect2/0", "Defect10/0"]
+    for name in reversed(names):
+        defect = name.split("/")[0]
+        save_result(tmp_path / "out", name, np.zeros((2, 2)), {"image_score": 0.0, "label": int(defect != "good"),
+                                                               "defect_type": defect, "backbone": "b"})
+    assert [r.name for r in load_results(tmp_path / "out")] == names
+
+
 def test_half_res_is_downscale_2(tmp_path):
     cdir = make_class(tmp_path, height=6, width=8)
     full, half = load_train_views(cdir), load_train_views(cdir, downscale=RunOptions(half_res=True).image_downscale)
@@ -209,7 +225,7 @@ def test_class_without_poses_points_at_colmap_poses(tmp_path):
     (cdir / "transforms.json").unlink()
     assert list_classes(tmp_path) == ["toy"]          # still a class: loading it says what to do
     with pytest.raises(DataError, match=r"toy/transforms\.json: transforms file not found; the training views have "
-                                        r"no poses: .*python -m data\.colmap_poses --class_dir .*toy"):
+                                        r"no poses: .*python -m mad\.colmap_poses --class_dir .*toy"):
         load_train_views(cdir)
 
 

@@ -58,6 +58,13 @@ def _pipeline_args(data_root, ckpt_root, out_root):
             "--score_sigma", "1", "--image_score_pool", "8", "--n_qualitative", "2"]
 
 
+def _official(args):
+    """The same run under score_protocol = official, which sets score_sigma and image_score_pool itself
+    (giving them too is an error)."""
+    cut = {i for i, a in enumerate(args) if a in ("--score_sigma", "--image_score_pool")}
+    return [a for i, a in enumerate(args) if i not in cut and i - 1 not in cut] + ["--score_protocol", "official"]
+
+
 def test_pipeline_writes_every_result_and_prints_both_aurocs(trained, tmp_path, capsys):
     data_root, ckpt_root, _ = trained
     ckpts = tmp_path / "ckpts"
@@ -158,7 +165,7 @@ def test_residual_model_is_fitted_on_heldout_training_views_only(trained, tmp_pa
     # the cache is reused as long as the NeRF is the same, refitted when it changes
     stamp = saved.stat().st_mtime_ns
     assert _residual_model(data_root, ckpts).fingerprint == model.fingerprint and saved.stat().st_mtime_ns == stamp
-    state = torch.load(ckpts / "synthetic" / "toy" / "nerf.pt", weights_only=False)
+    state = torch.load(ckpts / "synthetic" / "toy" / "nerf.pt", weights_only=True)
     first = next(iter(state["model"]))
     state["model"][first] = state["model"][first] + 0.01
     torch.save(state, ckpts / "synthetic" / "toy" / "nerf.pt")
@@ -170,7 +177,7 @@ def test_official_protocol_end_to_end_and_no_mixing_on_resume(trained, tmp_path)
     data_root, ckpt_root, _ = trained
     ckpts = tmp_path / "ckpts"
     shutil.copytree(ckpt_root, ckpts)
-    args = _pipeline_args(data_root, ckpts, tmp_path / "out") + ["--score_protocol", "official"]
+    args = _official(_pipeline_args(data_root, ckpts, tmp_path / "out"))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         assert anomaly_nerf_lego.main(args) == 0
@@ -196,9 +203,7 @@ def test_official_protocol_end_to_end_and_no_mixing_on_resume(trained, tmp_path)
 
 
 def test_decomposition_rows_and_pipeline_results_untouched(trained, tmp_path, capsys):
-    import importlib.util
-    from pathlib import Path
-
+    from benchmarks import decompose
     from omniposead.decomposition import oracle_references
 
     data_root, ckpt_root, _ = trained
@@ -220,14 +225,10 @@ def test_decomposition_rows_and_pipeline_results_untouched(trained, tmp_path, ca
     for i in good:  # the generator's render at the true pose IS the anomaly-free test image
         assert np.array_equal(np.round(oracle[i] * 255), np.round(samples[i].image * 255))
 
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "decompose.py"
-    spec = importlib.util.spec_from_file_location("decompose", path)
-    decompose = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(decompose)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         assert decompose.main(args) == 0
-        assert decompose.main(args + ["--score_protocol", "official"]) == 0
+        assert decompose.main(_official(args)) == 0
     printed = capsys.readouterr().out
     assert "| oracle |" in printed and "| nerf_true_pose |" in printed and "| pipeline |" in printed
     table = json.loads((out_dir / "decomposition.json").read_text())

@@ -235,7 +235,7 @@ def _env():
 
 
 def _weights(path: Path) -> dict:
-    return torch.load(path, map_location="cpu", weights_only=False)
+    return torch.load(path, map_location="cpu", weights_only=True)
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL], ids=["SIGINT", "SIGKILL"])
@@ -308,7 +308,10 @@ def test_auroc_test_takes_dataset_and_resolution_from_the_saved_maps(tmp_path, c
 
 @pytest.mark.parametrize("command", [["anomaly_nerf_lego.py"], ["auroc_test.py"], ["train_nerf.py"],
                                      ["-m", "mad.synthesize"], ["-m", "mad.colmap_poses"],
-                                     ["-m", "omniposead.pose_accuracy"], ["benchmarks/decompose.py"]])
+                                     ["-m", "omniposead.pose_accuracy"],
+                                     *(["-m", f"benchmarks.{name}"] for name in (
+                                         "decompose", "bench_sfm_poses", "bench_sfm_pipeline", "bench_nerf",
+                                         "bench_occupancy", "bench_pipeline"))])
 def test_every_command_line_prints_its_help(command):
     """--help lists the options (a '%' in an option's help text once made argparse crash here)."""
     root = Path(__file__).resolve().parents[1]

@@ -1,5 +1,5 @@
-"""What every metric shares: the good label, the metric error, the ROC curve, the area under a curve,
-and the input checks."""
+"""What every metric shares: the good label (mad.layout.GOOD), the metric error, the ROC curve, the area
+under a curve, and the input checks."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -7,8 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from common.errors import PadError
-
-GOOD = "good"
+from mad.layout import GOOD  # the one definition of the good folder's name (re-exported for the metrics)
 
 
 class EvaluationError(PadError, ValueError):

@@ -1,0 +1,1 @@
+"""Speed and quality benchmarks, each run as a module (`python -m benchmarks.<name>`); figures in RESULTS.md."""
