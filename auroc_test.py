@@ -10,7 +10,8 @@ Without --data_root (or a config that sets it) the dataset is the one whose maps
 Reads the per-image results written by anomaly_nerf_lego.py (layout: anomaly/results.py) from
 <output_root>/<dataset>/<class>/ and the test set (images, masks, labels, defect types) from
 <data_root>/<class>/. Image scores are recomputed from the saved maps (max of the average-pooled
-map, --image_score_pool), so the pooling can be tuned without rerunning the pipeline.
+map), with the image_score_pool the maps were made with (run.json) unless --image_score_pool (or the
+config) gives one: the pooling can be tuned without rerunning the pipeline.
 
 Per class it prints `pixel AUROC: 0.xxx`, `image AUROC: 0.xxx`, the pixel AUPRO and the
 per-defect breakdown, and writes metrics.json, roc.png, qualitative.png (and, with
@@ -28,7 +29,7 @@ from pathlib import Path
 from anomaly.results import RUN_RECORD, load_run_record
 from common.errors import DataError, exit_on_user_error
 from common.io import atomic_path
-from evaluation.class_evaluation import evaluate_class
+from evaluation.class_evaluation import evaluate_class, with_saved_image_pool
 from evaluation.report import report, results_table
 from omniposead.classes import ALL, exit_code, run_classes
 from omniposead.config import OmniposeConfig, build_parser
@@ -58,7 +59,9 @@ def dataset_of_saved_maps(output_root: str, obj: str) -> str:
 
 @exit_on_user_error
 def main(argv=None) -> int:
-    namespace = build_auroc_parser().parse_args(argv)
+    parser = build_auroc_parser()
+    namespace = parser.parse_args(argv)
+    pool_given = "image_score_pool" in parser.explicit_options(argv)
     obj = namespace.obj or namespace.class_name
     if namespace.data_root is None:
         namespace.data_root = dataset_of_saved_maps(namespace.output_root, obj)
@@ -66,7 +69,8 @@ def main(argv=None) -> int:
 
     def one_class(name: str) -> dict:
         run = cfg.run.for_class(name)
-        metrics = evaluate_class(run, cfg.score, cfg.evaluation)
+        score = cfg.score if pool_given else with_saved_image_pool(run, cfg.score)
+        metrics = evaluate_class(run, score, cfg.evaluation)
         print(report(metrics))
         print(f"wrote {run.output_dir / 'metrics.json'}")
         return metrics

@@ -49,6 +49,17 @@ def with_saved_settings(run: RunOptions) -> RunOptions:
     return run.replace(**{k: saved[k] for k in keys})
 
 
+def with_saved_image_pool(run: RunOptions, score: ScoreOptions) -> ScoreOptions:
+    """`score` with the image_score_pool the class's maps were made with (run.json), so that the image
+    AUROC equals the one the pipeline printed; for an evaluation whose pool was not given explicitly."""
+    saved = ((load_run_record(run.output_dir) or {}).get("identity") or {}).get("score", {}).get("image_score_pool")
+    if saved is None or saved == score.image_score_pool:
+        return score
+    print(f"[{run.class_name}] using the image_score_pool the maps were made with: {saved} (pass "
+          "--image_score_pool to choose another)", file=sys.stderr)
+    return score.replace(image_score_pool=int(saved))
+
+
 @dataclass
 class ScoredSet:
     """A test set's maps, masks and image scores as the protocol evaluates them."""
@@ -134,7 +145,9 @@ def evaluate_class(run: RunOptions, score: ScoreOptions, ev: EvalOptions, write_
         "colour_scale": [vmin, vmax],
         "qualitative_threshold": threshold,
         "images": [{"name": s.name, "defect_type": s.defect_type, "label": int(s.label),
-                    "image_score": float(sc)} for s, sc in zip(samples, scores)],
+                    "image_score": float(sc), "pose_unsure": bool(records[s.name].get("pose_unsure", False))}
+                   for s, sc in zip(samples, scores)],
+        "pose_unsure": [s.name for s in samples if records[s.name].get("pose_unsure")],
     }
     if not write_outputs:
         return metrics
@@ -152,7 +165,8 @@ def evaluate_class(run: RunOptions, score: ScoreOptions, ev: EvalOptions, write_
         reference = read_image_file(ref_path) if ref_path.is_file() else None
         if reference is not None and reference.shape[:2] != sample.image.shape[:2]:
             reference = None
-        rows.append(QualitativeRow(title=f"{sample.name}\nscore {scores[i]:.3g}", query=sample.image,
+        unsure = "\npose unsure" if records[sample.name].get("pose_unsure") else ""
+        rows.append(QualitativeRow(title=f"{sample.name}\nscore {scores[i]:.3g}{unsure}", query=sample.image,
                                    reference=reference, mask=masks[i], amap=maps[i]))
     qualitative_sheet(out_dir / "qualitative.png", rows, vmin, vmax, threshold,
                       title=f"{obj}: heat-map scale [{vmin:.3g}, {vmax:.3g}], mask threshold {threshold:.3g}")

@@ -18,6 +18,10 @@ def report(metrics: dict) -> str:
     for dtype, entry in metrics["per_defect"].items():
         lines.append(f"  {dtype} ({entry['n_images']} images vs good): image AUROC {_fmt(entry['image_auroc'])}, "
                      f"pixel AUROC {_fmt(entry['pixel_auroc'])}, pixel AUPRO {_fmt(entry['pixel_aupro'])}")
+    unsure = metrics.get("pose_unsure") or []
+    if unsure:
+        lines.append(f"pose unsure: {len(unsure)} image{'s' if len(unsure) != 1 else ''} ({', '.join(unsure)}): "
+                     "their loss stayed above what this NeRF reaches on correct poses; review their maps")
     return "\n".join(lines)
 
 

@@ -43,6 +43,14 @@ class PoseEstimate:
     final_loss: float              # and at the refined pose
     loss_curve: np.ndarray         # [steps] MSE before each step's update
     sampling: str                  # ray sampling strategy actually used
+    fallback_tried: bool = False   # the loss was above the unsure threshold: the global search ran
+    fallback_used: bool = False    # and its pose (lower loss) replaced the refined one
+    loss_ratio: float | None = None  # final_loss / the calibrated unsure threshold (None: not calibrated)
+
+    @property
+    def unsure(self) -> bool:
+        """The final loss is above what this NeRF reaches on correct poses (inerf.global_search)."""
+        return self.loss_ratio is not None and self.loss_ratio > 1.0
 
     def record(self) -> dict:
         """The JSON-ready fields the pipeline writes per image."""
@@ -54,6 +62,10 @@ class PoseEstimate:
             "inerf_start_index": int(self.start_indices[self.restart_rank]),
             "inerf_restart_rank": int(self.restart_rank),
             "inerf_final_loss": float(self.final_loss),
+            "pose_loss_ratio": None if self.loss_ratio is None else float(self.loss_ratio),
+            "pose_unsure": bool(self.unsure),
+            "pose_fallback_tried": bool(self.fallback_tried),
+            "pose_fallback_used": bool(self.fallback_used),
         }
 
 

@@ -37,6 +37,23 @@ class InerfOptions(Options):
     inerf_retry_factor: float = option(3.0, "with k > 1 starts: a query whose best loss after the first steps is "
                                             "above this many times the median of the batch's gets k more starts, "
                                             "away from those tried (0 = no retry)")
+    pose_fallback: bool = option(True, "a query whose refined loss is above the unsure threshold is searched for "
+                                       "globally: compared with fallback_positions x fallback_rolls low-resolution "
+                                       "renders over the sphere, its best fallback_refine candidates refined by iNeRF, "
+                                       "the lowest loss kept")
+    pose_unsure_factor: float = option(5.0, "unsure threshold = this x the median final loss of iNeRF on held-out "
+                                            "training views started near their true poses (calibration); a pose "
+                                            "above it is 'pose unsure' and, with pose_fallback, searched globally")
+    pose_calibration_views: int = option(8, "held-out training views (the trainer's split) the threshold is "
+                                            "calibrated on (evenly spaced training views without a split)")
+    pose_calibration_offset: float = option(10.0, "degrees the calibration views' starts are turned away from their "
+                                                  "true poses (a typical retrieval error)")
+    fallback_positions: int = option(200, "candidate camera positions over the sphere (about 14 degrees apart at 200)")
+    fallback_rolls: tuple[float, ...] = option((0.0,), "in-plane rolls in degrees tried at each candidate position "
+                                                     "(0 = upright like the training views; e.g. 0 90 180 270)")
+    fallback_size: int = option(32, "longer side in pixels of the candidate renders and the query they are compared "
+                                    "with")
+    fallback_refine: int = option(3, "distinct best candidates refined by iNeRF per lost query")
     inerf_detector: str = option("sift", "keypoint detector for interest_points / interest_regions sampling "
                                          "(iNeRF: SIFT)", choices=DETECTORS)
     inerf_min_keypoints: int = option(8, "fewer keypoints than this in a query -> sample its rays uniformly "
@@ -55,6 +72,10 @@ class InerfOptions(Options):
         require(self.inerf_restart_min_angle >= 0,
                 f"inerf_restart_min_angle must be >= 0, got {self.inerf_restart_min_angle}")
         require(self.inerf_retry_factor >= 0, f"inerf_retry_factor must be >= 0, got {self.inerf_retry_factor}")
+        require(self.pose_unsure_factor > 0, f"pose_unsure_factor must be > 0, got {self.pose_unsure_factor}")
+        for name in ("pose_calibration_views", "fallback_positions", "fallback_size", "fallback_refine"):
+            require(getattr(self, name) >= 1, f"{name} must be >= 1, got {getattr(self, name)}")
+        require(len(self.fallback_rolls) >= 1, "fallback_rolls needs at least one roll (0 = upright)")
         require(0 < self.inerf_restart_fraction <= 1,
                 f"inerf_restart_fraction must be in (0, 1], got {self.inerf_restart_fraction}")
         return self

@@ -21,6 +21,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 from tqdm import tqdm
 
@@ -46,6 +47,16 @@ def split_views(n_views: int, holdout_every: int) -> tuple[list[int], list[int]]
     held = [i for i in range(n_views) if i % holdout_every == 0]
     train = [i for i in range(n_views) if i % holdout_every != 0]
     return train, held
+
+
+def heldout_view_indices(n_views: int, holdout_every: int, fallback_views: int) -> tuple[list[int], bool]:
+    """(training views to measure the NeRF on: the held-out split, whether they are instead `fallback_views`
+    evenly spaced views it was trained on, because there is no split)."""
+    _, held = split_views(n_views, holdout_every)
+    if held:
+        return held, False
+    count = max(1, min(int(fallback_views), n_views))
+    return sorted({int(i) for i in np.linspace(0, n_views - 1, count).round()}), True
 
 
 def build_renderer(opts: NeRFOptions, white_bkgd: bool, seed: int, device: torch.device) -> NeRFRenderer:

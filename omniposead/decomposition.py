@@ -98,7 +98,7 @@ def decompose_class(cfg: OmniposeConfig, device=None, progress: bool = True) -> 
     """The decomposition table of `cfg.run.class_name` for the config's scorer: {row: metrics or None}.
     The class is loaded by the pipeline's loader (load_class, without training: the checkpoint must exist)."""
     run = cfg.run
-    assets = load_class(cfg, device, train=False, progress=progress)
+    assets = load_class(cfg, device, train=False, progress=progress, poses=False)
     views, test_set = assets.views, assets.test_set
     names = [s.name for s in test_set]
     size = (views.height, views.width)

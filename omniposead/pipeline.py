@@ -33,10 +33,12 @@ from mad.loader import TestSample, TrainViews, load_test_set, load_train_views
 from evaluation.plots import overlay_heatmap
 from features.backbone import FrozenBackbone, load_backbone
 from inerf.estimate import PoseEstimate, estimate_poses
+from inerf.global_search import CandidateViews, global_fallback, lost_queries, with_confidence
 from nerf.checkpoint import checkpoint_path, read_checkpoint, renderer_from_state, weights_digest
 from nerf.renderer import NeRFRenderer
 from nerf.trainer import NeRFTrainer, TrainSummary
 from omniposead.config import OmniposeConfig
+from omniposead.pose_calibration import PoseCalibration, load_or_calibrate, load_or_render_candidates
 from omniposead.residual_fit import load_or_fit_residual
 from omniposead.run_identity import identity_changes, run_identity
 from retrieval.database import CACHE_NAME, DescriptorDatabase, load_or_build_database
@@ -114,6 +116,14 @@ class ClassAssets:
     backbone: FrozenBackbone
     database: DescriptorDatabase
     residual: ResidualModel | None = None  # the NeRF's normal-residual model (score_normalization = residual)
+    pose_calibration: PoseCalibration | None = None  # the pose-unsure threshold (omniposead.pose_calibration)
+    _candidates: CandidateViews | None = None        # the global fallback's renders, made when first needed
+
+    def candidates(self, progress: bool = True) -> CandidateViews:
+        if self._candidates is None:
+            self._candidates = load_or_render_candidates(self.cfg, self.views, self.renderer, self.nerf_digest,
+                                                         progress)
+        return self._candidates
 
 
 def check_test_set(test_set: list[TestSample], views: TrainViews, class_dir: Path, require_labels: bool) -> None:
@@ -135,10 +145,11 @@ def check_test_set(test_set: list[TestSample], views: TrainViews, class_dir: Pat
 
 
 def load_class(cfg: OmniposeConfig, device: torch.device | None = None, *, train: bool = True,
-               require_labels: bool = False, progress: bool = True) -> ClassAssets:
+               require_labels: bool = False, progress: bool = True, poses: bool = True) -> ClassAssets:
     """Load (and, with `train`, generate and train as needed) everything of the class `cfg.run.class_name`.
     The class is validated first, so a bad file stops the run before any training. Without `train` a
-    missing checkpoint is an error."""
+    missing checkpoint is an error. Without `poses` the pose-unsure threshold is not calibrated (for work
+    that estimates no pose)."""
     device = resolve_device(cfg.run.device) if device is None else device
     run = cfg.run
     seed_everything(run.seed)
@@ -158,15 +169,24 @@ def load_class(cfg: OmniposeConfig, device: torch.device | None = None, *, train
     database = load_or_build_database(cfg.retrieval, backbone, views, device, run.ckpt_dir / CACHE_NAME)
     residual = (load_or_fit_residual(cfg, views, nerf.renderer, backbone, device, progress)
                 if cfg.score.score_normalization == "residual" else None)
+    calibration = load_or_calibrate(cfg, views, nerf.renderer, nerf.digest, device) if poses else None
     return ClassAssets(cfg, device, class_dir, views, test_set, nerf.renderer, nerf.step, nerf.digest, backbone,
-                       database, residual)
+                       database, residual, calibration)
 
 
 def estimate_batch_poses(assets: ClassAssets, images: np.ndarray, progress: bool = False) -> list[PoseEstimate]:
-    """Retrieval + iNeRF poses of query images [B,H,W,3] with the class's settings."""
+    """Retrieval + iNeRF poses of query images [B,H,W,3] with the class's settings; a query whose loss stays
+    above the calibrated threshold is searched globally (pose_fallback), and every pose gets its confidence."""
     cfg = assets.cfg
-    return estimate_poses(assets.renderer, assets.database, assets.views, images, cfg.inerf, assets.device,
-                          retrieval_topk=cfg.retrieval.retrieval_topk, seed=cfg.run.seed, progress=progress)
+    poses = estimate_poses(assets.renderer, assets.database, assets.views, images, cfg.inerf, assets.device,
+                           retrieval_topk=cfg.retrieval.retrieval_topk, seed=cfg.run.seed, progress=progress)
+    if assets.pose_calibration is None:
+        return poses
+    threshold = assets.pose_calibration.threshold
+    if cfg.inerf.pose_fallback and lost_queries(poses, threshold):
+        poses = global_fallback(assets.renderer, assets.candidates(progress), images, poses, threshold,
+                                assets.views.intrinsics, cfg.inerf, assets.device, seed=cfg.run.seed)
+    return with_confidence(poses, threshold)
 
 
 @dataclass
@@ -227,7 +247,8 @@ def run_record(assets: ClassAssets) -> dict:
     level, which the evaluation reads back (evaluation.class_evaluation, auroc_test.py)."""
     run = assets.cfg.run
     return {"data_root": str(run.data_root), **run.loading_settings(),
-            "identity": run_identity(assets.cfg, used_assets(assets))}
+            "identity": run_identity(assets.cfg, used_assets(assets)),
+            "pose_calibration": assets.pose_calibration.record() if assets.pose_calibration else None}
 
 
 @dataclass
@@ -256,6 +277,8 @@ def run_class(cfg: OmniposeConfig, device: torch.device | None = None, progress:
     total = len(assets.test_set)
     print(f"[{name}] {total} test images, {total - len(pending)} already done, backbone: {description}")
     batch, scorer = cfg.inerf.inerf_batch, cfg.score.scorer_record()
+    unsure: list[str] = []
+    searched = 0
     try:
         with tqdm(total=len(pending), desc=f"{name} maps", unit="img", disable=not progress) as bar:
             for start in range(0, len(pending), batch):
@@ -268,6 +291,8 @@ def run_class(cfg: OmniposeConfig, device: torch.device | None = None, progress:
                                if cfg.evaluation.save_overlays else None)
                     save_result(out_dir, result.sample.name, amap, result.record(description, scorer),
                                 query=image, reference=result.reference, overlay=overlay)
+                    unsure += [result.sample.name] if result.pose.unsure else []
+                    searched += int(result.pose.fallback_tried)
                     bar.update(1)
     except KeyboardInterrupt as err:
         if isinstance(err, Interrupted):
@@ -275,4 +300,9 @@ def run_class(cfg: OmniposeConfig, device: torch.device | None = None, progress:
         done = sum(is_done(out_dir, sample.name) for sample in assets.test_set)
         raise Interrupted(f"{done} of {total} test images of {name} have their results in {out_dir}; rerun the "
                           "same command to make the rest") from None
+    if pending and assets.pose_calibration is not None:
+        print(f"[{name}] poses: {len(pending) - len(unsure)} of {len(pending)} sure, {len(unsure)} unsure"
+              + (f" ({', '.join(unsure)})" if unsure else "") + f"; global search for {searched} "
+              f"(threshold {assets.pose_calibration.threshold:.3g} = {cfg.inerf.pose_unsure_factor:g} x the "
+              f"held-out median {assets.pose_calibration.median_loss:.3g})")
     return ClassMaps(out_dir, assets.test_set)

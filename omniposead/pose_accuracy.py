@@ -36,6 +36,9 @@ from omniposead.pipeline import estimate_batch_poses, load_class
 
 TEST_POSES_FILE = "test_poses.json"
 STAGES = (("retrieval", "coarse_pose"), ("iNeRF", "refined_pose"))
+FLAGS = ("unsure", "fallback_tried", "fallback_used", "loss_ratio")   # per-image pose confidence, when known
+RECORD_FLAGS = {"unsure": "pose_unsure", "fallback_tried": "pose_fallback_tried", "fallback_used": "pose_fallback_used",
+                "loss_ratio": "pose_loss_ratio"}
 
 
 def load_test_poses(class_dir) -> dict[str, np.ndarray]:
@@ -72,12 +75,25 @@ def pose_errors(estimates: dict[str, dict], truth: dict[str, np.ndarray]) -> dic
         per_stage[stage] = (rot, trans)
         report["stages"][stage] = summarise(rot, trans)
     for i, name in enumerate(names):
-        row = {"name": name}
+        row = {"name": name, **{flag: estimates[name][flag] for flag in FLAGS if flag in estimates[name]}}
         for stage, _ in STAGES:
             row[f"{stage}_rot_deg"] = float(per_stage[stage][0][i])
             row[f"{stage}_trans_frac"] = float(per_stage[stage][1][i])
         report["per_image"].append(row)
+    report["confidence"] = confidence_summary(report["per_image"])
     return report
+
+
+def confidence_summary(rows: list[dict], failure_deg: float = 5.0) -> dict:
+    """How the pose confidence and the global fallback did: counts over the refined poses."""
+    rows = [r for r in rows if "unsure" in r]
+    failed = [r for r in rows if r["iNeRF_rot_deg"] > failure_deg]
+    correct = [r for r in rows if r["iNeRF_rot_deg"] <= failure_deg]
+    return {"n": len(rows), "unsure": sum(r["unsure"] for r in rows),
+            "fallback_tried": sum(r.get("fallback_tried", False) for r in rows),
+            "fallback_used": sum(r.get("fallback_used", False) for r in rows),
+            f"over_{failure_deg:g}deg": len(failed), f"over_{failure_deg:g}deg_flagged": sum(r["unsure"] for r in failed),
+            "correct_flagged": sum(r["unsure"] for r in correct)}
 
 
 def format_table(report: dict) -> str:
@@ -89,6 +105,11 @@ def format_table(report: dict) -> str:
         lines.append(f"{stage:<10} {s['n']:>4} {s['rot_median_deg']:>8.2f}° {s['rot_p90_deg']:>8.2f}° "
                      f"{100 * s['share_under_2deg']:>6.1f}% {100 * s['share_over_5deg']:>6.1f}% "
                      f"{s['trans_median_frac']:>8.4f} {s['trans_p90_frac']:>8.4f}")
+    c = report.get("confidence") or {}
+    if c.get("n"):
+        lines.append(f"pose unsure: {c['unsure']} of {c['n']} ({c['over_5deg_flagged']} of the {c['over_5deg']} over "
+                     f"5 deg, {c['correct_flagged']} correct ones); global fallback tried {c['fallback_tried']}, "
+                     f"used {c['fallback_used']}")
     if report.get("seconds_per_query") is not None:
         lines.append(f"seconds per query (retrieval + iNeRF): {report['seconds_per_query']:.3f}")
     return "\n".join(lines)
@@ -105,6 +126,7 @@ def estimates_from_outputs(cfg: OmniposeConfig, names: Sequence[str]) -> tuple[d
         record = load_record(path)
         try:
             estimates[name] = {key: np.asarray(record[key], dtype=np.float64).reshape(4, 4) for _, key in STAGES}
+            estimates[name].update({flag: record[key] for flag, key in RECORD_FLAGS.items() if key in record})
         except (KeyError, TypeError, ValueError) as err:
             raise DataError(f"{path}: cannot read coarse_pose/refined_pose as 4x4 matrices ({err})") from None
     return estimates, missing
@@ -120,11 +142,13 @@ def estimates_from_pipeline(cfg: OmniposeConfig, device, progress: bool = True) 
     results = estimate_batch_poses(assets, images, progress=progress)
     synchronize(assets.device)
     seconds = (time.perf_counter() - t0) / max(len(samples), 1)
-    estimates = {s.name: {key: r.coarse_pose if key == "coarse_pose" else r.refined_pose for _, key in STAGES}
-                 for s, r in zip(samples, results)}
+    estimates = {s.name: {"coarse_pose": r.coarse_pose, "refined_pose": r.refined_pose, "unsure": r.unsure,
+                          "fallback_tried": r.fallback_tried, "fallback_used": r.fallback_used,
+                          "loss_ratio": r.loss_ratio} for s, r in zip(samples, results)}
     info = {"backbone": assets.backbone.description, "retrieval_notes": assets.database.notes,
             "device": str(assets.device),
             "final_loss_median": float(np.median([r.final_loss for r in results])),
+            "pose_threshold": assets.pose_calibration.threshold if assets.pose_calibration else None,
             "sampling_fallbacks": sum(r.sampling != cfg.inerf.inerf_sampling for r in results)}
     return estimates, seconds, info
 

@@ -21,17 +21,8 @@ from common.fingerprint import digest
 from mad.loader import TrainViews
 from features.backbone import backbone_signature
 from nerf.renderer import NeRFRenderer
-from nerf.trainer import split_views
+from nerf.trainer import heldout_view_indices
 from omniposead.config import OmniposeConfig
-
-
-def residual_view_indices(n_views: int, holdout_every: int, fallback_views: int) -> tuple[list[int], bool]:
-    """(training-view indices the residual model is fitted on, whether they are a fallback of seen views)."""
-    _, held = split_views(n_views, holdout_every)
-    if held:
-        return held, False
-    count = max(1, min(int(fallback_views), n_views))
-    return sorted({int(i) for i in np.linspace(0, n_views - 1, count).round()}), True
 
 
 def residual_fingerprint(cfg: OmniposeConfig, renderer: NeRFRenderer, backbone, views: TrainViews,
@@ -54,7 +45,7 @@ def load_or_fit_residual(cfg: OmniposeConfig, views: TrainViews, renderer: NeRFR
                          device: torch.device, progress: bool = True) -> ResidualModel:
     """The class's residual model from ckpts/<dataset>/<class>/residual.pt when its fingerprint matches the
     NeRF and scorer options; otherwise fitted on the held-out training views and saved there atomically."""
-    indices, fallback = residual_view_indices(len(views.images), cfg.train.holdout_every,
+    indices, fallback = heldout_view_indices(len(views.images), cfg.train.holdout_every,
                                               cfg.score.residual_fallback_views)
     if fallback:
         warnings.warn(f"holdout_every = 0: the residual model of {cfg.run.class_name} is fitted on {len(indices)} "

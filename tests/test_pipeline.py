@@ -131,7 +131,7 @@ def _residual_model(data_root, ckpts):
                         *NERF_ARGS, "--desc_dim", "16", "--retrieval_size", "64", "--score_normalization", "residual"])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # bundled backbone
-        return pipeline.load_class(cfg, torch.device("cpu"), train=False, progress=False).residual
+        return pipeline.load_class(cfg, torch.device("cpu"), train=False, progress=False, poses=False).residual
 
 
 def test_residual_model_is_fitted_on_heldout_training_views_only(trained, tmp_path):
@@ -248,5 +248,5 @@ def test_residual_model_without_heldout_views_warns_and_uses_training_views(trai
                         *NERF_ARGS, "--holdout_every", "0", "--residual_fallback_views", "4", "--desc_dim", "16",
                         "--retrieval_size", "64", "--score_normalization", "residual"])
     with pytest.warns(UserWarning, match="holdout_every = 0"):
-        model = pipeline.load_class(cfg, torch.device("cpu"), train=False, progress=False).residual
+        model = pipeline.load_class(cfg, torch.device("cpu"), train=False, progress=False, poses=False).residual
     assert model.notes == {"views": [0, 13, 26, 39], "heldout": False, "score_protocol": "paper"}

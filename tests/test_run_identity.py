@@ -113,5 +113,9 @@ def test_run_class_remakes_every_map_after_an_N_samples_change_and_reuses_them_a
     assert made == [] and "changed" not in printed and f"{n_maps} already done" in printed
     record = json.loads((out_dir / "run.json").read_text())
     assert record["downscale"] == 1 and record["data_root"] == str(tiny_data_root)   # read back by auroc_test.py
+    calibration = record["pose_calibration"]                 # the pose-unsure threshold, calibrated and recorded
+    assert calibration["threshold"] == pytest.approx(5.0 * calibration["median_loss"]) and calibration["views"]
+    image = json.loads(next((out_dir / "good").glob("*.json")).read_text())
+    assert isinstance(image["pose_unsure"], bool) and image["pose_loss_ratio"] > 0
     assert record["identity"]["nerf"]["N_samples"] == 10 and record["identity"]["used"]["nerf_step"] == 2
     assert len(record["identity"]["used"]["nerf_weights"]) == 64

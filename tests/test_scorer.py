@@ -236,8 +236,8 @@ def test_residual_normalisation_gives_each_term_unit_energy_on_the_fitted_residu
 
 
 def test_residual_views_are_the_trainers_heldout_split_or_a_flagged_fallback():
-    from omniposead.residual_fit import residual_view_indices
+    from nerf.trainer import heldout_view_indices
 
-    assert residual_view_indices(20, 8, fallback_views=5) == ([0, 8, 16], False)  # nerf.trainer.split_views
-    assert residual_view_indices(20, 0, fallback_views=5) == ([0, 5, 10, 14, 19], True)
-    assert residual_view_indices(3, 0, fallback_views=8) == ([0, 1, 2], True)
+    assert heldout_view_indices(20, 8, fallback_views=5) == ([0, 8, 16], False)  # nerf.trainer.split_views
+    assert heldout_view_indices(20, 0, fallback_views=5) == ([0, 5, 10, 14, 19], True)
+    assert heldout_view_indices(3, 0, fallback_views=8) == ([0, 1, 2], True)
