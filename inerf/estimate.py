@@ -45,7 +45,8 @@ class PoseEstimate:
     sampling: str                  # ray sampling strategy actually used
     fallback_tried: bool = False   # the loss was above the unsure threshold: the global search ran
     fallback_used: bool = False    # and its pose (lower loss) replaced the refined one
-    loss_ratio: float | None = None  # final_loss / the calibrated unsure threshold (None: not calibrated)
+    confidence_loss: float | None = None  # final loss without the worst-fitting rays (pose_confidence_trim)
+    loss_ratio: float | None = None  # confidence_loss / the calibrated unsure threshold (None: not calibrated)
 
     @property
     def unsure(self) -> bool:
@@ -62,6 +63,7 @@ class PoseEstimate:
             "inerf_start_index": int(self.start_indices[self.restart_rank]),
             "inerf_restart_rank": int(self.restart_rank),
             "inerf_final_loss": float(self.final_loss),
+            "pose_confidence_loss": None if self.confidence_loss is None else float(self.confidence_loss),
             "pose_loss_ratio": None if self.loss_ratio is None else float(self.loss_ratio),
             "pose_unsure": bool(self.unsure),
             "pose_fallback_tried": bool(self.fallback_tried),
@@ -207,6 +209,7 @@ def estimate_poses(renderer, database, train_views, images, opts: InerfOptions, 
             start_pose=train_poses[start_index].copy(),
             initial_loss=float(head.initial_loss[row]),
             final_loss=float(last.final_loss[last_row]),
+            confidence_loss=float(last.final_trimmed[last_row]),
             loss_curve=curve,
             sampling=head.sampling[row],
         ))

@@ -133,9 +133,14 @@ def distinct_best(ranked: np.ndarray, poses: np.ndarray, k: int, min_angle_deg: 
     return chosen
 
 
+def judged_loss(estimate: PoseEstimate) -> float:
+    """The loss a pose's confidence is judged on: without the worst-fitting rays when known."""
+    return float(estimate.final_loss if estimate.confidence_loss is None else estimate.confidence_loss)
+
+
 def lost_queries(estimates: list[PoseEstimate], threshold: float) -> list[int]:
-    """The queries whose refined loss is above the threshold."""
-    return [q for q, e in enumerate(estimates) if e.final_loss > threshold]
+    """The queries whose judged loss is above the threshold."""
+    return [q for q, e in enumerate(estimates) if judged_loss(e) > threshold]
 
 
 def global_fallback(renderer, candidates: CandidateViews, images: np.ndarray, estimates: list[PoseEstimate],
@@ -143,7 +148,7 @@ def global_fallback(renderer, candidates: CandidateViews, images: np.ndarray, es
                     seed: int = 0) -> list[PoseEstimate]:
     """The estimates with every lost query (loss above `threshold`) refined again from its best candidate
     viewpoints (opts.fallback_refine of them, at least inerf_restart_min_angle apart); a query keeps the
-    fallback's pose only when its loss is lower. `fallback_tried` is set on every lost query."""
+    fallback's pose only when its judged loss is lower. `fallback_tried` is set on every lost query."""
     lost = lost_queries(estimates, threshold)
     out = list(estimates)
     if not lost:
@@ -160,20 +165,20 @@ def global_fallback(renderer, candidates: CandidateViews, images: np.ndarray, es
         results += [(refined, row) for row in range(len(chunk))]
     for q in lost:
         best = min((j for j, (qq, _) in enumerate(jobs) if qq == q),
-                   key=lambda j: float(results[j][0].final_loss[results[j][1]]), default=None)
+                   key=lambda j: float(results[j][0].final_trimmed[results[j][1]]), default=None)
         estimate = dataclasses.replace(out[q], fallback_tried=True)
         if best is not None:
             refined, row = results[best]
-            if float(refined.final_loss[row]) < estimate.final_loss:
+            if float(refined.final_trimmed[row]) < judged_loss(estimate):
                 estimate = dataclasses.replace(
                     estimate, refined_pose=refined.poses[row], start_pose=candidates.poses[jobs[best][1]],
-                    final_loss=float(refined.final_loss[row]), loss_curve=refined.loss_curves[row],
-                    fallback_used=True)
+                    final_loss=float(refined.final_loss[row]), confidence_loss=float(refined.final_trimmed[row]),
+                    loss_curve=refined.loss_curves[row], fallback_used=True)
         out[q] = estimate
     return out
 
 
 def with_confidence(estimates: list[PoseEstimate], threshold: float) -> list[PoseEstimate]:
-    """The estimates with loss_ratio = final loss / threshold set (above 1: the pose is unsure)."""
-    return [dataclasses.replace(e, loss_ratio=float(e.final_loss) / threshold if threshold > 0 else math.inf)
+    """The estimates with loss_ratio = judged loss / threshold set (above 1: the pose is unsure)."""
+    return [dataclasses.replace(e, loss_ratio=judged_loss(e) / threshold if threshold > 0 else math.inf)
             for e in estimates]

@@ -31,6 +31,9 @@ class PoseRefinement:
     # [B] photometric MSE on the same pixels as final_loss, at the start pose
     initial_loss: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
     sampling: list[str] = field(default_factory=list)  # strategy actually used per query (fallbacks show as "random")
+    # [B] the final loss without the worst-fitting share of rays (pose_confidence_trim): a defect makes a few
+    # rays fit badly, a wrong pose most of them; the pose confidence is judged on this one
+    final_trimmed: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
 
 
 def learning_rate(opts: InerfOptions, step: int) -> float:
@@ -51,6 +54,17 @@ def _groups(batch: int, rays_per_query: int, chunk: int) -> list[slice]:
 
 def _photometric_loss(renderer, twist, init, dirs, targets, pixels, sl: slice) -> torch.Tensor:
     """Per-query MSE [b] of the rays `pixels[sl]` rendered from exp(twist) @ init."""
+    return _ray_errors(renderer, twist, init, dirs, targets, pixels, sl).mean(dim=1)
+
+
+def trimmed_mean(errors: torch.Tensor, trim: float) -> torch.Tensor:
+    """Mean [b] of each row of `errors` [b, n] without its `trim` share of largest values."""
+    keep = max(1, int(round(errors.shape[1] * (1.0 - trim))))
+    return errors.sort(dim=1).values[:, :keep].mean(dim=1)
+
+
+def _ray_errors(renderer, twist, init, dirs, targets, pixels, sl: slice) -> torch.Tensor:
+    """Squared colour error [b, n] (mean over RGB) of each ray `pixels[sl]` rendered from exp(twist) @ init."""
     pix = pixels[sl]                                          # [b, n, 2]
     b, n = pix.shape[:2]
     poses = apply_correction(twist[sl], init[sl])             # [b, 4, 4]
@@ -60,7 +74,7 @@ def _photometric_loss(renderer, twist, init, dirs, targets, pixels, sl: slice) -
     rgb = out["rgb"].float().reshape(b, n, 3)
     batch_idx = torch.arange(sl.start, sl.start + b, device=pix.device)[:, None]
     target = targets[batch_idx, pix[..., 0], pix[..., 1]]     # [b, n, 3]
-    return ((rgb - target) ** 2).mean(dim=(1, 2))
+    return ((rgb - target) ** 2).mean(dim=2)
 
 
 def refine_poses(renderer, images, init_poses, intrinsics: Intrinsics, opts: InerfOptions, device, seed: int = 0, *,
@@ -105,7 +119,7 @@ def refine_poses(renderer, images, init_poses, intrinsics: Intrinsics, opts: Ine
         p.requires_grad_(False)
     try:
         with torch.no_grad():
-            initial = _evaluate(renderer, twist, init, dirs, targets, eval_pixels, groups)
+            initial = _evaluate(renderer, twist, init, dirs, targets, eval_pixels, groups).mean(dim=1)
         for step in range(steps):
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate(opts, first_step + step)
@@ -119,7 +133,8 @@ def refine_poses(renderer, images, init_poses, intrinsics: Intrinsics, opts: Ine
             if on_step is not None:
                 on_step()
         with torch.no_grad():
-            final = _evaluate(renderer, twist, init, dirs, targets, eval_pixels, groups)
+            final_errors = _evaluate(renderer, twist, init, dirs, targets, eval_pixels, groups)
+            final, final_trimmed = final_errors.mean(dim=1), trimmed_mean(final_errors, opts.pose_confidence_trim)
             poses = apply_correction(twist.detach(), init)
     finally:
         for p, flag in zip(params, flags):
@@ -130,9 +145,11 @@ def refine_poses(renderer, images, init_poses, intrinsics: Intrinsics, opts: Ine
         final_loss=final.cpu().numpy().astype(np.float32),
         loss_curves=curves.cpu().numpy().astype(np.float32),
         initial_loss=initial.cpu().numpy().astype(np.float32),
+        final_trimmed=final_trimmed.cpu().numpy().astype(np.float32),
         sampling=[c.strategy for c in sampler.candidates],
     )
 
 
 def _evaluate(renderer, twist, init, dirs, targets, pixels, groups) -> torch.Tensor:
-    return torch.cat([_photometric_loss(renderer, twist, init, dirs, targets, pixels, sl) for sl in groups])
+    """Squared colour errors [B, n] of the fixed evaluation rays."""
+    return torch.cat([_ray_errors(renderer, twist, init, dirs, targets, pixels, sl) for sl in groups])

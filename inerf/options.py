@@ -44,6 +44,9 @@ class InerfOptions(Options):
     pose_unsure_factor: float = option(5.0, "unsure threshold = this x the median final loss of iNeRF on held-out "
                                             "training views started near their true poses (calibration); a pose "
                                             "above it is 'pose unsure' and, with pose_fallback, searched globally")
+    pose_confidence_trim: float = option(0.25, "share of the worst-fitting evaluation rays left out of the loss the "
+                                               "pose confidence is judged on (a defect makes a few rays fit badly, a "
+                                               "wrong pose most of them)")
     pose_calibration_views: int = option(8, "held-out training views (the trainer's split) the threshold is "
                                             "calibrated on (evenly spaced training views without a split)")
     pose_calibration_offset: float = option(10.0, "degrees the calibration views' starts are turned away from their "
@@ -72,6 +75,8 @@ class InerfOptions(Options):
         require(self.inerf_restart_min_angle >= 0,
                 f"inerf_restart_min_angle must be >= 0, got {self.inerf_restart_min_angle}")
         require(self.inerf_retry_factor >= 0, f"inerf_retry_factor must be >= 0, got {self.inerf_retry_factor}")
+        require(0 <= self.pose_confidence_trim < 1,
+                f"pose_confidence_trim must be in [0, 1), got {self.pose_confidence_trim}")
         require(self.pose_unsure_factor > 0, f"pose_unsure_factor must be > 0, got {self.pose_unsure_factor}")
         for name in ("pose_calibration_views", "fallback_positions", "fallback_size", "fallback_refine"):
             require(getattr(self, name) >= 1, f"{name} must be >= 1, got {getattr(self, name)}")

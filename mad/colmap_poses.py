@@ -11,11 +11,14 @@ convention and written to <class_dir>/transforms.json:
     camera up vector is +z, scaled so that the mean camera distance is --radius (4: near=2 / far=6);
   * intrinsics fl_x, fl_y, cx, cy, w, h (instant-ngp / nerfstudio keys, read by mad/loader.py) and
     camera_angle_x.
-Views COLMAP cannot register, and registered views that fail the flipped-view check (mad/sfm/
-consistency.py: their matches disagree with the recovered epipolar geometry; --keep_suspicious keeps
-them), are left out of transforms.json, listed under "excluded_views" there, printed, and written to the
-report <work_dir>/colmap_report.json (views registered, reprojection error, scale, timings, the
-spread of the sparse points, per-view consistency).
+The flipped-view check (mad/sfm/view_check.py) makes suspects of the views whose matches disagree with
+their partners more than is normal for this capture (robust z-scores against its median and MAD), and
+settles each on its 2D-3D matches with the other views' points: cleared (kept), repaired (a re-estimated
+pose with clearly more inliers that agrees with its partners) or left out (--keep_suspicious keeps them).
+Views COLMAP cannot register and views the check leaves out are not in transforms.json: they are listed
+under "excluded_views" there (repaired views under "repaired_views"), one line each with the reason on
+the console, and in the report <work_dir>/colmap_report.json (views registered, reprojection error,
+scale, timings, the spread of the sparse points, per-view consistency, every suspect's verdict).
 """
 from __future__ import annotations
 
@@ -34,8 +37,9 @@ from common.io import write_json
 from mad.layout import GOOD, TRANSFORMS_FILE, list_images
 from mad.options import SfmOptions
 from mad.sfm.colmap import SfmSettings, default_threads, read_matched_pairs, run_sfm
-from mad.sfm.consistency import neighbour_consistency, suspicious_views
+from mad.sfm.consistency import FlipLimits
 from mad.sfm.geometry import c2w_from_cam_from_world, normalise_poses
+from mad.sfm.view_check import CLEARED, LEFT_OUT, REPAIRED, CheckSettings, check_views
 
 REPORT = "colmap_report.json"
 
@@ -48,6 +52,16 @@ def _settings(opts: SfmOptions, image_width: int) -> SfmSettings:
                        num_threads=opts.sfm_num_threads or default_threads(), max_features=opts.sfm_max_features,
                        peak_threshold=opts.sfm_peak_threshold, seed=opts.sfm_seed,
                        init_min_inliers=opts.sfm_init_min_inliers, abs_pose_min_inliers=opts.sfm_abs_pose_min_inliers)
+
+
+def check_settings(opts: SfmOptions) -> CheckSettings:
+    """The flipped-view check's thresholds from the options."""
+    limits = FlipLimits(z_max=opts.sfm_flip_z_max, rot_floor_deg=opts.sfm_flip_rot_floor_deg,
+                        agreement_floor=opts.sfm_flip_agreement_floor, min_agreement=opts.sfm_flip_min_agreement,
+                        max_rot_deg=opts.sfm_flip_max_rot_deg)
+    return CheckSettings(limits=limits, max_error_px=opts.sfm_verify_max_error_px,
+                         min_inliers=opts.sfm_abs_pose_min_inliers, min_gain=opts.sfm_verify_min_gain,
+                         repair=opts.sfm_repair_flips, seed=opts.sfm_seed)
 
 
 def _image_size(path: Path) -> tuple[int, int]:
@@ -108,10 +122,6 @@ def recover_poses(class_dir: Path, opts: SfmOptions = SfmOptions(), *, out: Path
     order = {n: k for k, n in enumerate(names)}
     registered = sorted((i for i, img in rec.images.items() if img.has_pose), key=lambda i: order[id_to_name[i]])
     unregistered = [n for n in names if sfm.image_ids[n] not in set(registered)]
-    cam_from_world = {iid: np.asarray(rec.images[iid].cam_from_world().matrix()) for iid in registered}
-    poses, norm = normalise_poses(np.stack([c2w_from_cam_from_world(cam_from_world[i]) for i in registered]),
-                                  opts.sfm_radius, orient_up=opts.sfm_orient_up)
-    pose_of = dict(zip(registered, poses))
     camera_ids = {rec.images[i].camera_id for i in registered}
     if len(camera_ids) != 1:
         raise DataError(f"{image_dir}: expected one shared camera, the model has {len(camera_ids)}")
@@ -120,21 +130,28 @@ def recover_poses(class_dir: Path, opts: SfmOptions = SfmOptions(), *, out: Path
     cx, cy = float(cam.principal_point_x), float(cam.principal_point_y)
 
     t0 = time.perf_counter()
-    consistency = neighbour_consistency(read_matched_pairs(sfm.database), cam_from_world,
-                                        np.asarray(cam.calibration_matrix()))
-    half_fov = math.degrees(math.atan(0.5 * max(width / fx, height / fy)))
-    flagged = suspicious_views(consistency, pose_of, half_fov, opts.sfm_flip_min_agreement, opts.sfm_flip_max_rot_deg)
+    check = check_views(rec, read_matched_pairs(sfm.database), check_settings(opts))
     sfm.seconds["check_s"] = time.perf_counter() - t0
-    suspicious = [id_to_name[i] for i in registered if i in flagged]
-    kept = [i for i in registered if opts.sfm_keep_suspicious or i not in flagged]
+    left_out = set(check.with_outcome(LEFT_OUT))
+    kept = [i for i in registered if opts.sfm_keep_suspicious or i not in left_out]   # capture order
+    cam_from_world = {i: np.asarray(rec.images[i].cam_from_world().matrix()) for i in kept}
+    cam_from_world.update({i: check.verdicts[i].cam_from_world for i in check.with_outcome(REPAIRED)})
+    poses, norm = normalise_poses(np.stack([c2w_from_cam_from_world(cam_from_world[i]) for i in kept]),
+                                  opts.sfm_radius, orient_up=opts.sfm_orient_up)
+    pose_of = dict(zip(kept, poses))
+    verdicts = {id_to_name[i]: check.verdicts[i] for i in registered if i in check.verdicts}   # capture order
+    by_outcome = {o: [n for n, v in verdicts.items() if v.outcome == o] for o in (LEFT_OUT, REPAIRED, CLEARED)}
 
+    consistency = check.consistency
     agreements = [c.agreement for c in consistency.values()]
     rot_deg = [c.rot_deg for c in consistency.values() if not math.isnan(c.rot_deg)]
     report = {
         "class_dir": str(class_dir), "transforms": None, "pycolmap": __import__("pycolmap").__version__,
         "views": len(names), "registered": len(registered), "registered_fraction": len(registered) / len(names),
-        "written": len(kept), "unregistered": unregistered, "suspicious": suspicious,
-        "suspicious_kept": bool(opts.sfm_keep_suspicious),
+        "written": len(kept), "unregistered": unregistered, "left_out": by_outcome[LEFT_OUT],
+        "repaired": by_outcome[REPAIRED], "cleared": by_outcome[CLEARED],
+        "left_out_kept": bool(opts.sfm_keep_suspicious),
+        "check_lines": [v.line(n) for n, v in verdicts.items() if v.outcome != CLEARED],
         "models": {str(k): m.num_reg_images() for k, m in models.items()},
         "mean_reprojection_error_px": float(rec.compute_mean_reprojection_error()),
         "points3D": int(rec.num_points3D()), "mean_track_length": float(rec.compute_mean_track_length()),
@@ -147,8 +164,11 @@ def recover_poses(class_dir: Path, opts: SfmOptions = SfmOptions(), *, out: Path
             "agreement_min": float(np.min(agreements)) if agreements else None,
             "rot_disagreement_deg_median": float(np.median(rot_deg)) if rot_deg else None,
             "rot_disagreement_deg_max": float(np.max(rot_deg)) if rot_deg else None,
+            "agreement_spread": {"median": check.agreement.median, "scale": check.agreement.scale},
+            "rot_disagreement_deg_spread": {"median": check.rot.median, "scale": check.rot.scale},
             "per_view": {id_to_name[i]: {"agreement": round(c.agreement, 4), "rot_deg": round(c.rot_deg, 3),
                                          "partners": c.partners} for i, c in consistency.items()},
+            "suspects": {n: v.summary() for n, v in verdicts.items()},
         },
     }
     enough = len(registered) >= opts.sfm_min_registered_fraction * len(names) and len(kept) >= 1
@@ -160,7 +180,9 @@ def recover_poses(class_dir: Path, opts: SfmOptions = SfmOptions(), *, out: Path
             "frames": [{"file_path": f"train/{GOOD}/{id_to_name[i]}", "transform_matrix": pose_of[i].tolist()}
                        for i in kept],
             "excluded_views": {"unregistered": unregistered,
-                               "suspicious": [] if opts.sfm_keep_suspicious else suspicious},
+                               "failed_flip_check": {} if opts.sfm_keep_suspicious else
+                               {n: verdicts[n].reason for n in by_outcome[LEFT_OUT]}},
+            "repaired_views": {n: verdicts[n].reason for n in by_outcome[REPAIRED]},
         })
         report["transforms"] = str(out)
     write_json(work_dir / REPORT, report)
@@ -180,10 +202,12 @@ def summary_lines(report: dict) -> list[str]:
              f"(features {t['extract_s']:.1f}, matching {t['match_s']:.1f}, mapping {t['map_s']:.1f})"]
     if report["unregistered"]:
         lines.append(f"not registered ({len(report['unregistered'])}), left out: {' '.join(report['unregistered'])}")
-    if report["suspicious"]:
-        what = "kept" if report["suspicious_kept"] else "left out"
-        lines.append(f"failed the flipped-view check ({len(report['suspicious'])}), {what}: "
-                     f"{' '.join(report['suspicious'])}")
+    if report["left_out"] and report["left_out_kept"]:
+        lines.append(f"--keep_suspicious: the {len(report['left_out'])} views below are kept at their recovered poses")
+    lines += [f"flipped-view check: {line}" for line in report["check_lines"]]
+    if report["cleared"]:
+        lines.append(f"flipped-view check: suspects cleared on their 2D-3D matches, kept unchanged "
+                     f"({len(report['cleared'])}): {' '.join(report['cleared'])}")
     if c["agreement_median"] is not None:
         lines.append(f"consistency: epipolar agreement with matched neighbours median {c['agreement_median']:.3f} "
                      f"(min {c['agreement_min']:.3f}); two-view rotation disagreement median "

@@ -75,13 +75,26 @@ class SfmOptions(Options):
     sfm_min_registered_fraction: float = option(0.5, "below this fraction of registered views no transforms.json "
                                                      "is written (the report still is)")
     sfm_orient_up: bool = option(True, "rotate the scene so that the mean camera up vector is +z")
-    sfm_flip_min_agreement: float = option(0.5, "flag a view when, over its strongest matched partners, fewer "
-                                                "of their matches than this agree with its recovered pose "
-                                                "(epipolar distance < 2 px)")
-    sfm_flip_max_rot_deg: float = option(20.0, "flag a view when its recovered rotation disagrees with the "
-                                               "two-view estimates by more degrees than this")
-    sfm_keep_suspicious: bool = option(False, "keep flagged views in transforms.json (default: leave them out "
-                                              "and list them)")
+    sfm_flip_z_max: float = option(3.5, "flipped-view check: a view is a suspect when its rotation disagreement or "
+                                        "epipolar agreement with its matched partners lies more than this many "
+                                        "robust spreads (MAD) from the capture's median")
+    sfm_flip_rot_floor_deg: float = option(1.0, "least spread of the rotation disagreement (degrees), so that a clean "
+                                                "capture with a tiny spread does not make suspects of noise")
+    sfm_flip_agreement_floor: float = option(0.03, "least spread of the epipolar agreement (fraction of matches)")
+    sfm_flip_min_agreement: float = option(0.5, "a view is a suspect, whatever the capture, when over its strongest "
+                                                "matched partners fewer of their matches than this agree with its "
+                                                "recovered pose (epipolar distance < 2 px)")
+    sfm_flip_max_rot_deg: float = option(20.0, "a view is a suspect, whatever the capture, when its recovered rotation "
+                                               "disagrees with the two-view estimates by more degrees than this")
+    sfm_verify_max_error_px: float = option(4.0, "a suspect's pose is settled on its 2D-3D matches with the other "
+                                                 "views' points: a match within this reprojection error (pixels) "
+                                                 "is an inlier (sfm_abs_pose_min_inliers are needed)")
+    sfm_verify_min_gain: float = option(1.5, "a suspect is repaired when a re-estimated pose has this many times the "
+                                             "inliers of the recovered one (and agrees with its partners)")
+    sfm_repair_flips: bool = option(True, "give a suspect the re-estimated pose when it is verified (false: leave "
+                                          "every suspect out that the recovered pose does not clear)")
+    sfm_keep_suspicious: bool = option(False, "keep the views the flipped-view check leaves out, at their recovered "
+                                              "poses (default: leave them out and list them; repairs apply either way)")
 
     def validated(self) -> "SfmOptions":
         require(self.sfm_radius > 0, f"sfm_radius must be > 0, got {self.sfm_radius}")
@@ -93,4 +106,8 @@ class SfmOptions(Options):
                 "sfm_max_features, sfm_init_min_inliers and sfm_abs_pose_min_inliers must be >= 1")
         require(0.0 <= self.sfm_min_registered_fraction <= 1.0,
                 f"sfm_min_registered_fraction must be in [0, 1], got {self.sfm_min_registered_fraction}")
+        require(self.sfm_flip_z_max > 0 and self.sfm_flip_rot_floor_deg > 0 and self.sfm_flip_agreement_floor > 0,
+                "sfm_flip_z_max, sfm_flip_rot_floor_deg and sfm_flip_agreement_floor must be > 0")
+        require(self.sfm_verify_max_error_px > 0 and self.sfm_verify_min_gain > 1,
+                "sfm_verify_max_error_px must be > 0 and sfm_verify_min_gain > 1")
         return self

@@ -3,7 +3,7 @@ candidate views of the global pose fallback (inerf.global_search).
 
 Calibration: the held-out training views (the trainer's split; never test images) are refined by iNeRF
 with the class's settings from their true poses turned `pose_calibration_offset` degrees about the object
-(a typical retrieval error). Their final losses are what this NeRF reaches on correct poses of views it
+(a typical retrieval error). Their final losses (without the worst-fitting rays, pose_confidence_trim) are what this NeRF reaches on correct poses of views it
 was not trained on; threshold = pose_unsure_factor x their median. Saved in
 ckpts/<dataset>/<class>/pose_calibration.json under a fingerprint of the NeRF's weights and the iNeRF
 options (recomputed when either changes). The candidate renders are saved in pose_candidates.pt the same way.
@@ -81,7 +81,7 @@ def calibrate(cfg: OmniposeConfig, views: TrainViews, renderer, nerf_digest: str
         chunk = indices[begin:begin + opts.inerf_batch]
         result = refine_poses(renderer, views.images[chunk], starts[begin:begin + len(chunk)], views.intrinsics,
                               opts, device, seed=cfg.run.seed)
-        losses += [float(x) for x in result.final_loss]
+        losses += [float(x) for x in result.final_trimmed]
     median = float(np.median(losses))
     return PoseCalibration(opts.pose_unsure_factor * median, median, losses, indices, not seen,
                            calibration_fingerprint(cfg, nerf_digest, indices))

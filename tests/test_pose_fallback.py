@@ -116,3 +116,22 @@ def test_the_threshold_is_calibrated_on_held_out_views_and_recorded(scene, tmp_p
     torch.testing.assert_close(torch.tensor(turned_about_origin(poses[0], 10.0, 3)[:3, 3]).norm(),
                                torch.tensor(poses[0][:3, 3]).norm().float())
     assert rotation_error_deg(turned_about_origin(poses[0], 10.0, 3), poses[0]) == pytest.approx(10.0, abs=1e-3)
+
+
+def test_a_defect_does_not_make_a_correct_pose_unsure(scene, wrong_side):
+    """The confidence is judged without the worst-fitting rays: a dark patch over 5 % of the object (a defect)
+    raises the plain loss of a correct pose far above a threshold that the judged loss stays far below."""
+    from inerf.optimize import trimmed_mean
+
+    torch.testing.assert_close(trimmed_mean(torch.tensor([[1.0, 2.0, 3.0, 100.0]]), 0.25), torch.tensor([2.0]))
+    w = wrong_side
+    painted = w.image.copy()
+    painted[0, 20:26, 20:26] = 0.1                              # the object's centre is at pixel (23, 23)
+    start = SimpleNamespace(poses=turned_about_origin(w.true, 8.0, 1)[None], intrinsics=CAMERA, height=H, width=W)
+    stained = estimate_poses(scene, _FakeDatabase([0]), start, painted, w.opts, "cpu", progress=False)
+    assert rotation_error_deg(stained[0].refined_pose, w.true) < 2.0
+    threshold = 1e-3
+    assert stained[0].final_loss > 5 * threshold                # the plain loss would call it lost
+    assert stained[0].confidence_loss < threshold / 100
+    assert not with_confidence(stained, threshold)[0].unsure
+    assert with_confidence(w.lost, threshold)[0].unsure         # while a wrong pose stays unsure

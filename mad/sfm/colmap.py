@@ -205,8 +205,8 @@ def run_sfm(image_dir: Path, names: list[str], work_dir: Path, settings: SfmSett
 
 
 def read_matched_pairs(db_path: Path, min_inliers: int = 30) -> list[MatchedPair]:
-    """Every verified pair with >= min_inliers geometric inliers: matched keypoint pixels and the two-view
-    relative rotation."""
+    """Every verified pair with >= min_inliers geometric inliers: matched keypoint pixels and indices, and
+    the two-view relative rotation."""
     import pycolmap
 
     db = pycolmap.Database.open(db_path)
@@ -224,7 +224,8 @@ def read_matched_pairs(db_path: Path, min_inliers: int = 30) -> list[MatchedPair
                     keypoints[i] = np.asarray(db.read_keypoints(i))[:, :2].astype(np.float64)
             relative = geometry.cam2_from_cam1
             rotation = np.asarray(relative.matrix())[:, :3] if relative is not None else None
-            out.append(MatchedPair(i1, i2, keypoints[i1][matches[:, 0]], keypoints[i2][matches[:, 1]], rotation))
+            out.append(MatchedPair(i1, i2, keypoints[i1][matches[:, 0]], keypoints[i2][matches[:, 1]], rotation,
+                                   matches[:, 0].astype(np.int64), matches[:, 1].astype(np.int64)))
         return out
     finally:
         db.close()

@@ -6,8 +6,10 @@ camera-to-world with an OpenGL camera (x right, y up, looks down -z):
 """
 from __future__ import annotations
 
+import math
 
 import numpy as np
+from scipy.spatial.transform import Rotation
 
 GL_FROM_CV = np.diag([1.0, -1.0, -1.0])  # flip camera y and z: OpenCV <-> OpenGL
 
@@ -26,6 +28,21 @@ def cam_from_world_from_c2w(c2w: np.ndarray) -> np.ndarray:
     """The inverse of c2w_from_cam_from_world: 4x4 OpenGL camera-to-world -> 3x4 OpenCV world-to-camera."""
     r_cv = np.asarray(c2w, dtype=np.float64)[:3, :3] @ GL_FROM_CV
     return np.concatenate([r_cv.T, (-r_cv.T @ np.asarray(c2w)[:3, 3])[:, None]], 1)
+
+
+def axis_angle(axis, degrees: float) -> np.ndarray:
+    """The 3x3 rotation by `degrees` about `axis` (any length)."""
+    axis = np.asarray(axis, dtype=np.float64)
+    return Rotation.from_rotvec(math.radians(degrees) * axis / np.linalg.norm(axis)).as_matrix()
+
+
+def turned_about_axis(cam_from_world: np.ndarray, centre, axis, degrees: float) -> np.ndarray:
+    """World-to-camera [R|t] (3x4) of the camera carried around the line through `centre` along `axis`
+    by `degrees` (x -> Q (x - c) + c): at 180 degrees about the vertical, the view from the other side
+    that a near-symmetric object can make SfM choose."""
+    q, c = axis_angle(axis, degrees), np.asarray(centre, dtype=np.float64)
+    rot, t = cam_from_world[:, :3] @ q.T, cam_from_world[:, 3]
+    return np.concatenate([rot, (t + cam_from_world[:, :3] @ c - rot @ c)[:, None]], 1)
 
 
 def closest_point_to_axes(centres: np.ndarray, dirs: np.ndarray) -> np.ndarray:
