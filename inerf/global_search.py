@@ -28,6 +28,7 @@ from common.rotations import rotation_error_deg
 from inerf.estimate import PoseEstimate
 from inerf.optimize import refine_poses
 from inerf.options import InerfOptions
+from nerf.rays import camera_directions, rays_from_poses
 
 
 def fibonacci_directions(n: int) -> np.ndarray:
@@ -90,16 +91,23 @@ class CandidateViews:
 
     @classmethod
     def render(cls, renderer, train_poses: np.ndarray, height: int, width: int, intrinsics: Intrinsics,
-               opts: InerfOptions, progress=None) -> "CandidateViews":
+               opts: InerfOptions, progress=None, rays_per_call: int = 32768) -> "CandidateViews":
+        """Render the candidates, many views per render_rays call (a low-res view has few rays), at most
+        the renderer's chunk of rays at once."""
         factor, h, w = low_res_shape(height, width, opts.fallback_size)
-        small = intrinsics.downscaled(factor)
         poses = candidate_poses(train_poses, opts.fallback_positions, tuple(opts.fallback_rolls))
+        device = renderer_device(renderer)
+        dirs = camera_directions(h, w, intrinsics.downscaled(factor), device=device)
+        per_call = max(1, min(rays_per_call, getattr(renderer, "chunk", rays_per_call)) // (h * w))
+        starts = range(0, len(poses), per_call)
         renders = []
-        for pose in (progress(poses) if progress else poses):
+        for begin in (progress(starts) if progress else starts):
+            c2w = torch.as_tensor(poses[begin:begin + per_call], device=device)
+            rays_o, rays_d = rays_from_poses(c2w[:, None, None], dirs[None])
             with torch.no_grad():
-                image = renderer.render_image(torch.as_tensor(pose, device=renderer_device(renderer)), h, w, small)
-            renders.append(image.float().cpu().numpy())
-        return cls(poses, low_res(np.stack(renders), (h, w), sigma=1.0))
+                rgb = renderer.render_rays(rays_o.reshape(-1, 3), rays_d.reshape(-1, 3))["rgb"]
+            renders.append(rgb.float().clamp(0.0, 1.0).reshape(-1, h, w, 3).cpu().numpy())
+        return cls(poses, low_res(np.concatenate(renders), (h, w), sigma=1.0))
 
     def ranked(self, query: np.ndarray) -> np.ndarray:
         """Candidate indices, most similar to the query [H,W,3] first."""

@@ -128,7 +128,7 @@ def load_or_render_candidates(cfg: OmniposeConfig, views: TrainViews, renderer, 
                 return CandidateViews.from_state(state)
         except Exception:  # noqa: BLE001 - a damaged or foreign cache is rebuilt
             pass
-    bar = (lambda poses: tqdm(poses, desc=f"{cfg.run.class_name} pose candidates", unit="view", leave=False)) \
+    bar = (lambda poses: tqdm(poses, desc=f"{cfg.run.class_name} pose candidates", unit="batch", leave=False)) \
         if progress else None
     candidates = CandidateViews.render(renderer, views.poses, views.height, views.width, views.intrinsics,
                                        cfg.inerf, progress=bar)
