@@ -16,6 +16,7 @@ called unsure; the threshold is calibrated on views whose true poses are known (
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from dataclasses import dataclass
 
@@ -25,7 +26,7 @@ import torch
 
 from common.camera import Intrinsics
 from common.rotations import rotation_error_deg
-from inerf.estimate import PoseEstimate
+from inerf.estimate import PoseEstimate, further_starts
 from inerf.optimize import refine_poses
 from inerf.options import InerfOptions
 from nerf.rays import camera_directions, rays_from_poses
@@ -89,14 +90,19 @@ class CandidateViews:
     poses: np.ndarray     # [M,4,4] float32
     images: np.ndarray    # [M,h,w,3] float32, blurred like the queries are
 
+    @functools.cached_property
+    def angles(self) -> np.ndarray:
+        """[M, M] camera-rotation angles between the candidates, degrees (for picking distinct ones)."""
+        return rotation_error_deg(self.poses[:, None], self.poses[None])
+
     @classmethod
     def render(cls, renderer, train_poses: np.ndarray, height: int, width: int, intrinsics: Intrinsics,
-               opts: InerfOptions, progress=None, rays_per_call: int = 32768) -> "CandidateViews":
+               opts: InerfOptions, device, progress=None, rays_per_call: int = 32768) -> "CandidateViews":
         """Render the candidates, many views per render_rays call (a low-res view has few rays), at most
         the renderer's chunk of rays at once."""
         factor, h, w = low_res_shape(height, width, opts.fallback_size)
         poses = candidate_poses(train_poses, opts.fallback_positions, tuple(opts.fallback_rolls))
-        device = renderer_device(renderer)
+        device = torch.device(device)
         dirs = camera_directions(h, w, intrinsics.downscaled(factor), device=device)
         per_call = max(1, min(rays_per_call, getattr(renderer, "chunk", rays_per_call)) // (h * w))
         starts = range(0, len(poses), per_call)
@@ -122,25 +128,6 @@ class CandidateViews:
         return cls(state["poses"].numpy(), state["images"].numpy())
 
 
-def renderer_device(renderer) -> torch.device:
-    device = getattr(renderer, "device", None)
-    if device is not None:
-        return torch.device(device)
-    params = list(renderer.parameters()) if hasattr(renderer, "parameters") else []
-    return params[0].device if params else torch.device("cpu")
-
-
-def distinct_best(ranked: np.ndarray, poses: np.ndarray, k: int, min_angle_deg: float) -> list[int]:
-    """The first k candidates of `ranked` that are at least `min_angle_deg` (camera rotation) apart."""
-    chosen: list[int] = []
-    for index in ranked:
-        if len(chosen) == k:
-            break
-        if all(rotation_error_deg(poses[index], poses[c]) >= min_angle_deg for c in chosen):
-            chosen.append(int(index))
-    return chosen
-
-
 def judged_loss(estimate: PoseEstimate) -> float:
     """The loss a pose's confidence is judged on: without the worst-fitting rays when known."""
     return float(estimate.final_loss if estimate.confidence_loss is None else estimate.confidence_loss)
@@ -162,8 +149,8 @@ def global_fallback(renderer, candidates: CandidateViews, images: np.ndarray, es
     if not lost:
         return out
     jobs = [(q, c) for q in lost
-            for c in distinct_best(candidates.ranked(images[q]), candidates.poses, opts.fallback_refine,
-                                   opts.inerf_restart_min_angle)]
+            for c in further_starts(candidates.ranked(images[q]), candidates.angles, [], opts.fallback_refine,
+                                    opts.inerf_restart_min_angle)]
     results = []
     for begin in range(0, len(jobs), opts.inerf_batch):
         chunk = jobs[begin:begin + opts.inerf_batch]

@@ -122,7 +122,7 @@ class ClassAssets:
     def candidates(self, progress: bool = True) -> CandidateViews:
         if self._candidates is None:
             self._candidates = load_or_render_candidates(self.cfg, self.views, self.renderer, self.nerf_digest,
-                                                         progress)
+                                                         self.device, progress)
         return self._candidates
 
 

@@ -115,7 +115,7 @@ def candidates_fingerprint(cfg: OmniposeConfig, nerf_digest: str, views: TrainVi
                    ("image", (views.height, views.width)), ("intrinsics", repr(views.intrinsics))])
 
 
-def load_or_render_candidates(cfg: OmniposeConfig, views: TrainViews, renderer, nerf_digest: str,
+def load_or_render_candidates(cfg: OmniposeConfig, views: TrainViews, renderer, nerf_digest: str, device,
                               progress: bool = True) -> CandidateViews:
     """The fallback's candidate renders from the checkpoint folder when their fingerprint matches, else
     rendered (once per class and NeRF) and saved atomically; loaded weights-only."""
@@ -131,6 +131,6 @@ def load_or_render_candidates(cfg: OmniposeConfig, views: TrainViews, renderer, 
     bar = (lambda poses: tqdm(poses, desc=f"{cfg.run.class_name} pose candidates", unit="batch", leave=False)) \
         if progress else None
     candidates = CandidateViews.render(renderer, views.poses, views.height, views.width, views.intrinsics,
-                                       cfg.inerf, progress=bar)
+                                       cfg.inerf, device, progress=bar)
     save_torch(path, {**candidates.state(), "fingerprint": wanted})
     return candidates

@@ -64,7 +64,7 @@ def test_a_query_started_on_the_wrong_side_is_recovered_by_the_fallback(scene, w
     assert rotation_error_deg(w.lost[0].refined_pose, w.true) > 60.0             # lost without the fallback
     threshold = 5.0 * w.good[0].final_loss
     assert lost_queries(w.lost, threshold) == [0]
-    candidates = CandidateViews.render(scene, w.train.poses, H, W, CAMERA, w.opts)
+    candidates = CandidateViews.render(scene, w.train.poses, H, W, CAMERA, w.opts, "cpu")
     assert candidates.images.shape == (96, 24, 24, 3)
     found = with_confidence(global_fallback(scene, candidates, w.image, w.lost, threshold, CAMERA, w.opts, "cpu"),
                             threshold)
