@@ -41,6 +41,11 @@ RECORD_FLAGS = {"unsure": "pose_unsure", "fallback_tried": "pose_fallback_tried"
                 "loss_ratio": "pose_loss_ratio"}
 
 
+def flags_of(record: dict) -> dict:
+    """The pose-confidence flags of a per-image record (PoseEstimate.record), those it has."""
+    return {flag: record[key] for flag, key in RECORD_FLAGS.items() if key in record}
+
+
 def load_test_poses(class_dir) -> dict[str, np.ndarray]:
     """{"<defect_type>/<stem>": [4,4] camera-to-world} from <class_dir>/test_poses.json."""
     path = Path(class_dir) / TEST_POSES_FILE
@@ -126,7 +131,7 @@ def estimates_from_outputs(cfg: OmniposeConfig, names: Sequence[str]) -> tuple[d
         record = load_record(path)
         try:
             estimates[name] = {key: np.asarray(record[key], dtype=np.float64).reshape(4, 4) for _, key in STAGES}
-            estimates[name].update({flag: record[key] for flag, key in RECORD_FLAGS.items() if key in record})
+            estimates[name].update(flags_of(record))
         except (KeyError, TypeError, ValueError) as err:
             raise DataError(f"{path}: cannot read coarse_pose/refined_pose as 4x4 matrices ({err})") from None
     return estimates, missing
@@ -142,9 +147,8 @@ def estimates_from_pipeline(cfg: OmniposeConfig, device, progress: bool = True) 
     results = estimate_batch_poses(assets, images, progress=progress)
     synchronize(assets.device)
     seconds = (time.perf_counter() - t0) / max(len(samples), 1)
-    estimates = {s.name: {"coarse_pose": r.coarse_pose, "refined_pose": r.refined_pose, "unsure": r.unsure,
-                          "fallback_tried": r.fallback_tried, "fallback_used": r.fallback_used,
-                          "loss_ratio": r.loss_ratio} for s, r in zip(samples, results)}
+    estimates = {s.name: {"coarse_pose": r.coarse_pose, "refined_pose": r.refined_pose, **flags_of(r.record())}
+                 for s, r in zip(samples, results)}
     info = {"backbone": assets.backbone.description, "retrieval_notes": assets.database.notes,
             "device": str(assets.device),
             "final_loss_median": float(np.median([r.final_loss for r in results])),
