@@ -12,14 +12,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from scipy.spatial.transform import Rotation
 from tqdm import tqdm
 
 from common.fingerprint import digest
@@ -27,6 +25,7 @@ from common.io import save_torch, write_json
 from inerf.global_search import CandidateViews
 from inerf.optimize import refine_poses
 from mad.loader import TrainViews
+from mad.sfm.geometry import axis_angle
 from nerf.trainer import heldout_view_indices
 from omniposead.config import OmniposeConfig
 
@@ -49,8 +48,7 @@ class PoseCalibration:
 
 def turned_about_origin(pose: np.ndarray, degrees: float, seed: int) -> np.ndarray:
     """The camera moved on its sphere: rotated `degrees` about the origin around a seeded random axis."""
-    axis = np.random.default_rng(seed).normal(size=3)
-    rot = Rotation.from_rotvec(math.radians(degrees) * axis / np.linalg.norm(axis)).as_matrix()
+    rot = axis_angle(np.random.default_rng(seed).normal(size=3), degrees)
     out = np.asarray(pose, dtype=np.float64).copy()
     out[:3, :4] = rot @ out[:3, :4]
     return out.astype(np.float32)
