@@ -40,7 +40,7 @@ def random_rays(n: int, device: torch.device, generator: torch.Generator) -> tup
 def train_rays_per_s(opts: NeRFOptions, lrate: float, device: torch.device, batch: int, steps: int,
                      warmup: int = 3) -> float:
     renderer = build_renderer(opts, True, 0, device).train()
-    optimizer = torch.optim.Adam(renderer.parameters(), lr=lrate, fused=device.type == "cuda")
+    optimizer = torch.optim.Adam(renderer.param_groups(lrate), lr=lrate, fused=device.type == "cuda")
     gen = torch.Generator(device=device).manual_seed(0)
     target = torch.rand(batch, 3, device=device, generator=gen)
     t0 = 0.0
@@ -53,6 +53,7 @@ def train_rays_per_s(opts: NeRFOptions, lrate: float, device: torch.device, batc
         loss = ((out["rgb"] - target) ** 2).mean()
         if renderer.fine is not None:
             loss = loss + ((out["rgb_coarse"] - target) ** 2).mean()
+        loss = loss + renderer.regularization()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

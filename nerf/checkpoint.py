@@ -72,6 +72,9 @@ def weights_digest(model: Mapping[str, torch.Tensor], occupancy: Mapping[str, An
 def check_arch(path: Path, saved: dict[str, Any], opts: NeRFOptions) -> None:
     """PadError listing every architecture option where the checkpoint and the options disagree."""
     wanted = opts.architecture()
+    if saved.get("field", "mlp") != opts.field:
+        raise PadError(f"NeRF checkpoint {path} holds a {saved.get('field', 'mlp')!r} field, the config asks for "
+                       f"field = {opts.field!r}; use the training config or retrain")
     diffs = [f"{k}={saved.get(k)!r} (config: {v!r})" for k, v in wanted.items() if saved.get(k) != v]
     if diffs:
         raise PadError(f"NeRF checkpoint {path} was trained with a different architecture: "

@@ -85,3 +85,11 @@ class NeRFField(nn.Module):
         h = F.linear(feature, w[:, :width]) + F.linear(d, w[:, width:], self.views_linear.bias)[..., None, :]
         rgb = torch.sigmoid(self.rgb_linear(F.relu(h)))
         return rgb, sigma
+
+    def regularization(self) -> Tensor:
+        """The vanilla field has no regulariser: zero (the field interface's training-loss term)."""
+        return self.pts_linears[0].weight.new_zeros(())
+
+    def param_groups(self, lrate: float) -> list[dict]:
+        """One optimizer group at the trainer's learning rate (the field interface)."""
+        return [{"params": list(self.parameters()), "base_lr": lrate}]

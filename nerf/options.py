@@ -6,11 +6,17 @@ from typing import Any, ClassVar
 
 from common.options import Options, option, require
 
+FIELD_NAMES = ("mlp", "triplane")
+
 
 @dataclass(frozen=True)
 class NeRFOptions(Options):
     GROUP: ClassVar[str] = "NeRF model and rendering"
 
+    field: str = option("mlp", "the radiance field: mlp = the paper's vanilla NeRF MLP (net* and multires options); "
+                               "triplane = multiscale feature planes read by a tiny MLP (K-Planes / TensoRF style, "
+                               "grid_* options): more capacity per second of training; the object must lie inside "
+                               "[-grid_bound, grid_bound]^3", choices=FIELD_NAMES)
     netdepth: int = option(8, "layers in the coarse MLP")
     netwidth: int = option(256, "channels per layer in the coarse MLP")
     netdepth_fine: int = option(8, "layers in the fine MLP")
@@ -23,6 +29,17 @@ class NeRFOptions(Options):
     density_bias_init: float = option(0.1, "initial bias of the density output; > 0 keeps the ReLU density from "
                                            "starting dead (zero everywhere, no gradient), which small MLPs "
                                            "otherwise often do")
+    grid_resolutions: tuple[int, ...] = option((32, 64, 128, 256), "triplane: cells per side of each scale's "
+                                                                     "planes")
+    grid_features: int = option(16, "triplane: feature channels per plane and scale")
+    grid_hidden: int = option(64, "triplane: width of the density and colour MLPs")
+    grid_bound: float = option(1.5, "triplane: the planes cover the cube [-b, b]^3 around the world origin; density "
+                                    "is zero outside it")
+    grid_density_bias: float = option(-1.0, "triplane: density = softplus(output + this); softplus keeps a "
+                                            "gradient everywhere, so the density cannot start dead")
+    grid_tv_weight: float = option(1e-4, "triplane: weight of the planes' total variation in the training loss")
+    grid_lrate: float = option(2e-2, "triplane: Adam learning rate of the planes (the MLPs use lrate; both decay "
+                                     "by lrate_decay)")
     N_samples: int = option(64, "coarse samples per ray")
     N_importance: int = option(64, "extra fine samples per ray (0 = coarse only)")
     perturb: float = option(1.0, "1 = stratified jitter while training, 0 = fixed")
@@ -62,6 +79,13 @@ class NeRFOptions(Options):
                 f"occupancy_early_stop must be in [0, 1), got {self.occupancy_early_stop}")
         require(0 < self.occupancy_threshold < 1,
                 f"occupancy_threshold must be in (0, 1), got {self.occupancy_threshold}")
+        require(self.field in FIELD_NAMES, f"field must be one of {', '.join(FIELD_NAMES)}, got {self.field!r}")
+        require(len(self.grid_resolutions) >= 1 and min(self.grid_resolutions) >= 2,
+                f"grid_resolutions must be one or more sizes >= 2, got {list(self.grid_resolutions)}")
+        require(self.grid_features >= 1 and self.grid_hidden >= 1,
+                f"grid_features and grid_hidden must be >= 1, got {self.grid_features}, {self.grid_hidden}")
+        require(self.grid_bound > 0 and self.grid_lrate > 0 and self.grid_tv_weight >= 0,
+                "grid_bound and grid_lrate must be > 0 and grid_tv_weight >= 0")
         return self
 
     @property
@@ -74,7 +98,13 @@ class NeRFOptions(Options):
         return self.occupancy_samples or self.N_samples
 
     def architecture(self) -> dict[str, Any]:
-        """The options that shape the networks' parameters: a checkpoint only loads under the same values."""
+        """The options that shape the networks' parameters: a checkpoint only loads under the same values.
+        (The vanilla MLP's keys are those of checkpoints written before other fields existed.)"""
+        if self.field == "triplane":
+            return {"field": self.field, "grid_resolutions": [int(r) for r in self.grid_resolutions],
+                    "grid_features": self.grid_features, "grid_hidden": self.grid_hidden,
+                    "grid_bound": self.grid_bound, "multires_views": self.multires_views,
+                    "use_viewdirs": bool(self.use_viewdirs), "has_fine": self.has_fine}
         return {
             "netdepth": self.netdepth, "netwidth": self.netwidth,
             "netdepth_fine": self.netdepth_fine if self.has_fine else None,

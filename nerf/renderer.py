@@ -10,7 +10,7 @@ from torch import Tensor, nn
 
 from common.camera import Intrinsics
 from nerf.compositing import alpha_of, composite, transmittance
-from nerf.field import NeRFField
+from nerf.fields import build_field
 from nerf.occupancy import OccupancyGrid, density_threshold
 from nerf.options import NeRFOptions
 from nerf.rays import image_rays
@@ -37,10 +37,8 @@ class NeRFRenderer(nn.Module):
     def __init__(self, opts: NeRFOptions = NeRFOptions(), white_bkgd: bool = True):
         super().__init__()
         opts.validated()
-        field_args = dict(skips=opts.skips, multires=opts.multires, multires_views=opts.multires_views,
-                          use_viewdirs=opts.use_viewdirs, density_bias_init=opts.density_bias_init)
-        self.coarse = NeRFField(opts.netdepth, opts.netwidth, **field_args)
-        self.fine = NeRFField(opts.netdepth_fine, opts.netwidth_fine, **field_args) if opts.has_fine else None
+        self.coarse = build_field(opts)
+        self.fine = build_field(opts, fine=True) if opts.has_fine else None
         self.N_samples, self.N_importance, self.march_samples = opts.N_samples, opts.N_importance, opts.march_samples
         self.near, self.far = float(opts.near), float(opts.far)
         self.white_bkgd, self.chunk, self.amp = white_bkgd, opts.chunk, opts.amp
@@ -57,12 +55,23 @@ class NeRFRenderer(nn.Module):
             return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
+    @property
+    def fields(self) -> list[nn.Module]:
+        return [self.coarse] + ([self.fine] if self.fine is not None else [])
+
+    def regularization(self) -> Tensor:
+        """The fields' own regularisers (e.g. plane total variation), summed: added to the training loss."""
+        return sum(f.regularization() for f in self.fields)
+
+    def param_groups(self, lrate: float) -> list[dict]:
+        """Optimizer parameter groups of the fields, each with its own "base_lr" (decayed by the trainer)."""
+        return [group for f in self.fields for group in f.param_groups(lrate)]
+
     def density(self, pts: Tensor) -> Tensor:
         """Density [N] >= 0 at points `pts [N, 3]`: the max over the coarse and fine fields (what the
         occupancy grid tracks, so that a cell is skipped only when neither field sees matter there)."""
         with self._autocast(pts.device):
-            fields = [self.coarse] + ([self.fine] if self.fine is not None else [])
-            density = torch.stack([f.density(pts).float() for f in fields]).amax(dim=0)
+            density = torch.stack([f.density(pts).float() for f in self.fields]).amax(dim=0)
         return torch.relu(density)
 
     def update_grid(self, *, decay: float, generator: torch.Generator | None = None) -> None:
@@ -77,7 +86,7 @@ class NeRFRenderer(nn.Module):
     def _skipping(self) -> bool:
         return self.grid is not None and self.grid.active
 
-    def _kept(self, field: NeRFField, pts: Tensor, z_vals: Tensor, rays_d: Tensor) -> Tensor | None:
+    def _kept(self, field: nn.Module, pts: Tensor, z_vals: Tensor, rays_d: Tensor) -> Tensor | None:
         """[R, S] bool: the samples to evaluate (None = all, without an active grid): those in occupied cells,
         and, with early termination while gradients are on (training, iNeRF), only those before the ray's
         transmittance falls below `occupancy_early_stop` (found by a density-only pass without gradients,
@@ -94,7 +103,7 @@ class NeRFRenderer(nn.Module):
                 keep = keep & (transmittance(alpha_of(sigma, z_vals, rays_d)) > self.early_stop)
         return keep
 
-    def _query(self, field: NeRFField, pts: Tensor, viewdirs: Tensor | None,
+    def _query(self, field: nn.Module, pts: Tensor, viewdirs: Tensor | None,
                keep: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
         """(rgb [R, S, 3], sigma_raw [R, S], evaluated samples per ray [R]) of `field` at `pts [R, S, 3]`.
 
@@ -112,7 +121,7 @@ class NeRFRenderer(nn.Module):
         rgb = pts.new_zeros((*keep.shape, 3)).index_put((ray, sample), rgb_kept[:, 0].float())
         return rgb, sigma, keep.sum(dim=-1).float()
 
-    def _shade(self, field: NeRFField, rays_o: Tensor, rays_d: Tensor, viewdirs: Tensor | None, z_vals: Tensor,
+    def _shade(self, field: nn.Module, rays_o: Tensor, rays_d: Tensor, viewdirs: Tensor | None, z_vals: Tensor,
                raw_noise_std: float, generator: torch.Generator | None) -> dict[str, Tensor]:
         """Evaluate `field` at the (kept) samples of all rays in one batched call, then composite."""
         pts = rays_o[:, None, :] + rays_d[:, None, :] * z_vals[..., None]          # [R, S, 3] fp32

@@ -121,8 +121,8 @@ class NeRFTrainer:
         self.baseline = mean_colour_psnr(self.bank.images, self.val_images) if val_idx else None
 
         self.renderer = build_renderer(nerf, white_bkgd, seed, self.device)
-        self.optimizer = torch.optim.Adam(self.renderer.parameters(), lr=train.lrate, betas=(0.9, 0.999),
-                                          fused=self.device.type == "cuda")
+        self.optimizer = torch.optim.Adam(self.renderer.param_groups(train.lrate), lr=train.lrate,
+                                          betas=(0.9, 0.999), fused=self.device.type == "cuda")
         self.generator = torch.Generator(device=self.device).manual_seed(seed)
         self.step, self.elapsed, self.val_history, self.rays_per_s = 0, 0.0, [], None
         self.finished, self.stop_reason, self.samples_per_ray = False, "", None
@@ -137,7 +137,10 @@ class NeRFTrainer:
     def _restore(self, state: dict) -> None:
         check_arch(self.path, state["arch"], self.nerf_opts)
         self.renderer.load_state_dict(state["model"])
+        base_lrs = [group["base_lr"] for group in self.optimizer.param_groups]
         self.optimizer.load_state_dict(state["optimizer"])
+        for group, base_lr in zip(self.optimizer.param_groups, base_lrs):   # from the options (older
+            group["base_lr"] = base_lr                                       # checkpoints lack it)
         self.generator.set_state(state["rng"]["generator"].cpu())
         if self.renderer.grid is not None and state.get("occupancy") is not None:
             self.renderer.grid.load_state(state["occupancy"], str(self.path))
@@ -246,7 +249,7 @@ class NeRFTrainer:
         opts, renderer = self.opts, self.renderer
         lr = learning_rate(self.step, opts.lrate, opts.lrate_decay)
         for group in self.optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = learning_rate(self.step, group["base_lr"], opts.lrate_decay)
         if self._grid_update_due():
             renderer.update_grid(decay=opts.occupancy_decay, generator=self.generator)
         crop = opts.precrop_frac if self.step < opts.precrop_iters else None
@@ -256,6 +259,7 @@ class NeRFTrainer:
         session.samples += out["samples"].sum()
         mse = torch.mean((out["rgb"] - target) ** 2)
         loss = mse + torch.mean((out["rgb_coarse"] - target) ** 2) if renderer.fine is not None else mse
+        loss = loss + renderer.regularization()
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
