@@ -59,7 +59,12 @@ def train_to(cfg: OmniposeConfig, views, device, ckpt_root: str, *, minutes: flo
             "occupied_fraction": grid.occupied_fraction() if grid is not None else None}
 
 
+TABLE_HEADER = ("| variant | run | steps | train s | CPU s | rays/s | samples/ray | held-out PSNR | ms/view | occupied |",
+                "|---|---|---|---|---|---|---|---|---|---|")
+
+
 def row(name: str, label: str, r: dict) -> str:
+    """One markdown row of TABLE_HEADER: a variant's figures after one run of train_to."""
     occupied = f"{100 * r['occupied_fraction']:.1f} %" if r["occupied_fraction"] is not None else "-"
     return (f"| {name} | {label} | {r['steps']} | {r['train_s']:.0f} | {r['session_cpu_s']:.0f} | "
             f"{r['rays_per_s']:,.0f} | {r['samples_per_ray']:.1f} | {r['val_psnr']:.2f} | "
@@ -98,8 +103,7 @@ def main(argv=None) -> dict:
           f"({views.height}x{views.width}, {len(views.images)} views)")
     results: dict = {"device": machine, "torch": torch.__version__, "class": cfg.run.class_name,
                      "argv": list(argv if argv is not None else sys.argv[1:]), "variants": {}}
-    lines = ["| variant | run | steps | train s | CPU s | rays/s | samples/ray | held-out PSNR | ms/view | occupied |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = list(TABLE_HEADER)
     with tempfile.TemporaryDirectory() as tmp:
         for budget in args.budgets:                      # variants take turns, budget by budget
             for name, vcfg in variants.items():
