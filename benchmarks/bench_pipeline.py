@@ -2,6 +2,11 @@
 
     python -m benchmarks.bench_pipeline --configs configs/synthetic/lego_s0.txt configs/synthetic/lego_s1.txt
     python -m benchmarks.bench_pipeline --configs configs/synthetic/demo.txt          # CPU-sized check
+    python -m benchmarks.bench_pipeline --configs configs/synthetic/demo.txt --seeds 0 1 2 3 4 --decompose
+
+`--seeds S ...` runs each config once per synthetic seed (`--synth_seed S --class_name <class>_sS`; seed 0
+keeps the config's class name); `--decompose` adds the oracle and NeRF-at-true-pose rows
+(omniposead.decomposition) to each class: image AUROC against the perfect reference and against the NeRF.
 
 For each config: generates the class if missing (synthesize_if_missing), trains its NeRF if no
 finished checkpoint exists, runs anomaly_nerf_lego.py (poses, references, maps, metrics), then the
@@ -15,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import sys
 import time
 from pathlib import Path
 
@@ -22,39 +28,69 @@ import torch
 
 import anomaly_nerf_lego
 from common.errors import exit_on_user_error
-from common.io import write_json
+from common.io import atomic_write, write_json
+from common.runtime import resolve_device
 from omniposead import pose_accuracy
 from omniposead.config import parse_config
+from omniposead.decomposition import decompose_class
 
 
-def run_one(config: str, extra: list[str]) -> dict:
+def run_one(config: str, extra: list[str], decompose: bool = False) -> dict:
+    """The pipeline on one class (anomaly_nerf_lego.py), its pose accuracy and, with `decompose`, the oracle
+    and NeRF-at-true-pose rows of omniposead.decomposition."""
     args = ["--config", config, *extra]
     cfg = parse_config(args)
     start = time.perf_counter()
-    anomaly_nerf_lego.main(args)
+    if anomaly_nerf_lego.main(args) != 0:
+        raise RuntimeError(f"anomaly_nerf_lego.py {' '.join(args)} failed")
     wall = time.perf_counter() - start
     metrics = json.loads((cfg.run.output_dir / "metrics.json").read_text())
     poses = pose_accuracy.evaluate_class(cfg, from_outputs=True, progress=False)
-    return {"config": config, "class": cfg.run.class_name, "dataset": cfg.run.dataset_name, "wall_s": wall,
-            "pixel_auroc": metrics["pixel_auroc"], "image_auroc": metrics["image_auroc"],
-            "pixel_aupro": metrics["pixel_aupro"], "per_defect": metrics["per_defect"],
-            "backbone": metrics["backbone"], "pose": poses["stages"], "n_images": metrics["n_images"],
-            "output_dir": str(cfg.run.output_dir)}
+    train_log = json.loads((cfg.run.ckpt_dir / "train_log.json").read_text())
+    row = {"config": config, "class": cfg.run.class_name, "dataset": cfg.run.dataset_name, "wall_s": wall,
+           "pixel_auroc": metrics["pixel_auroc"], "image_auroc": metrics["image_auroc"],
+           "pixel_aupro": metrics["pixel_aupro"], "per_defect": metrics["per_defect"],
+           "backbone": metrics["backbone"], "pose": poses["stages"], "n_images": metrics["n_images"],
+           "field": cfg.nerf.field, "nerf_seconds": train_log["seconds"], "heldout_psnr": train_log["val_psnr"],
+           "output_dir": str(cfg.run.output_dir)}
+    if decompose:
+        rows = decompose_class(cfg, resolve_device(cfg.run.device), progress=False)["rows"]
+        row["decomposition"] = rows
+    return row
+
+
+def seed_args(config: str, seed: int | None) -> list[str]:
+    """Flags that run `config` on synthetic seed `seed` (None or 0: the config as it is)."""
+    if not seed:
+        return []
+    return ["--synth_seed", str(seed), "--class_name", f"{parse_config(['--config', config]).run.class_name}_s{seed}"]
+
+
+def _image_auroc(r: dict, row: str) -> float | None:
+    metrics = (r.get("decomposition") or {}).get(row)
+    return metrics["image_auroc"] if metrics else None
+
+
+def _cell(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
 
 
 def table(rows: list[dict]) -> str:
-    lines = ["| class | wall (min) | pixel AUROC | image AUROC | pixel AUPRO | rot. median retrieval / iNeRF (deg) "
-             "| iNeRF < 2 deg | iNeRF > 5 deg |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = ["| class | field | wall (min) | NeRF s | held-out PSNR | pixel AUROC | image AUROC | pixel AUPRO "
+             "| image AUROC NeRF@GT / oracle | rot. median retrieval / iNeRF (deg) | iNeRF < 2 deg | iNeRF > 5 deg |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         ret, ine = r["pose"]["retrieval"], r["pose"]["iNeRF"]
-        lines.append(f"| {r['class']} | {r['wall_s'] / 60:.1f} | {r['pixel_auroc']:.3f} | {r['image_auroc']:.3f} "
-                     f"| {r['pixel_aupro']:.3f} | {ret['rot_median_deg']:.2f} / {ine['rot_median_deg']:.2f} "
+        lines.append(f"| {r['class']} | {r['field']} | {r['wall_s'] / 60:.1f} | {r['nerf_seconds']:.0f} "
+                     f"| {r['heldout_psnr']:.2f} | {r['pixel_auroc']:.3f} | {r['image_auroc']:.3f} "
+                     f"| {r['pixel_aupro']:.3f} | {_cell(_image_auroc(r, 'nerf_true_pose'))} / "
+                     f"{_cell(_image_auroc(r, 'oracle'))} | {ret['rot_median_deg']:.2f} / {ine['rot_median_deg']:.2f} "
                      f"| {100 * ine['share_under_2deg']:.0f}% | {100 * ine['share_over_5deg']:.0f}% |")
     if len(rows) > 1:
         mean = lambda key: sum(r[key] for r in rows) / len(rows)  # noqa: E731
-        lines.append(f"| **mean** | {mean('wall_s') / 60:.1f} | {mean('pixel_auroc'):.3f} | {mean('image_auroc'):.3f} "
-                     f"| {mean('pixel_aupro'):.3f} | | | |")
+        lines.append(f"| **mean** | | {mean('wall_s') / 60:.1f} | {mean('nerf_seconds'):.0f} "
+                     f"| {mean('heldout_psnr'):.2f} | {mean('pixel_auroc'):.3f} | {mean('image_auroc'):.3f} "
+                     f"| {mean('pixel_aupro'):.3f} | | | | |")
     return "\n".join(lines)
 
 
@@ -64,15 +100,23 @@ def main(argv: list[str] | None = None) -> None:
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--configs", nargs="+", required=True, help="one config per class")
     parser.add_argument("--device", default="auto", help="passed to every stage")
+    parser.add_argument("--seeds", type=int, nargs="*", default=None,
+                        help="synthetic seeds to run each config on (class <name>_sS; default: the config's own)")
+    parser.add_argument("--decompose", action="store_true",
+                        help="add image AUROC against the oracle and against the NeRF at the true pose")
+    parser.add_argument("--tag", default="", help="written as pipeline_benchmark_<tag>.{md,json} (keeps runs apart)")
     args, extra = parser.parse_known_args(argv)
-    rows = [run_one(config, ["--device", args.device, *extra]) for config in args.configs]
+    rows = [run_one(config, ["--device", args.device, *seed_args(config, seed), *extra], args.decompose)
+            for config in args.configs for seed in (args.seeds or [None])]
     on_gpu = torch.cuda.is_available() and args.device != "cpu"
     device = torch.cuda.get_device_name() if on_gpu else platform.processor() or "cpu"
     text = f"device: {device}; date: {time.strftime('%Y-%m-%d')}\n\n{table(rows)}\n"
     print(text)
-    out = Path(rows[0]["output_dir"]).parent
-    (out / "pipeline_benchmark.md").write_text(text)
-    write_json(out / "pipeline_benchmark.json", {"device": device, "rows": rows})
+    out = Path(rows[0]["output_dir"]).parent / ("pipeline_benchmark" + (f"_{args.tag}" if args.tag else ""))
+    atomic_write(out.with_suffix(".md"), lambda tmp: tmp.write_text(text))
+    write_json(out.with_suffix(".json"), {"device": device, "argv": argv if argv is not None else sys.argv[1:],
+                                          "rows": rows})
+    print(f"wrote {out}.md and .json")
 
 
 if __name__ == "__main__":

@@ -40,9 +40,7 @@ class TriPlaneEncoding(nn.Module):
     """Points in the cube [-bound, bound]^3 -> features [..., features * len(resolutions)].
 
     One parameter [3, features, R, R] per resolution R, initialised uniformly in [init_low, init_high]
-    (K-Planes: 0.1-0.5) so that the product of three reads starts away from zero. `level_weights`
-    (a buffer, 1 by default) scales each resolution's features: pose refinement can fade fine levels in
-    (coarse-to-fine, as BARF does) without touching the parameters.
+    (K-Planes: 0.1-0.5) so that the product of three reads starts away from zero.
     """
 
     def __init__(self, resolutions: Sequence[int] = (32, 64, 128), features: int = 16, bound: float = 1.5,
@@ -53,7 +51,6 @@ class TriPlaneEncoding(nn.Module):
         self.resolutions, self.features, self.bound = tuple(int(r) for r in resolutions), int(features), float(bound)
         self.planes = nn.ParameterList(
             nn.Parameter(torch.empty(3, self.features, r, r).uniform_(*init_range)) for r in self.resolutions)
-        self.register_buffer("level_weights", torch.ones(len(self.resolutions)), persistent=False)
 
     @property
     def out_dim(self) -> int:
@@ -63,7 +60,7 @@ class TriPlaneEncoding(nn.Module):
         """pts [..., 3] (world) -> [..., out_dim] float32; zero outside the cube."""
         shape = pts.shape[:-1]
         coords = plane_coordinates(pts.reshape(-1, 3).float() / self.bound)
-        feats = [read_planes(planes, coords) * w for planes, w in zip(self.planes, self.level_weights)]
+        feats = [read_planes(planes, coords) for planes in self.planes]
         return torch.cat(feats, dim=-1).reshape(*shape, self.out_dim)
 
     def total_variation(self) -> Tensor:

@@ -20,7 +20,8 @@ from omniposead import pipeline
 from omniposead.config import parse_config
 
 SIZE = 48
-NERF_ARGS = [
+NERF_ARGS = [                # the demo recipe at 48 px: tri-planes at a third of the demo's resolutions
+    "--field", "triplane", "--grid_resolutions", "16", "32", "64",
     "--netdepth", "4", "--netwidth", "64", "--netdepth_fine", "4", "--netwidth_fine", "64", "--skips",
     "--multires", "6", "--multires_views", "2", "--N_samples", "32", "--N_importance", "0", "--N_rand", "1024",
     "--lrate", "5e-3", "--lrate_decay", "2", "--precrop_iters", "100", "--n_iters", "500",
