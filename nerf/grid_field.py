@@ -24,9 +24,9 @@ class TriPlaneField(nn.Module):
     direction -> hidden -> colour. sigma = softplus(raw + density_bias) >= 0 (ReLU in compositing is then
     the identity); zero outside the grid's cube."""
 
-    def __init__(self, resolutions: Sequence[int] = (32, 64, 128), features: int = 16, bound: float = 1.5,
-                 hidden: int = 64, geo_features: int = 15, multires_views: int = 4, use_viewdirs: bool = True,
-                 density_bias: float = -1.0, tv_weight: float = 1e-4, grid_lrate: float = 2e-2):
+    def __init__(self, resolutions: Sequence[int], features: int, bound: float, *, hidden: int, multires_views: int,
+                 use_viewdirs: bool, density_bias: float, tv_weight: float, grid_lrate: float, geo_features: int = 15):
+        """Arguments as NeRFOptions' grid_* options (their defaults live there; nerf.fields builds it)."""
         super().__init__()
         self.encoding = TriPlaneEncoding(resolutions, features, bound)
         self.use_viewdirs, self.multires_views = use_viewdirs, multires_views

@@ -43,7 +43,7 @@ class TriPlaneEncoding(nn.Module):
     (K-Planes: 0.1-0.5) so that the product of three reads starts away from zero.
     """
 
-    def __init__(self, resolutions: Sequence[int] = (32, 64, 128), features: int = 16, bound: float = 1.5,
+    def __init__(self, resolutions: Sequence[int], features: int, bound: float,
                  init_range: tuple[float, float] = (0.1, 0.5)):
         super().__init__()
         if not resolutions or any(r < 2 for r in resolutions):
