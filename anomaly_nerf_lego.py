@@ -2,6 +2,7 @@
 
     python anomaly_nerf_lego.py --config configs/LEGO-3D/01Gorilla.txt
     python anomaly_nerf_lego.py --config configs/LEGO-3D/01Gorilla.txt --class_name all
+    python anomaly_nerf_lego.py --config configs/LEGO-3D/01Gorilla.txt --class_name all --launcher slurm
 
 Trains the class's NeRF first when no finished checkpoint exists, builds (or loads) the retrieval
 database, then writes per test image: the query, the reference render, the float score map
@@ -21,12 +22,15 @@ from evaluation.class_evaluation import evaluate_class
 from evaluation.report import report
 from omniposead.classes import exit_code, run_classes
 from omniposead.config import OmniposeConfig, build_parser
+from omniposead.launcher import launch
 from omniposead.pipeline import run_class
 
 
 @exit_on_user_error
 def main(argv: list[str] | None = None) -> int:
     cfg = OmniposeConfig.from_namespace(build_parser(__doc__.splitlines()[0]).parse_args(argv))
+    if cfg.launcher.launcher != "inline":
+        return exit_code(launch(cfg, "anomaly_nerf_lego", sys.argv[1:] if argv is None else argv, "anomaly maps"))
     device = resolve_device(cfg.run.device)
 
     def one_class(name: str) -> None:

@@ -15,12 +15,16 @@ from common.runtime import resolve_device
 from nerf.trainer import TrainSummary
 from omniposead.classes import exit_code, run_classes
 from omniposead.config import parse_config
+from omniposead.launcher import launch
 from omniposead.pipeline import train_class
 
 
 @exit_on_user_error
 def main(argv: Sequence[str] | None = None) -> int:
     cfg = parse_config(argv, description="Train the anomaly-free NeRF of one class")
+    if cfg.launcher.launcher != "inline":
+        return exit_code(launch(cfg, "train_nerf", sys.argv[1:] if argv is None else list(argv), "NeRF training",
+                                table=False))
     device = resolve_device(cfg.run.device)
 
     def one_class(name: str) -> TrainSummary:

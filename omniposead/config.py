@@ -20,7 +20,7 @@ import configargparse
 
 from anomaly.options import ScoreOptions
 from common.errors import ConfigError
-from common.options import Options, option
+from common.options import Options, option, require
 from common.run import RunOptions
 from mad.options import SynthOptions
 from evaluation.options import EvalOptions
@@ -38,6 +38,31 @@ class PipelineOptions(Options):
 
 
 @dataclass(frozen=True)
+class LauncherOptions(Options):
+    GROUP: ClassVar[str] = "launcher (many classes at once: omniposead.launcher)"
+
+    launcher: str = option("inline", "inline = the classes one after another in this process; local = one job "
+                                     "per class on this machine (submitit; one GPU each when GPUs are present); "
+                                     "slurm = one job per class on a SLURM cluster (a job array)",
+                           choices=("inline", "local", "slurm"))
+    max_jobs: int = option(0, "classes running at once (local: 0 = one per GPU, or 1 on a CPU; slurm: array "
+                              "parallelism, 0 = 64)")
+    job_timeout_min: int = option(24 * 60, "time limit of one class job in minutes (slurm: --time)")
+    slurm_partition: str = option("", "slurm: partition (empty = the cluster's default)")
+    slurm_gpus: int = option(1, "slurm: GPUs per class job")
+    slurm_cpus: int = option(8, "slurm: CPUs per class job")
+    slurm_mem_gb: float = option(32.0, "slurm: memory per class job in GB")
+    slurm_extra: str = option("", "slurm: extra sbatch flags, space separated, e.g. '--account=ab12 --qos=high'")
+    jobs_dir: str = option("", "job states, logs and submitit files (empty = <output_root>/<dataset>/jobs)")
+    poll_seconds: float = option(10.0, "how often the launcher looks at its jobs")
+
+    def validated(self) -> "LauncherOptions":
+        require(self.max_jobs >= 0 and self.job_timeout_min >= 1 and self.poll_seconds > 0,
+                "max_jobs must be >= 0, job_timeout_min >= 1 and poll_seconds > 0")
+        return self
+
+
+@dataclass(frozen=True)
 class OmniposeConfig:
     """Every stage's typed options, read from one parsed config."""
     run: RunOptions
@@ -50,6 +75,7 @@ class OmniposeConfig:
     score: ScoreOptions
     evaluation: EvalOptions
     pipeline: PipelineOptions
+    launcher: LauncherOptions
 
     @classmethod
     def from_namespace(cls, namespace: argparse.Namespace) -> "OmniposeConfig":
@@ -62,7 +88,7 @@ class OmniposeConfig:
 STAGES: dict[str, type[Options]] = {
     "run": RunOptions, "synth": SynthOptions, "nerf": NeRFOptions, "train": TrainOptions,
     "backbone": BackboneOptions, "retrieval": RetrievalOptions, "inerf": InerfOptions, "score": ScoreOptions,
-    "evaluation": EvalOptions, "pipeline": PipelineOptions,
+    "evaluation": EvalOptions, "pipeline": PipelineOptions, "launcher": LauncherOptions,
 }
 
 

@@ -1,0 +1,46 @@
+"""The local launcher (submitit): one job per class, a broken class fails alone with its error line, the
+table names it, a rerun resubmits only what is not done, and the status command shows each class."""
+import csv
+import json
+import shutil
+
+import pytest
+
+import anomaly_nerf_lego
+from omniposead import launcher
+from tests.conftest import TINY_CLASS
+from tests.test_reliability import PIPELINE_TINY
+
+pytest.importorskip("submitit")
+
+
+def test_local_launcher_runs_each_class_and_survives_a_broken_one(tiny_data_root, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)          # jobs start in the submitting folder; they find the project anyway
+    data_root = tmp_path / "synthetic"
+    shutil.copytree(tiny_data_root / TINY_CLASS, data_root / "a_good")
+    shutil.copytree(tiny_data_root / TINY_CLASS, data_root / "b_broken")
+    (data_root / "b_broken" / "transforms.json").write_text("{not json")
+    args = ["--data_root", str(data_root), "--class_name", "all", "--ckpt_root", str(tmp_path / "ck"),
+            "--output_root", str(tmp_path / "out"), *PIPELINE_TINY, "--launcher", "local", "--poll_seconds", "0.5",
+            "--device", "cpu"]
+    assert anomaly_nerf_lego.main(args) == 1
+    out = capsys.readouterr().out
+    assert "| a_good | done |" in out and "| b_broken | FAILED |" in out
+    jobs = tmp_path / "out" / "synthetic" / "jobs" / "anomaly_nerf_lego"
+    good, broken = (json.loads((jobs / f"{n}.json").read_text()) for n in ("a_good", "b_broken"))
+    assert good["state"] == "done" and good["seconds"] > 0 and good["log"]
+    assert broken["state"] == "failed" and "transforms.json" in broken["error"] and broken["error"].startswith("error:")
+    rows = list(csv.reader(open(tmp_path / "out" / "synthetic" / "all_classes.csv")))
+    assert rows[1][0] == "a_good" and rows[1][-1] == "done" and 0 <= float(rows[1][2]) <= 1
+    assert rows[2][0] == "b_broken" and rows[2][-1].startswith("missing: error:")
+    table = (tmp_path / "out" / "synthetic" / "all_classes.md").read_text()
+    assert "| a_good |" in table and "Missing: b_broken" in table
+    # status: each class with its state and the failure's error line
+    launcher.main(["--data_root", str(data_root), "--class_name", "all", "--output_root", str(tmp_path / "out")])
+    status = capsys.readouterr().out
+    assert "| a_good | done |" in status and "| b_broken | failed |" in status
+    # the same command again resubmits only what is not done
+    (data_root / "b_broken" / "transforms.json").write_text((data_root / "a_good" / "transforms.json").read_text())
+    assert anomaly_nerf_lego.main(args) == 0
+    out = capsys.readouterr().out
+    assert "1 of 2 classes already done: submitting 1" in out and "| b_broken | done |" in out
