@@ -99,6 +99,10 @@ class ClassJob:
         try:
             code = importlib.import_module(entry).main([*argv, "--class_name", name, "--launcher", "inline"])
         except SystemExit as exit_:
+            if exit_.code == -1:        # submitit's preemption handler: checkpointed and requeued, not failed
+                write_state(folder, name, state="pending", error=None, requeued=read_state(folder, name)
+                            .get("requeued", 0) + 1)
+                raise
             code = exit_.code
         except Exception as err:  # noqa: BLE001 - recorded as the class's failure, then raised for submitit
             write_state(folder, name, state="failed", error=f"{type(err).__name__}: {err}")
