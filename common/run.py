@@ -33,12 +33,19 @@ class RunOptions(Options):
     allow_empty_masks: bool = option(False, "accept defect images whose ground-truth mask is all zero (their "
                                             "pixels then count as normal); by default such a mask is an error")
     seed: int = option(0, "seed for sampling, initialisation and data order")
+    train_views: float = option(1.0, "train on a subset of the training views: a fraction in (0, 1] or a count > 1, "
+                                     "chosen by farthest-point sampling on the camera centres from a view drawn by "
+                                     "the seed (mad.view_subset); NeRF, retrieval, iNeRF, pose calibration and "
+                                     "residual fit all use the subset, whose checkpoints live apart "
+                                     "(<class>_views<value>)")
     device: str = option("auto", "'auto' (CUDA if present, else CPU), 'cpu', 'cuda', 'cuda:1', ...", cosmetic=True)
 
     def validated(self) -> "RunOptions":
         require(self.downscale >= 1, f"downscale must be >= 1, got {self.downscale}")
         require(not (self.half_res and self.downscale not in (1, 2)),
                 f"half_res (= downscale 2) contradicts downscale = {self.downscale}; set only one of them")
+        require(self.train_views > 0 and (self.train_views <= 1 or float(self.train_views).is_integer()),
+                f"train_views must be a fraction in (0, 1] or a whole count > 1, got {self.train_views}")
         return self
 
     def loading_settings(self) -> dict:
@@ -63,8 +70,15 @@ class RunOptions(Options):
         return Path(self.data_root) / self.class_name
 
     @property
+    def views_tag(self) -> str:
+        """'' with all training views; '_views<train_views>' (e.g. '_views0.5', '_views12') for a subset."""
+        return "" if self.train_views == 1 else f"_views{self.train_views:g}"
+
+    @property
     def ckpt_dir(self) -> Path:
-        return Path(self.ckpt_root) / self.dataset_name / self.class_name
+        """<ckpt_root>/<dataset>/<class>, or <class>_views<train_views> for a subset of the views, so that a
+        NeRF (and its retrieval, residual and calibration caches) of a subset never mixes with the full one."""
+        return Path(self.ckpt_root) / self.dataset_name / (self.class_name + self.views_tag)
 
     @property
     def output_dir(self) -> Path:

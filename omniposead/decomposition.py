@@ -80,17 +80,33 @@ def pipeline_references(out_dir: Path, names: list[str], white_bkgd: bool) -> np
     return np.stack([read_image_file(p, white_bkgd) for p in paths])
 
 
-def score_references(cfg: OmniposeConfig, backbone, residual, images: np.ndarray, references: np.ndarray,
-                     masks: list[np.ndarray], defect_types: list[str], device, batch: int = 8) -> dict:
-    """Pixel AUROC, image AUROC and pixel AUPRO of the test images scored against `references`."""
+def reference_maps(cfg: OmniposeConfig, backbone, residual, images: np.ndarray, references: np.ndarray, device,
+                   batch: int = 8) -> list[np.ndarray]:
+    """The config's anomaly maps [H,W] of the test images [N,H,W,3] scored against `references` [N,H,W,3]."""
     maps = []
     for start in range(0, len(images), batch):
         query, ref = (torch.from_numpy(np.ascontiguousarray(x[start:start + batch])).permute(0, 3, 1, 2).float()
                       .to(device) for x in (images, references))
         maps.extend(anomaly_map(backbone, query, ref, cfg.score, residual=residual).cpu().numpy())
+    return maps
+
+
+def score_maps(cfg: OmniposeConfig, maps: list[np.ndarray], masks: list[np.ndarray], defect_types: list[str],
+               image_scores: np.ndarray | None = None) -> dict:
+    """METRICS and per_defect of a test set's maps, by the config's protocol (evaluation.class_evaluation.ScoredSet:
+    image score = max of the average-pooled map) unless the method gives its own `image_scores`."""
     scored = ScoredSet.from_maps(maps, masks, cfg.score.score_protocol, cfg.score.image_score_pool)
-    result = evaluate(defect_types, scored.scores, scored.masks, scored.maps, fpr_limit=cfg.evaluation.aupro_fpr,
+    scores = scored.scores if image_scores is None else np.asarray(image_scores, dtype=np.float64)
+    result = evaluate(defect_types, scores, scored.masks, scored.maps, fpr_limit=cfg.evaluation.aupro_fpr,
                       max_pixels=cfg.evaluation.eval_max_pixels, seed=cfg.run.seed)
+    return {**{key: result[key] for key in METRICS}, "per_defect": result["per_defect"]}
+
+
+def score_references(cfg: OmniposeConfig, backbone, residual, images: np.ndarray, references: np.ndarray,
+                     masks: list[np.ndarray], defect_types: list[str], device, batch: int = 8) -> dict:
+    """Pixel AUROC, image AUROC and pixel AUPRO of the test images scored against `references`."""
+    maps = reference_maps(cfg, backbone, residual, images, references, device, batch)
+    result = score_maps(cfg, maps, masks, defect_types)
     return {key: result[key] for key in METRICS}
 
 

@@ -30,6 +30,7 @@ from common.io import ensure_writable, remove_stale_temps
 from common.runtime import resolve_device, seed_everything
 from mad.layout import GOOD, resolve_class_dir
 from mad.loader import TestSample, TrainViews, load_test_set, load_train_views
+from mad.view_subset import select_train_views
 from evaluation.plots import overlay_heatmap
 from features.backbone import FrozenBackbone, load_backbone
 from inerf.estimate import PoseEstimate, estimate_poses
@@ -56,6 +57,18 @@ def prepare_class(cfg: OmniposeConfig) -> Path:
     return resolve_class_dir(run.data_root, run.class_name)
 
 
+def class_train_views(cfg: OmniposeConfig, class_dir: Path) -> TrainViews:
+    """The class's training views as every stage uses them: loaded, then cut to the `train_views` subset
+    (mad.view_subset: farthest-point on the camera centres from a seed-drawn view) when one is asked for."""
+    run = cfg.run
+    views = load_train_views(class_dir, downscale=run.image_downscale, white_bkgd=run.white_bkgd)
+    subset = select_train_views(views, run.train_views, run.seed)
+    if subset is not views:
+        print(f"[{run.class_name}] training views: {len(subset.images)} of {len(views.images)} (train_views = "
+              f"{run.train_views:g}, farthest-point on the camera centres, seed {run.seed})")
+    return subset
+
+
 def nerf_trainer(cfg: OmniposeConfig, views: TrainViews, device: torch.device, progress: bool = True,
                  state: dict | None = None) -> NeRFTrainer:
     """The class's NeRF trainer, resumed from its checkpoint (or from `state`, the checkpoint already read)."""
@@ -67,7 +80,7 @@ def nerf_trainer(cfg: OmniposeConfig, views: TrainViews, device: torch.device, p
 def train_class(cfg: OmniposeConfig, device: torch.device, progress: bool = True) -> TrainSummary:
     """Generate the class if asked, then train or resume its NeRF (what `python train_nerf.py` does)."""
     seed_everything(cfg.run.seed)
-    views = load_train_views(prepare_class(cfg), cfg.run.image_downscale, cfg.run.white_bkgd)
+    views = class_train_views(cfg, prepare_class(cfg))
     return nerf_trainer(cfg, views, device, progress).run()
 
 
@@ -154,7 +167,7 @@ def load_class(cfg: OmniposeConfig, device: torch.device | None = None, *, train
     run = cfg.run
     seed_everything(run.seed)
     class_dir = prepare_class(cfg) if train else resolve_class_dir(run.data_root, run.class_name)
-    views = load_train_views(class_dir, downscale=run.image_downscale, white_bkgd=run.white_bkgd)
+    views = class_train_views(cfg, class_dir)
     test_set = load_test_set(class_dir, downscale=run.image_downscale, white_bkgd=run.white_bkgd,
                              allow_empty_masks=run.allow_empty_masks)
     check_test_set(test_set, views, class_dir, require_labels)
