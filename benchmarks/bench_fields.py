@@ -18,7 +18,6 @@ against seconds) under --out.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import shlex
 import sys
 import time
@@ -44,13 +43,13 @@ def machine_name(device: torch.device) -> str:
 
 def curve(cfg, views, device, ckpt_root: Path, budgets: list[float]) -> list[dict]:
     """One fresh model of cfg's field trained up to each cumulative budget (seconds); a row per budget."""
-    rows, done = [], 0.0
+    rows, done, params_mb = [], 0.0, 4 * parameter_count(cfg) / 2 ** 20
     for budget in sorted(budgets):
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
         r = train_to(cfg, views, device, str(ckpt_root), minutes=max(budget - done, 1e-3) / 60.0, n_iters=10 ** 9)
         done = r["train_s"]
-        r.update(budget_s=budget, params_mb=4 * parameter_count(cfg) / 2 ** 20,
+        r.update(budget_s=budget, params_mb=params_mb,
                  peak_mb=torch.cuda.max_memory_allocated(device) / 2 ** 20 if device.type == "cuda" else None)
         rows.append(r)
         print(row_line(cfg.nerf.field, r), flush=True)

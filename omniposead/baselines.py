@@ -43,7 +43,7 @@ from mad.layout import GOOD
 from nerf.checkpoint import LOG_NAME
 from nerf.trainer import heldout_view_indices
 from omniposead.config import OmniposeConfig
-from omniposead.decomposition import METRICS, nerf_references, reference_maps, score_maps
+from omniposead.decomposition import METRICS, nerf_references, reference_maps, render_at, score_maps
 from omniposead.pipeline import ClassAssets, load_class, run_class
 from retrieval.database import DescriptorDatabase
 
@@ -120,10 +120,8 @@ def nerf_train_seconds(cfg: OmniposeConfig) -> float | None:
 
 
 def _render(assets: ClassAssets, poses: np.ndarray) -> np.ndarray:
-    views, device = assets.views, assets.device
-    return np.stack([assets.renderer.render_image(torch.as_tensor(p, dtype=torch.float32, device=device),
-                                                  views.height, views.width, views.intrinsics).cpu().numpy()
-                     for p in poses])
+    views = assets.views
+    return render_at(assets.renderer, poses, views.height, views.width, views.intrinsics, assets.device)
 
 
 def pipeline_maps(out_dir: Path, names: list[str]) -> tuple[np.ndarray, float]:

@@ -68,8 +68,13 @@ def nerf_references(renderer, class_dir: Path, names: list[str], height: int, wi
     if not (class_dir / TEST_POSES_FILE).is_file():
         return None
     truth = load_test_poses(class_dir)
-    return np.stack([renderer.render_image(torch.as_tensor(truth[name], dtype=torch.float32, device=device),
-                                           height, width, intrinsics).cpu().numpy() for name in names])
+    return render_at(renderer, [truth[name] for name in names], height, width, intrinsics, device)
+
+
+def render_at(renderer, poses, height: int, width: int, intrinsics: Intrinsics, device) -> np.ndarray:
+    """The renderer's views [N,H,W,3] at camera-to-world `poses` [N,4,4]."""
+    return np.stack([renderer.render_image(torch.as_tensor(np.asarray(p), dtype=torch.float32, device=device),
+                                           height, width, intrinsics).cpu().numpy() for p in poses])
 
 
 def pipeline_references(out_dir: Path, names: list[str], white_bkgd: bool) -> np.ndarray | None:

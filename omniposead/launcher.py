@@ -21,7 +21,6 @@ import json
 import os
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -31,7 +30,6 @@ from evaluation.report import results_table
 from omniposead.classes import ALL, ClassOutcome, dataset_classes, summary_table
 from omniposead.config import LauncherOptions, OmniposeConfig, build_parser
 
-STATES = ("pending", "running", "done", "failed")
 PROJECT_ROOT = Path(__file__).resolve().parents[1]    # on the jobs' PYTHONPATH, wherever they start
 ENTRIES = ("anomaly_nerf_lego", "train_nerf")        # the entry points that launch class jobs
 

@@ -11,7 +11,6 @@ from inerf.optimize import refine_poses
 from common.rotations import rotation_error_deg
 from nerf.checkpoint import checkpoint_path, load_renderer, read_checkpoint
 from nerf.fields import FIELD_NAMES, build_field
-from nerf.options import NeRFOptions
 from nerf.plane_encoding import TriPlaneEncoding, total_variation
 from omniposead.config import parse_config
 from omniposead.pipeline import train_class
