@@ -24,8 +24,9 @@ from omniposead.launcher import read_state
 from nerf.checkpoint import checkpoint_path
 
 CLASSES = ("c0_usr2", "c1_scontrol", "c2_plain")
+N_ITERS = 1500         # long enough that an interrupted run is killed before it finishes its NeRF
 RECIPE = ["--netdepth", "2", "--netwidth", "32", "--skips", "--multires", "4", "--multires_views", "2",
-          "--N_samples", "16", "--N_importance", "0", "--N_rand", "128", "--lrate", "5e-3", "--n_iters", "600",
+          "--N_samples", "16", "--N_importance", "0", "--N_rand", "128", "--lrate", "5e-3", "--n_iters", str(N_ITERS),
           "--i_val", "100000", "--i_weights", "20", "--holdout_every", "4", "--seed", "0", "--retrieval_size", "32",
           "--desc_dim", "8", "--inerf_steps", "10", "--inerf_rays", "64", "--inerf_batch", "4", "--score_sigma", "1",
           "--image_score_pool", "4", "--n_qualitative", "1", "--save_overlays", "false", "--device", "cpu"]
@@ -77,6 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     launcher = subprocess.Popen([sys.executable, str(root / "anomaly_nerf_lego.py"), *flags], cwd=root)
     jobs = out / "synthetic" / "jobs" / "anomaly_nerf_lego"
     checks: list[tuple[str, bool, str]] = []
+    resumed_at: dict[str, int] = {}
     try:
         import submitit
 
@@ -85,13 +87,24 @@ def main(argv: list[str] | None = None) -> int:
                           read_state(jobs, CLASSES[0]).get("job_id"), 300)
         step = trained_step(ckpt, CLASSES[0])
         submitit.SlurmJob(folder=jobs / "submitit", job_id=job_id)._interrupt()
-        print(f"slurm_check: preempted {CLASSES[0]} (job {job_id}) at step {step} of 600 (USR2)", flush=True)
+        print(f"slurm_check: preempted {CLASSES[0]} (job {job_id}) at step {step} of {N_ITERS} (USR2)", flush=True)
         # 2. a requeue from outside, of the second class mid-training
         job_id = wait_for("the second class to train", lambda: trained_step(ckpt, CLASSES[1]) >= 40 and
                           read_state(jobs, CLASSES[1]).get("job_id"), 300)
         step = trained_step(ckpt, CLASSES[1])
         subprocess.run(["scontrol", "requeue", job_id], check=True, timeout=30)
-        print(f"slurm_check: requeued {CLASSES[1]} (job {job_id}) at step {step} of 600 (scontrol)", flush=True)
+        print(f"slurm_check: requeued {CLASSES[1]} (job {job_id}) at step {step} of {N_ITERS} (scontrol)", flush=True)
+        # 3. each interrupted class runs again: the step its NeRF checkpoint holds when the new run starts
+
+        def both_restarted():
+            for name in CLASSES[:2]:
+                if name not in resumed_at and (read_state(jobs, name).get("restarts") or 0) >= 1:
+                    resumed_at[name] = trained_step(ckpt, name)
+            return len(resumed_at) == 2
+
+        wait_for("both interrupted classes to run again", both_restarted, 300, poll=0.5)
+        for name, step in resumed_at.items():
+            print(f"slurm_check: {name} runs again from its checkpoint at step {step} of {N_ITERS}", flush=True)
         code = launcher.wait(timeout=600)
     except Exception as err:  # noqa: BLE001 - reported as a failed check
         launcher.kill()
@@ -102,6 +115,9 @@ def main(argv: list[str] | None = None) -> int:
                    f"states {states}, launcher exit code {code}"))
     reference = metrics_of(out, CLASSES[2]) if states[CLASSES[2]] == "done" else None
     for name in CLASSES[:2]:
+        restarts, step = read_state(jobs, name).get("restarts") or 0, resumed_at.get(name)
+        checks.append((f"{name} ran again mid-training, from its checkpoint", restarts >= 1 and step is not None
+                       and 0 < step < N_ITERS, f"SLURM restarts: {restarts}, resumed at step {step} of {N_ITERS}"))
         got = metrics_of(out, name) if states[name] == "done" else None
         checks.append((f"{name} metrics equal the uninterrupted run's", got is not None and got == reference,
                        f"{got} vs {reference}"))
@@ -112,6 +128,10 @@ def main(argv: list[str] | None = None) -> int:
     for what, ok, detail in checks:
         print(f"slurm_check: {'PASS' if ok else 'FAIL'}: {what} ({detail})")
     passed = all(ok for _, ok, _ in checks)
+    if not passed:                  # what a failure on a CI machine needs to be understood: each job's log
+        for log in sorted((jobs / "submitit").glob("*_log.*")):
+            lines = [line for line in log.read_text(errors="replace").splitlines() if "it/s" not in line]
+            print(f"--- {log.name} (last 15 lines)", *lines[-15:], sep="\n")
     print(f"slurm_check: {'PASSED' if passed else 'FAILED'} ({sum(ok for _, ok, _ in checks)} of {len(checks)} checks)")
     return 0 if passed else 1
 

@@ -38,6 +38,8 @@ SlurmdPidFile=$work/slurmd.pid
 SlurmctldLogFile=$work/log/slurmctld.log
 SlurmdLogFile=$work/log/slurmd.log
 MailProg=/bin/true
+# a requeued job's old run is killed 1 s after SIGTERM (default 30 s, in which a tiny class can finish)
+KillWait=1
 ${node/NodeName=* CPUs/NodeName=localhost CPUs} State=UNKNOWN
 PartitionName=debug Nodes=localhost Default=YES MaxTime=INFINITE State=UP
 CONF
@@ -45,11 +47,10 @@ export SLURM_CONF=$work/slurm.conf
 # no accounting here: sacct answers from squeue so that submitit sees job states (../shared/slurm-notes.md)
 cat > "$work/bin/sacct" <<'SACCT'
 #!/usr/bin/env bash
-echo "JobID|State|NodeList"
-squeue --states=all --noheader -o "%i|%T|%N" 2>/dev/null
+{ echo "JobID|State|NodeList"; squeue --states=all --noheader -o "%i|%T|%N" 2>/dev/null; } | tee -a "${SACCT_LOG:-/dev/null}"
 SACCT
 chmod +x "$work/bin/sacct"
-export PATH=$work/bin:$PATH
+export PATH=$work/bin:$PATH SACCT_LOG=$work/log/sacct.log
 install -d -o munge -g munge -m0755 /run/munge
 pids=()
 cleanup() {

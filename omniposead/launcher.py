@@ -31,6 +31,11 @@ from omniposead.classes import ALL, ClassOutcome, dataset_classes, summary_table
 from omniposead.config import LauncherOptions, OmniposeConfig, build_parser
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]    # on the jobs' PYTHONPATH, wherever they start
+# SLURM job states (sacct / squeue) in which the job may still run again: it is not over
+SLURM_ACTIVE = frozenset({"READY", "PENDING", "RUNNING", "REQUEUED", "COMPLETING", "PREEMPTED", "CONFIGURING",
+                          "RESIZING", "SUSPENDED", "STOPPED", "SIGNALING", "STAGE_OUT", "REQUEUE_HOLD",
+                          "REQUEUE_FED", "RESV_DEL_HOLD"})
+FINAL = ("done", "failed")
 ENTRIES = ("anomaly_nerf_lego", "train_nerf")        # the entry points that launch class jobs
 
 
@@ -122,7 +127,7 @@ class ClassJob:
 
 def _job_info() -> dict:
     return {"job_id": os.environ.get("SLURM_JOB_ID") or os.environ.get("SUBMITIT_LOCAL_JOB_ID"),
-            "host": os.uname().nodename}
+            "host": os.uname().nodename, "restarts": int(os.environ.get("SLURM_RESTART_COUNT") or 0)}
 
 
 def _executor(opts: LauncherOptions, folder: Path):
@@ -173,7 +178,8 @@ def launch(cfg: OmniposeConfig, entry: str, argv: Sequence[str], what: str = "",
             jobs = [(name, executor.submit(ClassJob(), entry, list(argv), name, str(folder))) for name in todo]
         for name, job in jobs:
             write_state(folder, name, job_id=job.job_id, log=str(job.paths.stderr))
-        _wait([job for _, job in jobs], cfg.launcher.poll_seconds)
+        while not all(slurm_job_over(job, read_state(folder, name).get("state")) for name, job in jobs):
+            time.sleep(cfg.launcher.poll_seconds)
     else:
         free, running, queue = _slots(cfg.launcher), [], list(todo)
         while queue or running:
@@ -189,7 +195,7 @@ def launch(cfg: OmniposeConfig, entry: str, argv: Sequence[str], what: str = "",
     outcomes = []
     for name in names:
         state = read_state(folder, name)
-        if state.get("state") not in ("done", "failed"):      # ended without saying so (killed, lost)
+        if state.get("state") not in FINAL:      # ended without saying so (killed, lost)
             write_state(folder, name, state="failed", error=state.get("error") or "the job ended without a result")
             state = read_state(folder, name)
         outcomes.append(ClassOutcome(name, state, state.get("error"), float(state.get("seconds") or 0.0)))
@@ -199,9 +205,14 @@ def launch(cfg: OmniposeConfig, entry: str, argv: Sequence[str], what: str = "",
     return outcomes
 
 
-def _wait(jobs, poll_seconds: float) -> None:
-    while not all(job.done() for job in jobs):
-        time.sleep(poll_seconds)
+def slurm_job_over(job, class_state: str | None) -> bool:
+    """Whether a SLURM class job has ended for good. submitit's `done()` alone is not enough: a job requeued
+    from outside (`scontrol requeue`, preemption) keeps the result file of its earlier run and may even have
+    written its class's outcome, while SLURM runs it again. So once either the class state or submitit says
+    it ended, SLURM is asked (one forced query) and the job is over only when SLURM holds no further run."""
+    if class_state not in FINAL and not job.done():
+        return False
+    return job.watcher.get_state(job.job_id, mode="force").upper() not in SLURM_ACTIVE
 
 
 def write_class_table(cfg: OmniposeConfig, outcomes: list[ClassOutcome]) -> Path:
@@ -240,10 +251,11 @@ def write_class_table(cfg: OmniposeConfig, outcomes: list[ClassOutcome]) -> Path
 
 def status_lines(cfg: OmniposeConfig, entry: str) -> list[str]:
     folder = jobs_dir(cfg) / entry
-    lines = [f"jobs in {folder}", "| class | state | log | error |", "|---|---|---|---|"]
+    lines = [f"jobs in {folder}", "| class | state | restarts | log | error |", "|---|---|---:|---|---|"]
     for name in class_names(cfg.run.data_root, cfg.run.class_name):
         s = read_state(folder, name)
-        lines.append(f"| {name} | {s.get('state')} | {s.get('log') or ''} | {s.get('error') or ''} |")
+        lines.append(f"| {name} | {s.get('state')} | {s.get('restarts') or 0} | {s.get('log') or ''} | "
+                     f"{s.get('error') or ''} |")
     return lines
 
 

@@ -44,3 +44,33 @@ def test_local_launcher_runs_each_class_and_survives_a_broken_one(tiny_data_root
     assert anomaly_nerf_lego.main(args) == 0
     out = capsys.readouterr().out
     assert "1 of 2 classes already done: submitting 1" in out and "| b_broken | done |" in out
+
+
+class _FakeSlurmJob:
+    """What slurm_job_over reads of a submitit job: done() (its result file) and SLURM's state."""
+
+    def __init__(self, result_file: bool, slurm_state: str):
+        self.job_id, self._result, self.asked = "7_1", result_file, []
+        self.watcher = self
+        self._state = slurm_state
+
+    def done(self):
+        return self._result
+
+    def get_state(self, job_id, mode="standard"):
+        self.asked.append((job_id, mode))
+        return self._state
+
+
+def test_a_requeued_slurm_job_is_not_over_while_slurm_runs_it_again():
+    # an `scontrol requeue` leaves the earlier run's result file (and perhaps its "done") while SLURM runs it again
+    assert not launcher.slurm_job_over(_FakeSlurmJob(True, "PENDING"), "done")
+    assert not launcher.slurm_job_over(_FakeSlurmJob(True, "RUNNING"), "running")
+    assert not launcher.slurm_job_over(_FakeSlurmJob(False, "COMPLETING"), "failed")
+    job = _FakeSlurmJob(True, "COMPLETED")
+    assert launcher.slurm_job_over(job, "done") and job.asked == [("7_1", "force")]   # SLURM asked, not a cache
+    # ended without writing its outcome (killed, out of memory): over, and the launcher records it as failed
+    assert launcher.slurm_job_over(_FakeSlurmJob(True, "OUT_OF_MEMORY"), "running")
+    # still running with no outcome: SLURM is not even asked
+    job = _FakeSlurmJob(False, "RUNNING")
+    assert not launcher.slurm_job_over(job, "running") and job.asked == []
