@@ -3,6 +3,7 @@
     python auroc_test.py --obj 01Gorilla                  # one class
     python auroc_test.py --obj all                        # every class of the dataset + Table 2
     python auroc_test.py --config configs/LEGO-3D/01Gorilla.txt --image_score_pool 16
+    python auroc_test.py --obj all --launcher slurm       # one job per class (omniposead.launcher)
 
 Without --data_root (or a config that sets it) the dataset is the one whose maps are under
 <output_root>: the pipeline records the settings it made the maps with in each class's run.json
@@ -23,6 +24,7 @@ The work itself is the evaluation package; this file is its command line.
 """
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -33,20 +35,35 @@ from evaluation.class_evaluation import evaluate_class, with_saved_image_pool
 from evaluation.report import report, results_table
 from omniposead.classes import ALL, exit_code, run_classes
 from omniposead.config import OmniposeConfig, build_parser
+from omniposead.launcher import launch
 
 
 def build_auroc_parser():
     parser = build_parser("Evaluate saved anomaly maps: pixel/image AUROC, pixel AUPRO, figures")
     parser.add_argument("--obj", default=None,
-                        help="class to evaluate, or 'all' for every class of data_root (default: --class_name)")
+                        help="class to evaluate, 'a,b' for those, or 'all' for every class of data_root (default: --class_name)")
     parser.set_defaults(data_root=None)  # default: the dataset whose maps are under output_root (run.json)
     return parser
 
 
+def without_option(argv: list[str], flag: str) -> list[str]:
+    """argv without `flag VALUE` / `flag=VALUE` (the class jobs get --class_name instead of --obj)."""
+    out, skip = [], False
+    for token in argv:
+        if skip:
+            skip = False
+        elif token == flag:
+            skip = True
+        elif not token.startswith(flag + "="):
+            out.append(token)
+    return out
+
+
 def dataset_of_saved_maps(output_root: str, obj: str) -> str:
-    """The data_root recorded with the saved maps of class `obj` (or of every class, for "all")."""
-    pattern = f"*/*/{RUN_RECORD}" if obj == ALL else f"*/{obj}/{RUN_RECORD}"
-    roots = sorted({str(load_run_record(p.parent)["data_root"]) for p in Path(output_root).glob(pattern)})
+    """The data_root recorded with the saved maps of class `obj` (of every class, for "all"; of each, for `a,b`)."""
+    patterns = [f"*/*/{RUN_RECORD}"] if obj == ALL else [f"*/{n.strip()}/{RUN_RECORD}" for n in obj.split(",")]
+    roots = sorted({str(load_run_record(p.parent)["data_root"])
+                    for pattern in patterns for p in Path(output_root).glob(pattern)})
     if len(roots) == 1:
         return roots[0]
     what = "any class" if obj == ALL else f"class {obj!r}"
@@ -75,9 +92,15 @@ def main(argv=None) -> int:
         print(f"wrote {run.output_dir / 'metrics.json'}")
         return metrics
 
-    outcomes = run_classes(cfg.run.data_root, obj, one_class, "evaluation")
-    if obj == ALL:
+    if cfg.launcher.launcher != "inline":       # one job per class; each finds its own dataset when not given
+        job_argv = without_option(list(sys.argv[1:] if argv is None else argv), "--obj")
+        outcomes = launch(cfg.for_class(obj), "auroc_test", job_argv, "evaluation", table=False)
+        rows = [json.loads((cfg.run.for_class(o.name).output_dir / "metrics.json").read_text())
+                for o in outcomes if o.ok]
+    else:
+        outcomes = run_classes(cfg.run.data_root, obj, one_class, "evaluation")
         rows = [o.result for o in outcomes if o.ok]
+    if obj == ALL or "," in obj:
         if not rows:
             raise DataError(f"{cfg.run.dataset_output_dir}: no class of {cfg.run.data_root} has evaluable score "
                             "maps; run anomaly_nerf_lego.py first")

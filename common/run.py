@@ -18,7 +18,7 @@ class RunOptions(Options):
 
     data_root: str = option("data/synthetic",
                             "dataset folder holding one sub-folder per class (MAD: data/LEGO-3D)")
-    class_name: str = option("demo", "class sub-folder of data_root, e.g. 01Gorilla ('all' loops over every class)")
+    class_name: str = option("demo", "class sub-folder of data_root, e.g. 01Gorilla ('all': every class; 'a,b': those)")
     # Paths and the device string are cosmetic: the run identity names the checkpoint by its content and the
     # device by its kind (omniposead.run_identity).
     ckpt_root: str = option("ckpts", "checkpoints land in <ckpt_root>/<dataset>/<class>/", cosmetic=True)

@@ -25,17 +25,25 @@ def report(metrics: dict) -> str:
     return "\n".join(lines)
 
 
-def results_table(rows: list[dict]) -> str:
-    """Markdown table in percent with a Mean row over the given (complete) classes."""
-    out = ["| class | pixel AUROC (%) | image AUROC (%) | pixel AUPRO (%) |",
-           "|---|---:|---:|---:|"]
+def results_table(rows: list[dict], extra: tuple[tuple[str, str, str], ...] = ()) -> str:
+    """Markdown table in percent with a Mean row over the given (complete) classes. `extra`: further columns
+    as (key, header, format spec), shown as given (n/a where a row has none; their mean over the rows that do)."""
+    out = ["| class | pixel AUROC (%) | image AUROC (%) | pixel AUPRO (%) |" + "".join(f" {h} |" for _, h, _ in extra),
+           "|---|---:|---:|---:|" + "---:|" * len(extra)]
+
+    def cells(values: list) -> str:
+        return "".join(f" {'n/a' if v is None else format(v, spec)} |" for v, (_, _, spec) in zip(values, extra))
+
     for r in rows:
-        out.append(f"| {r['class']} | " + " | ".join(f"{100 * r[k]:.1f}" for k in TABLE_KEYS) + " |")
+        out.append(f"| {r['class']} | " + " | ".join(f"{100 * r[k]:.1f}" for k in TABLE_KEYS) + " |"
+                   + cells([r.get(key) for key, _, _ in extra]))
     if rows:
         means = [100 * float(np.mean([r[k] for r in rows])) for k in TABLE_KEYS]
+        extra_means = [float(np.mean(vs)) if (vs := [r[key] for r in rows if r.get(key) is not None]) else None
+                       for key, _, _ in extra]
         n = len(rows)
         out.append(f"| **Mean ({n} class{'es' if n != 1 else ''})** | " + " | ".join(f"**{m:.1f}**" for m in means)
-                   + " |")
+                   + " |" + cells(extra_means))
     return "\n".join(out) + "\n"
 
 

@@ -44,13 +44,21 @@ def dataset_classes(data_root) -> list[str]:
     return sorted(names, key=natural_key)
 
 
+def class_names(data_root, class_name: str) -> list[str]:
+    """`all` -> every class folder; `a,b` -> those names; a single name -> [name]."""
+    if class_name == ALL:
+        return dataset_classes(data_root)
+    return [name.strip() for name in class_name.split(",") if name.strip()]
+
+
 def run_classes(data_root, class_name: str, step: Callable[[str], Any], what: str = "") -> list[ClassOutcome]:
-    """`step(name)` for the named class, or for every class when `class_name` is "all"."""
-    if class_name != ALL:
+    """`step(name)` for the named class (its errors propagate), or for each class of `all` / `a,b,c` (one
+    failing class is recorded and the others go on; a summary table at the end)."""
+    if class_name != ALL and "," not in class_name:
         start = time.perf_counter()
         return [ClassOutcome(class_name, step(class_name), seconds=time.perf_counter() - start)]
     outcomes = []
-    for name in dataset_classes(data_root):
+    for name in class_names(data_root, class_name):
         start = time.perf_counter()
         try:
             outcomes.append(ClassOutcome(name, step(name), seconds=time.perf_counter() - start))

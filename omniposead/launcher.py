@@ -24,10 +24,10 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-from common.errors import ConfigError
+from common.errors import ConfigError, DataError
 from common.io import atomic_write, write_json
 from evaluation.report import results_table
-from omniposead.classes import ALL, ClassOutcome, dataset_classes, summary_table
+from omniposead.classes import ClassOutcome, class_names, summary_table
 from omniposead.config import LauncherOptions, OmniposeConfig, build_parser
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]    # on the jobs' PYTHONPATH, wherever they start
@@ -36,14 +36,7 @@ SLURM_ACTIVE = frozenset({"READY", "PENDING", "RUNNING", "REQUEUED", "COMPLETING
                           "RESIZING", "SUSPENDED", "STOPPED", "SIGNALING", "STAGE_OUT", "REQUEUE_HOLD",
                           "REQUEUE_FED", "RESV_DEL_HOLD"})
 FINAL = ("done", "failed")
-ENTRIES = ("anomaly_nerf_lego", "train_nerf")        # the entry points that launch class jobs
-
-
-def class_names(data_root, class_name: str) -> list[str]:
-    """`all` -> every class folder; `a,b` -> those names; a single name -> [name]."""
-    if class_name == ALL:
-        return dataset_classes(data_root)
-    return [name.strip() for name in class_name.split(",") if name.strip()]
+ENTRIES = ("anomaly_nerf_lego", "train_nerf", "auroc_test")        # the entry points that launch class jobs
 
 
 def jobs_dir(cfg: OmniposeConfig) -> Path:
@@ -215,34 +208,55 @@ def slurm_job_over(job, class_state: str | None) -> bool:
     return job.watcher.get_state(job.job_id, mode="force").upper() not in SLURM_ACTIVE
 
 
+def pose_median_deg(cfg: OmniposeConfig, name: str) -> float | None:
+    """Median rotation error (degrees) of the poses the pipeline refined for class `name`, when the class has
+    true test poses (generated classes; MAD has none); None otherwise."""
+    from omniposead.pose_accuracy import TEST_POSES_FILE, estimates_from_outputs, load_test_poses, pose_errors
+
+    class_cfg = cfg.for_class(name)
+    if not (class_cfg.run.class_dir / TEST_POSES_FILE).is_file():
+        return None
+    try:
+        truth = load_test_poses(class_cfg.run.class_dir)
+        estimates, _ = estimates_from_outputs(class_cfg, list(truth))
+    except DataError:
+        return None
+    refined = pose_errors(estimates, truth)["stages"]["iNeRF"]
+    return refined.get("rot_median_deg")
+
+
+TABLE_EXTRA = (("pose_median_deg", "pose error, median (deg)", ".2f"), ("seconds", "s per class", ".1f"),
+               ("seconds_per_query", "s per query", ".2f"))
+
+
 def write_class_table(cfg: OmniposeConfig, outcomes: list[ClassOutcome]) -> Path:
-    """all_classes.md / .csv: per class pixel / image AUROC, AUPRO, wall time and time per query, a mean row,
-    and the missing classes with why."""
+    """all_classes.md / .csv: per class pixel / image AUROC, AUPRO, median pose error (when true poses exist),
+    wall time per class and per query, a mean row, and the missing classes with why."""
     rows, missing = [], []
     for o in outcomes:
         metrics_path = cfg.run.for_class(o.name).output_dir / "metrics.json"
         if o.ok and metrics_path.is_file():
             metrics = json.loads(metrics_path.read_text())
             rows.append({"class": o.name, **{k: metrics[k] for k in ("pixel_auroc", "image_auroc", "pixel_aupro")},
+                         "pose_median_deg": pose_median_deg(cfg, o.name),
                          "seconds": o.seconds, "seconds_per_query": o.seconds / max(metrics["n_images"], 1)})
         else:
             missing.append((o.name, o.error or "no metrics.json (evaluate = false?)"))
-    text = results_table(rows)
+    text = results_table(rows, TABLE_EXTRA)
     if missing:
         text += "\nMissing: " + "; ".join(f"{name} ({why})" for name, why in missing) + "\n"
     out = cfg.run.dataset_output_dir / "all_classes"
     atomic_write(out.with_suffix(".md"), lambda tmp: tmp.write_text(text))
+    columns = ("pixel_auroc", "image_auroc", "pixel_aupro", "pose_median_deg", "seconds", "seconds_per_query")
 
     def write_csv(tmp: Path) -> None:
         with open(tmp, "w", newline="") as f:
             writer = csv.writer(f)
-            writer.writerow(["class", "pixel_auroc", "image_auroc", "pixel_aupro", "seconds", "seconds_per_query",
-                             "status"])
+            writer.writerow(["class", *columns, "status"])
             for r in rows:
-                writer.writerow([r["class"], r["pixel_auroc"], r["image_auroc"], r["pixel_aupro"],
-                                 f"{r['seconds']:.1f}", f"{r['seconds_per_query']:.2f}", "done"])
+                writer.writerow([r["class"], *("" if r[c] is None else r[c] for c in columns), "done"])
             for name, why in missing:
-                writer.writerow([name, "", "", "", "", "", f"missing: {why}"])
+                writer.writerow([name, *[""] * len(columns), f"missing: {why}"])
     atomic_write(out.with_suffix(".csv"), write_csv)
     print(text, end="")
     print(f"wrote {out}.md and .csv")

@@ -7,6 +7,7 @@ import shutil
 import pytest
 
 import anomaly_nerf_lego
+import auroc_test
 from omniposead import launcher
 from tests.conftest import TINY_CLASS
 from tests.test_reliability import PIPELINE_TINY
@@ -32,6 +33,7 @@ def test_local_launcher_runs_each_class_and_survives_a_broken_one(tiny_data_root
     assert broken["state"] == "failed" and "transforms.json" in broken["error"] and broken["error"].startswith("error:")
     rows = list(csv.reader(open(tmp_path / "out" / "synthetic" / "all_classes.csv")))
     assert rows[1][0] == "a_good" and rows[1][-1] == "done" and 0 <= float(rows[1][2]) <= 1
+    assert rows[0][4] == "pose_median_deg" and 0 <= float(rows[1][4]) <= 180   # a generated class has true poses
     assert rows[2][0] == "b_broken" and rows[2][-1].startswith("missing: error:")
     table = (tmp_path / "out" / "synthetic" / "all_classes.md").read_text()
     assert "| a_good |" in table and "Missing: b_broken" in table
@@ -44,6 +46,21 @@ def test_local_launcher_runs_each_class_and_survives_a_broken_one(tiny_data_root
     assert anomaly_nerf_lego.main(args) == 0
     out = capsys.readouterr().out
     assert "1 of 2 classes already done: submitting 1" in out and "| b_broken | done |" in out
+    # the evaluation step as jobs too: each class evaluated in its own job, the same figures, one table
+    saved = {n: json.loads((tmp_path / "out" / "synthetic" / n / "metrics.json").read_text())
+             for n in ("a_good", "b_broken")}
+    for n in saved:
+        (tmp_path / "out" / "synthetic" / n / "metrics.json").unlink()
+    assert auroc_test.main(["--output_root", str(tmp_path / "out"), "--obj", "all", "--launcher", "local",
+                            "--poll_seconds", "0.5", "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert "evaluation: 2 of 2 classes done" in out and "results_table.md" in out
+    for n, before in saved.items():
+        after = json.loads((tmp_path / "out" / "synthetic" / n / "metrics.json").read_text())
+        assert {k: after[k] for k in ("pixel_auroc", "image_auroc", "pixel_aupro")} == \
+            {k: before[k] for k in ("pixel_auroc", "image_auroc", "pixel_aupro")}
+    assert json.loads((tmp_path / "out" / "synthetic" / "jobs" / "auroc_test" / "a_good.json").read_text())[
+        "state"] == "done"
 
 
 class _FakeSlurmJob:

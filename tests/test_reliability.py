@@ -162,6 +162,11 @@ def test_all_goes_on_past_failing_classes_and_ends_with_a_summary(tmp_path, caps
     assert "error: [b_broken]" in captured.err and "3.png: cannot decode image" in captured.err
     assert "error: [c_no_transforms]" in captured.err and "transforms.json" in captured.err
     assert (tmp_path / "ck" / "spheres" / "d_sphere" / "nerf.pt").is_file()
+    # a comma-separated list runs those classes only, the same way
+    code = nerf_train.main(["--data_root", str(data_root), "--class_name", "d_sphere, b_broken",
+                            "--ckpt_root", str(tmp_path / "ck"), *TINY, "--n_iters", "2"])
+    out = capsys.readouterr().out
+    assert code == 1 and "1 of 2 classes done, 1 failed" in out and "a_sphere" not in out
 
 
 def test_a_class_without_transforms_points_at_colmap_or_the_layout(tmp_path, capsys):

@@ -103,3 +103,10 @@ def test_report_lines_and_the_mean_row_of_the_table():
         "| A | 90.0 | 80.0 | 70.0 |", "| B | 80.0 | 50.0 | 60.0 |",
         "| **Mean (2 classes)** | **85.0** | **65.0** | **65.0** |"]
     assert results_table([]).splitlines()[2:] == []
+    # extra columns: as given, n/a where a row has none, the mean over the rows that have one
+    rows[0].update(pose_deg=0.5, seconds=10.0)
+    rows[1].update(pose_deg=None, seconds=30.0)
+    table = results_table(rows, (("pose_deg", "pose (deg)", ".2f"), ("seconds", "s", ".0f"))).splitlines()
+    assert table[0].endswith("| pose (deg) | s |") and table[1].endswith("---:|---:|")
+    assert table[2:] == ["| A | 90.0 | 80.0 | 70.0 | 0.50 | 10 |", "| B | 80.0 | 50.0 | 60.0 | n/a | 30 |",
+                         "| **Mean (2 classes)** | **85.0** | **65.0** | **65.0** | 0.50 | 20 |"]
