@@ -15,6 +15,7 @@ import json
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -56,6 +57,24 @@ def trained_step(ckpt_root: Path, name: str) -> int:
         return 0
 
 
+class RestartWatch(threading.Thread):
+    """Notes, for each class, the step its NeRF checkpoint holds when SLURM first runs it again (the state
+    file's `restarts`, from SLURM_RESTART_COUNT): the step the new run resumes from. Watches from the start,
+    so a restart is seen however early it comes."""
+
+    def __init__(self, jobs: Path, ckpt: Path, names):
+        super().__init__(daemon=True)
+        self.jobs, self.ckpt, self.names, self.at = jobs, ckpt, list(names), {}
+        self.stopped = threading.Event()
+
+    def run(self):
+        while not self.stopped.is_set() and len(self.at) < len(self.names):
+            for name in self.names:
+                if name not in self.at and (read_state(self.jobs, name).get("restarts") or 0) >= 1:
+                    self.at[name] = trained_step(self.ckpt, name)
+            self.stopped.wait(0.25)
+
+
 def metrics_of(out_root: Path, name: str) -> dict:
     m = json.loads((out_root / "synthetic" / name / "metrics.json").read_text())
     return {k: m[k] for k in ("pixel_auroc", "image_auroc", "pixel_aupro")}
@@ -78,7 +97,8 @@ def main(argv: list[str] | None = None) -> int:
     launcher = subprocess.Popen([sys.executable, str(root / "anomaly_nerf_lego.py"), *flags], cwd=root)
     jobs = out / "synthetic" / "jobs" / "anomaly_nerf_lego"
     checks: list[tuple[str, bool, str]] = []
-    resumed_at: dict[str, int] = {}
+    watch = RestartWatch(jobs, ckpt, CLASSES[:2])
+    watch.start()
     try:
         import submitit
 
@@ -95,21 +115,16 @@ def main(argv: list[str] | None = None) -> int:
         subprocess.run(["scontrol", "requeue", job_id], check=True, timeout=30)
         print(f"slurm_check: requeued {CLASSES[1]} (job {job_id}) at step {step} of {N_ITERS} (scontrol)", flush=True)
         # 3. each interrupted class runs again: the step its NeRF checkpoint holds when the new run starts
-
-        def both_restarted():
-            for name in CLASSES[:2]:
-                if name not in resumed_at and (read_state(jobs, name).get("restarts") or 0) >= 1:
-                    resumed_at[name] = trained_step(ckpt, name)
-            return len(resumed_at) == 2
-
-        wait_for("both interrupted classes to run again", both_restarted, 300, poll=0.5)
-        for name, step in resumed_at.items():
+        wait_for("both interrupted classes to run again", lambda: len(watch.at) == 2, 300, poll=0.5)
+        for name, step in sorted(watch.at.items()):
             print(f"slurm_check: {name} runs again from its checkpoint at step {step} of {N_ITERS}", flush=True)
         code = launcher.wait(timeout=600)
     except Exception as err:  # noqa: BLE001 - reported as a failed check
         launcher.kill()
         checks.append(("the run", False, f"{type(err).__name__}: {err}"))
         code = None
+    watch.stopped.set()
+    resumed_at = dict(watch.at)
     states = {name: read_state(jobs, name).get("state") for name in CLASSES}
     checks.append(("3 of 3 classes done", all(s == "done" for s in states.values()) and code == 0,
                    f"states {states}, launcher exit code {code}"))
