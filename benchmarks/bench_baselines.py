@@ -5,16 +5,18 @@ true pose and a fused map, on the same test set with the same metric code.
     python -m benchmarks.bench_baselines --config configs/synthetic/demo.txt
     python -m benchmarks.bench_baselines --config configs/synthetic/demo.txt --synth_seed 1 --class_name demo_s1
     python -m benchmarks.bench_baselines --config configs/LEGO-3D/01Gorilla.txt --class_name all
+    python -m benchmarks.bench_baselines --config configs/LEGO-3D/01Gorilla.txt --class_name all --launcher slurm
     python -m benchmarks.bench_baselines --config configs/synthetic/demo.txt --patchcore false   # without anomalib
 
 Makes the pipeline's maps first when they are missing (trains the NeRF if needed), then scores every row
 (omniposead.baselines: what each row is, the fused rule, what the times count). Prints one markdown table
 and writes it with a CSV and the raw figures to <output_dir>/baselines.{md,csv,json} per class, and with
-`--class_name all` to <output_root>/<dataset>/baselines.{md,csv,json} for all classes (a failing class is
-listed and skipped).
+`--class_name all` (or `a,b`) to <output_root>/<dataset>/baselines.{md,csv,json} for all classes (a failing
+class is listed and skipped). With `--launcher local | slurm` each class is its own job (omniposead.launcher).
 """
 from __future__ import annotations
 
+import json
 import platform
 import sys
 import time
@@ -28,6 +30,7 @@ from common.runtime import resolve_device, seed_everything
 from omniposead.baselines import TABLE_NAME, compare_class, markdown_table, write_tables
 from omniposead.classes import ALL, exit_code, run_classes
 from omniposead.config import OmniposeConfig, build_parser
+from omniposead.launcher import launch
 
 
 def machine(device: torch.device) -> str:
@@ -59,8 +62,14 @@ def main(argv: list[str] | None = None) -> int:
         print(markdown_table([table]), end="")
         print(f"[{name}] wrote {', '.join(str(p) for p in paths)}")
 
-    outcomes = run_classes(cfg.run.data_root, cfg.run.class_name, one_class, "baselines")
-    if cfg.run.class_name == ALL and tables:
+    if cfg.launcher.launcher != "inline":           # one job per class; its table is read back from its files
+        outcomes = launch(cfg, "benchmarks.bench_baselines", list(sys.argv[1:] if argv is None else argv),
+                          "baselines", table=False)
+        tables = [json.loads((cfg.run.for_class(o.name).output_dir / f"{TABLE_NAME}.json").read_text())["tables"][0]
+                  for o in outcomes if o.ok]
+    else:
+        outcomes = run_classes(cfg.run.data_root, cfg.run.class_name, one_class, "baselines")
+    if (cfg.run.class_name == ALL or "," in cfg.run.class_name) and tables:
         paths = write_tables(cfg.run.dataset_output_dir / TABLE_NAME, tables, header)
         print(header + markdown_table(tables), end="")
         print(f"wrote {', '.join(str(p) for p in paths)}")

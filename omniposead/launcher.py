@@ -36,7 +36,7 @@ SLURM_ACTIVE = frozenset({"READY", "PENDING", "RUNNING", "REQUEUED", "COMPLETING
                           "RESIZING", "SUSPENDED", "STOPPED", "SIGNALING", "STAGE_OUT", "REQUEUE_HOLD",
                           "REQUEUE_FED", "RESV_DEL_HOLD"})
 FINAL = ("done", "failed")
-ENTRIES = ("anomaly_nerf_lego", "train_nerf", "auroc_test")        # the entry points that launch class jobs
+ENTRIES = ("anomaly_nerf_lego", "train_nerf", "auroc_test", "benchmarks.bench_baselines")        # the entry points that launch class jobs
 
 
 def jobs_dir(cfg: OmniposeConfig) -> Path:

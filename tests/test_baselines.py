@@ -194,6 +194,29 @@ def test_compare_class_without_patchcore_gives_every_row_from_one_test_set(tiny_
     assert rows["pipeline"]["metrics"]["pixel_auroc"] == pytest.approx(saved["pixel_auroc"])
 
 
+def test_the_side_by_side_runs_as_class_jobs(tiny_data_root, tmp_path, monkeypatch):
+    pytest.importorskip("submitit")
+    import shutil
+
+    from benchmarks import bench_baselines
+
+    monkeypatch.chdir(tmp_path)
+    data_root = tmp_path / "synthetic"
+    shutil.copytree(tiny_data_root / "tiny", data_root / "tiny")
+    args = ["--data_root", str(data_root), "--class_name", "all", "--ckpt_root", str(tmp_path / "ck"),
+            "--output_root", str(tmp_path / "out"), *TINY_NERF, "--inerf_steps", "2", "--inerf_rays", "32",
+            "--inerf_batch", "8", "--inerf_detector", "orb", "--score_sigma", "1", "--image_score_pool", "3",
+            "--pose_fallback", "false", "--patchcore", "false", "--device", "cpu", "--launcher", "local",
+            "--poll_seconds", "0.5"]
+    assert bench_baselines.main(args) == 0
+    state = json.loads((tmp_path / "out" / "synthetic" / "jobs" / "benchmarks.bench_baselines" / "tiny.json")
+                       .read_text())
+    assert state["state"] == "done"
+    per_class = json.loads((tmp_path / "out" / "synthetic" / "tiny" / "baselines.json").read_text())["tables"]
+    dataset = json.loads((tmp_path / "out" / "synthetic" / "baselines.json").read_text())["tables"]
+    assert dataset == per_class and [r["method"] for r in dataset[0]["rows"]] == list(baselines.METHODS)
+
+
 # ----------------------------------------------------------------------------- PatchCore
 
 def test_greedy_coreset_matches_the_brute_force_rule():
