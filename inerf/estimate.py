@@ -19,9 +19,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from common.errors import DataError
+from common.progress import progress_bar
 from common.rotations import rotation_error_deg
 from inerf.optimize import refine_poses
 from inerf.options import InerfOptions
@@ -162,8 +162,8 @@ def estimate_poses(renderer, database, train_views, images, opts: InerfOptions, 
     first = first if 0 < first < steps else steps
     batches = -(-len(jobs) // opts.inerf_batch)
     total = batches * first + (-(-len(images) // opts.inerf_batch)) * (steps - first)
-    with tqdm(total=total, desc=f"iNeRF ({len(images)} queries x {k} starts)", unit="step", leave=False,
-              disable=not progress) as bar:
+    with progress_bar(total=total, desc=f"iNeRF ({len(images)} queries x {k} starts)", unit="step", leave=False,
+                      disable=not progress) as bar:
         results = _refine_jobs(renderer, images, train_poses, jobs, train_views.intrinsics, opts, device, seed,
                                steps=first, first_step=0, bar=bar)
         best = _best_jobs(jobs, results)

@@ -37,8 +37,9 @@ class PoseRefinement:
 
 
 def learning_rate(opts: InerfOptions, step: int) -> float:
-    """iNeRF schedule: lr * decay^(step / decay_every) (reference code: 0.01 * 0.8^(k/100))."""
-    return float(opts.inerf_lr) * float(opts.inerf_lr_decay) ** (step / max(opts.inerf_lr_decay_every, 1))
+    """iNeRF schedule: lr * decay^(max(step - hold, 0) / decay_every) (reference code, hold 0: 0.01 * 0.8^(k/100))."""
+    decaying = max(step - opts.inerf_lr_hold, 0)
+    return float(opts.inerf_lr) * float(opts.inerf_lr_decay) ** (decaying / max(opts.inerf_lr_decay_every, 1))
 
 
 def _groups(batch: int, rays_per_query: int, chunk: int) -> list[slice]:

@@ -20,6 +20,9 @@ class InerfOptions(Options):
     inerf_lr_decay_every: int = option(100, "learning rate is multiplied by inerf_lr_decay every this many steps "
                                             "(lr * 0.8^(k/100))")
     inerf_lr_decay: float = option(0.8, "see inerf_lr_decay_every")
+    inerf_lr_hold: int = option(0, "steps at the full learning rate before the decay starts (0 = the paper's "
+                                   "schedule): a late, fast decay settles the pose finely without shrinking the "
+                                   "early steps that bring it from the retrieved view")
     inerf_sampling: str = option("interest_regions", "where rays are drawn from in the query image",
                                  choices=STRATEGIES)
     kernel_size: int = option(5, "dilation kernel for interest_regions")
@@ -71,6 +74,7 @@ class InerfOptions(Options):
         for name in ("inerf_rays", "inerf_batch", "inerf_topk_restarts", "inerf_lr_decay_every"):
             require(getattr(self, name) >= 1, f"{name} must be >= 1, got {getattr(self, name)}")
         require(self.inerf_chunk >= 0, f"inerf_chunk must be >= 0, got {self.inerf_chunk}")
+        require(self.inerf_lr_hold >= 0, f"inerf_lr_hold must be >= 0, got {self.inerf_lr_hold}")
         require(self.inerf_lr > 0, f"inerf_lr must be > 0, got {self.inerf_lr}")
         require(self.inerf_restart_min_angle >= 0,
                 f"inerf_restart_min_angle must be >= 0, got {self.inerf_restart_min_angle}")

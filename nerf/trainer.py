@@ -23,10 +23,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from common.errors import ConfigError, Interrupted
 from common.io import remove_stale_temps, write_json
+from common.progress import progress_bar, progress_write
 from common.runtime import synchronize
 from nerf.checkpoint import LOG_NAME, check_arch, frozen_renderer, read_checkpoint, save_checkpoint, weights_digest
 from nerf.options import NeRFOptions, TrainOptions
@@ -197,8 +197,8 @@ class NeRFTrainer:
             value = heldout_psnr(self.renderer, self.val_poses, self.val_images, self.intrinsics)
             self.val_history.append({"step": self.step, "psnr": value})
             if self.progress:
-                tqdm.write(f"[{self.label}] step {self.step}: held-out PSNR {value:.2f} dB "
-                           f"(mean-colour baseline {self.baseline:.2f} dB)")
+                progress_write(f"[{self.label}] step {self.step}: held-out PSNR {value:.2f} dB "
+                               f"(mean-colour baseline {self.baseline:.2f} dB)")
 
     def run(self) -> TrainSummary:
         """Train (or resume) until n_iters or this run's time budget; returns the summary. A finished
@@ -208,8 +208,8 @@ class NeRFTrainer:
             self.finished, self.stop_reason = True, "n_iters"
             return self.summary()
         session = self._start_session()
-        bar = tqdm(total=opts.n_iters, initial=self.step, disable=not self.progress, desc=f"NeRF {self.label}",
-                   dynamic_ncols=True)
+        bar = progress_bar(total=opts.n_iters, initial=self.step, disable=not self.progress, desc=f"NeRF {self.label}",
+                           dynamic_ncols=True)
         with _deferred_sigint() as interrupted:
             while self.step < opts.n_iters and not self._should_stop(session, interrupted()):
                 loss, mse, lr = self._train_step(session)

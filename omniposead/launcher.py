@@ -125,8 +125,7 @@ def _job_info() -> dict:
 
 def _executor(opts: LauncherOptions, folder: Path):
     submitit = _submitit()
-    setup = [f"export PYTHONPATH={PROJECT_ROOT}${{PYTHONPATH:+:$PYTHONPATH}}",
-             "export TQDM_MININTERVAL=${TQDM_MININTERVAL:-10}"]       # readable logs: a bar update per 10 s
+    setup = [f"export PYTHONPATH={PROJECT_ROOT}${{PYTHONPATH:+:$PYTHONPATH}}"]   # (bars: common.progress)
     if opts.launcher == "local":
         executor = submitit.LocalExecutor(folder=folder)
         executor.update_parameters(timeout_min=opts.job_timeout_min, setup=setup)

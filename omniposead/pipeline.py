@@ -20,13 +20,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from anomaly.residual import ResidualModel
 from anomaly.results import discard_result, is_done, load_run_record, save_result, save_run_record
 from anomaly.scorer import anomaly_map, image_scores
 from common.errors import DataError, Interrupted
 from common.io import ensure_writable, remove_stale_temps
+from common.progress import progress_bar
 from common.runtime import resolve_device, seed_everything
 from mad.layout import GOOD, resolve_class_dir
 from mad.loader import TestSample, TrainViews, load_test_set, load_train_views
@@ -293,7 +293,7 @@ def run_class(cfg: OmniposeConfig, device: torch.device | None = None, progress:
     unsure: list[str] = []
     searched = 0
     try:
-        with tqdm(total=len(pending), desc=f"{name} maps", unit="img", disable=not progress) as bar:
+        with progress_bar(total=len(pending), desc=f"{name} maps", unit="img", disable=not progress) as bar:
             for start in range(0, len(pending), batch):
                 chunk = pending[start:start + batch]
                 bar.set_postfix_str(f"images {start + 1}-{start + len(chunk)}: pose, reference, map")

@@ -18,10 +18,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from common.fingerprint import digest
 from common.io import save_torch, write_json
+from common.progress import progress_bar
 from inerf.global_search import CandidateViews
 from inerf.optimize import refine_poses
 from mad.loader import TrainViews
@@ -126,7 +126,7 @@ def load_or_render_candidates(cfg: OmniposeConfig, views: TrainViews, renderer, 
                 return CandidateViews.from_state(state)
         except Exception:  # noqa: BLE001 - a damaged or foreign cache is rebuilt
             pass
-    bar = (lambda poses: tqdm(poses, desc=f"{cfg.run.class_name} pose candidates", unit="batch", leave=False)) \
+    bar = (lambda poses: progress_bar(poses, desc=f"{cfg.run.class_name} pose candidates", unit="batch", leave=False)) \
         if progress else None
     candidates = CandidateViews.render(renderer, views.poses, views.height, views.width, views.intrinsics,
                                        cfg.inerf, device, progress=bar)

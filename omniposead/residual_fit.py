@@ -13,11 +13,11 @@ import warnings
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from anomaly.residual import RESIDUAL_NAME, ResidualModel, load_residual_model
 from anomaly.scorer import term_differences
 from common.fingerprint import digest
+from common.progress import progress_bar
 from mad.loader import TrainViews
 from features.backbone import backbone_signature
 from nerf.renderer import NeRFRenderer
@@ -59,7 +59,7 @@ def load_or_fit_residual(cfg: OmniposeConfig, views: TrainViews, renderer: NeRFR
         return model
 
     def batches():
-        for i in tqdm(indices, desc=f"{cfg.run.class_name} residual model", unit="view", disable=not progress):
+        for i in progress_bar(indices, desc=f"{cfg.run.class_name} residual model", unit="view", disable=not progress):
             render = renderer.render_image(torch.as_tensor(views.poses[i], dtype=torch.float32, device=device),
                                            views.height, views.width, views.intrinsics)
             photo = torch.as_tensor(views.images[i], dtype=torch.float32, device=device)

@@ -20,7 +20,7 @@ from common.camera import Intrinsics
 from inerf.estimate import estimate_poses, further_starts, queries_to_retry, restart_starts
 from common.rotations import rotation_error_deg
 from inerf.metrics import translation_error_frac
-from inerf.optimize import refine_poses
+from inerf.optimize import learning_rate, refine_poses
 from inerf.options import InerfOptions
 from inerf.sampling import PixelSampler, candidate_pixels, detect_keypoints, interest_region_mask
 from inerf.se3 import exp_map
@@ -404,3 +404,14 @@ def test_refine_with_trained_nerf(scene, tmp_path):
     result = refine_poses(renderer, images, starts, camera, cfg(inerf_steps=100, inerf_sampling="random"), "cpu")
     errs = rotation_error_deg(result.poses, trues)
     assert (errs < 2.0).all(), errs
+
+
+def test_learning_rate_schedule_holds_then_decays():
+    paper = InerfOptions(inerf_lr=0.01, inerf_lr_decay=0.8, inerf_lr_decay_every=100)
+    assert learning_rate(paper, 0) == pytest.approx(0.01)
+    assert learning_rate(paper, 150) == pytest.approx(0.01 * 0.8 ** 1.5)         # the reference code's rule
+    held = dataclasses.replace(paper, inerf_lr_decay=0.5, inerf_lr_decay_every=25, inerf_lr_hold=75)
+    assert [learning_rate(held, k) for k in (0, 40, 75)] == pytest.approx([0.01] * 3)
+    assert learning_rate(held, 100) == pytest.approx(0.005) and learning_rate(held, 150) == pytest.approx(0.00125)
+    with pytest.raises(Exception, match="inerf_lr_hold"):
+        dataclasses.replace(paper, inerf_lr_hold=-1).validated()

@@ -323,3 +323,25 @@ def test_every_command_line_prints_its_help(command):
     done = subprocess.run([sys.executable, *command, "--help"], cwd=root, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "--help" in done.stdout and "Traceback" not in done.stderr
+
+
+def test_progress_bars_redraw_slowly_in_log_files_only():
+    import io
+    from common.progress import LOG_REDRAW_SECONDS, progress_bar
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    assert progress_bar(total=1, file=io.StringIO()).mininterval == LOG_REDRAW_SECONDS == 10   # a log file
+    assert progress_bar(total=1, file=Terminal()).mininterval == 0.1          # a terminal keeps tqdm's live bar
+    assert progress_bar(total=1, file=io.StringIO(), mininterval=1).mininterval == 1
+    log = io.StringIO()
+    for _ in progress_bar(range(1000), file=log):                             # 1000 fast steps: a line or two
+        pass
+    assert log.getvalue().count("\r") <= 3, log.getvalue()
+    script = "from common.progress import progress_bar; import io; print(progress_bar(file=io.StringIO()).mininterval)"
+    env = {**os.environ, "TQDM_MININTERVAL": "2"}                             # the user's own setting wins
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).resolve().parents[1])
+    assert out.stdout.strip() == "2.0"

@@ -16,10 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from common.errors import DataError
 from common.io import write_json
+from common.progress import progress_bar, progress_write
 from mad.sfm.consistency import MatchedPair
 
 DATABASE = "database.db"
@@ -110,8 +110,8 @@ def _extract(db: Path, image_dir: Path, names: list[str], settings: SfmSettings,
     extract.sift.max_num_features = settings.max_features
     if settings.peak_threshold is not None:
         extract.sift.peak_threshold = settings.peak_threshold
-    with tqdm(total=len(names), initial=len(names) - len(todo), desc="SfM features", unit="img",
-              disable=not progress, dynamic_ncols=True) as bar:
+    with progress_bar(total=len(names), initial=len(names) - len(todo), desc="SfM features", unit="img",
+                      disable=not progress, dynamic_ncols=True) as bar:
         for start in range(0, len(todo), EXTRACT_CHUNK):
             if camera_id is not None:   # later calls join the one shared camera
                 reader.existing_camera_id = camera_id
@@ -137,8 +137,8 @@ def _match(db: Path, work_dir: Path, names: list[str], settings: SfmSettings, pr
     pairing = pycolmap.ImportedPairingOptions()
     pair_file = work_dir / "pairs.txt"
     pairing.match_list_path = str(pair_file)
-    with tqdm(total=len(pairs), initial=len(pairs) - len(todo), desc="SfM matching", unit="pair",
-              disable=not progress, dynamic_ncols=True) as bar:
+    with progress_bar(total=len(pairs), initial=len(pairs) - len(todo), desc="SfM matching", unit="pair",
+                      disable=not progress, dynamic_ncols=True) as bar:
         for start in range(0, len(todo), MATCH_CHUNK):
             chunk = todo[start:start + MATCH_CHUNK]
             pair_file.write_text("".join(f"{a} {b}\n" for a, b in chunk))
@@ -162,7 +162,7 @@ def _map(db: Path, image_dir: Path, work_dir: Path, n_images: int, settings: Sfm
     opts.mapper.abs_pose_min_num_inliers = settings.abs_pose_min_inliers
     if settings.focal_px is not None:
         opts.ba_refine_focal_length = False
-    with tqdm(total=n_images, desc="SfM mapping", unit="img", disable=not progress, dynamic_ncols=True) as bar:
+    with progress_bar(total=n_images, desc="SfM mapping", unit="img", disable=not progress, dynamic_ncols=True) as bar:
         def pair_registered():
             bar.update(2)
 
@@ -185,7 +185,7 @@ def run_sfm(image_dir: Path, names: list[str], work_dir: Path, settings: SfmSett
     work_dir.mkdir(parents=True, exist_ok=True)
     resumed = prepare_work_dir(work_dir, _fingerprint(image_dir, names, settings))
     if resumed and progress:
-        tqdm.write(f"resuming the COLMAP database in {work_dir}")
+        progress_write(f"resuming the COLMAP database in {work_dir}")
     db = work_dir / DATABASE
     seconds = {}
     t0 = time.perf_counter()

@@ -151,11 +151,11 @@ def _write_json(path: Path, obj) -> None:
 
 
 def _run_tasks(tasks: list, workers: int | None, progress: bool, desc: str) -> list:
-    from tqdm import tqdm
+    from common.progress import progress_bar
 
     workers = int(workers or os.cpu_count() or 1)
     workers = max(1, min(workers, len(tasks)))
-    bar = tqdm(total=len(tasks), desc=desc, unit="img", disable=not progress, dynamic_ncols=True)
+    bar = progress_bar(total=len(tasks), desc=desc, unit="img", disable=not progress, dynamic_ncols=True)
     results = []
     try:
         if workers == 1:
