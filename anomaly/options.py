@@ -43,9 +43,6 @@ class ScoreOptions(Options):
     score_stage_weights: tuple[float, ...] = option((), "optional weight per compared stage (empty = all 1, the "
                                                         "paper's plain formula); one more weights the RGB term")
     score_sigma: float = option(4.0, "Gaussian smoothing of the map in pixels (0 = off)")
-    score_query_blur: float = option(0.0, "Gaussian blur of the query image (sigma in pixels; 0 = off) before its "
-                                          "features are taken: brings the query to the level of detail of the "
-                                          "NeRF's reference, whose edges and fine texture are softer")
     image_score_pool: int = option(32, "average-pool kernel before the max that gives the image score")
 
     def validated(self) -> "ScoreOptions":
@@ -62,8 +59,6 @@ class ScoreOptions(Options):
                 f"score_stage_weights must be finite and >= 0, got {list(weights)}")
         require(self.score_sigma >= 0 and math.isfinite(self.score_sigma),
                 f"score_sigma must be >= 0, got {self.score_sigma}")
-        require(self.score_query_blur >= 0 and math.isfinite(self.score_query_blur),
-                f"score_query_blur must be >= 0, got {self.score_query_blur}")
         require(self.image_score_pool >= 1, f"image_score_pool must be >= 1, got {self.image_score_pool}")
         require(self.score_protocol in PROTOCOLS,
                 f"score_protocol must be one of {', '.join(PROTOCOLS)}, got {self.score_protocol!r}")

@@ -81,9 +81,7 @@ def term_differences(backbone, query: torch.Tensor, reference: torch.Tensor, opt
 
     'official' first resizes both images to protocol_size (bilinear with antialiasing, as torchvision's
     Resize on PIL images) and measures the RGB term on ImageNet-normalised values, as the authors' script.
-    The query alone is blurred first when score_query_blur > 0 (blur_images).
     """
-    query = blur_images(query, opts.score_query_blur)
     if opts.score_protocol == "official":
         size = protocol_size(opts, *query.shape[-2:])
         query, reference = (F.interpolate(x.float(), size=size, mode="bilinear", align_corners=False, antialias=True)
@@ -174,14 +172,6 @@ def gaussian_blur(maps: torch.Tensor, sigma: float) -> torch.Tensor:
     x = F.conv2d(x.index_select(2, _mirror_index(x.shape[2], radius, x.device)), kernel.view(1, 1, -1, 1))
     x = F.conv2d(x.index_select(3, _mirror_index(x.shape[3], radius, x.device)), kernel.view(1, 1, 1, -1))
     return x[:, 0]
-
-
-def blur_images(images: torch.Tensor, sigma: float) -> torch.Tensor:
-    """gaussian_blur of each channel of images [B,C,H,W]; sigma = 0 returns the input."""
-    if sigma == 0:
-        return images
-    b, c, h, w = images.shape
-    return gaussian_blur(images.reshape(b * c, h, w), sigma).reshape(b, c, h, w).to(images.dtype)
 
 
 def _mirror_index(n: int, radius: int, device) -> torch.Tensor:

@@ -39,10 +39,8 @@ METRICS = ("pixel_auroc", "image_auroc", "pixel_aupro")
 
 
 def scorer_key(cfg: OmniposeConfig) -> str:
-    """The scorer variant a table belongs to, e.g. 'paper/none', 'official/none', 'paper/residual',
-    'paper/residual/query_blur0.5'."""
-    blur = f"/query_blur{cfg.score.score_query_blur:g}" if cfg.score.score_query_blur else ""
-    return f"{cfg.score.score_protocol}/{cfg.score.score_normalization}{blur}"
+    """The scorer variant a table belongs to, e.g. 'paper/none', 'official/none', 'paper/residual'."""
+    return f"{cfg.score.score_protocol}/{cfg.score.score_normalization}"
 
 
 def oracle_references(class_dir: Path, names: list[str], height: int, width: int,

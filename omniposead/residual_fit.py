@@ -32,7 +32,7 @@ def residual_fingerprint(cfg: OmniposeConfig, renderer: NeRFRenderer, backbone, 
     score = cfg.score
     h = hashlib.sha256()
     h.update(json.dumps({"protocol": score.score_protocol, "stages": list(score.compared_stages()),
-                         "rgb": score.compares_rgb(), "query_blur": score.score_query_blur, "views": list(indices), "white_bkgd": cfg.run.white_bkgd,
+                         "rgb": score.compares_rgb(), "views": list(indices), "white_bkgd": cfg.run.white_bkgd,
                          "nerf": repr(cfg.nerf)}, sort_keys=True).encode())
     h.update(digest(renderer.state_dict().items()).encode())
     h.update(backbone_signature(backbone).encode())

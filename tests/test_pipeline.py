@@ -230,11 +230,10 @@ def test_decomposition_rows_and_pipeline_results_untouched(trained, tmp_path, ca
         warnings.simplefilter("ignore")
         assert decompose.main(args) == 0
         assert decompose.main(_official(args)) == 0
-        assert decompose.main([*args, "--score_query_blur", "0.5"]) == 0     # a variant of its own, not paper/none
     printed = capsys.readouterr().out
     assert "| oracle |" in printed and "| nerf_true_pose |" in printed and "| pipeline |" in printed
     table = json.loads((out_dir / "decomposition.json").read_text())
-    assert set(table["variants"]) == {"paper/none", "official/none", "paper/none/query_blur0.5"}
+    assert set(table["variants"]) == {"paper/none", "official/none"}
     rows = table["variants"]["paper/none"]["rows"]
     assert rows["oracle"]["image_auroc"] == 1.0  # the oracle reference differs from a query only at its defect
     for row in ("oracle", "nerf_true_pose", "pipeline"):

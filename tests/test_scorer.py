@@ -9,7 +9,6 @@ import torch.nn.functional as F
 from anomaly.options import ScoreOptions
 from anomaly.scorer import (
     anomaly_map,
-    blur_images,
     feature_distance,
     gaussian_blur,
     gaussian_kernel1d,
@@ -116,27 +115,10 @@ def test_rgb_only_is_the_pixel_colour_distance(backbone):
     assert torch.allclose(amap, (q - r).norm(dim=1), atol=1e-6)
 
 
-def test_query_blur_brings_a_sharp_query_to_a_soft_reference(backbone):
-    # The reference is the query seen through a Gaussian of sigma 1.5 (a NeRF's softer edges and texture):
-    # blurring the query alone by the same sigma leaves no difference but a real change.
-    texture = torch.rand(1, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(3))
-    reference = blur_images(texture, 1.5)
-    plain, blurred = ScoreOptions(score_stages=(), score_sigma=0.0), \
-        ScoreOptions(score_stages=(), score_sigma=0.0, score_query_blur=1.5)
-    assert float(anomaly_map(backbone, texture, reference, plain).mean()) > 0.1
-    assert float(anomaly_map(backbone, texture, reference, blurred).abs().max()) < 1e-5
-    defect = anomaly_map(backbone, _painted(texture, 0.8), reference, blurred)[0]   # square rows 36..43, cols 12..19
-    row, col = divmod(int(defect.argmax()), SIZE)
-    assert 36 - 3 <= row <= 43 + 3 and 12 - 3 <= col <= 19 + 3 and float(defect.max()) > 0.2
-    assert torch.equal(blur_images(texture, 0.0), texture)
-    with pytest.raises(ConfigError, match="score_query_blur"):
-        ScoreOptions(score_query_blur=-1.0).validated()
-
-
 def test_options_from_config_and_validation(backbone):
     cfg = argparse.Namespace(score_protocol="paper", score_normalization="none", residual_fallback_views=8,
                              score_stages=[1, 3], score_include_rgb=False, score_stage_weights=[],
-                             score_sigma=0.0, score_query_blur=0.0, image_score_pool=32)
+                             score_sigma=0.0, image_score_pool=32)
     assert ScoreOptions.from_config(cfg) == ScoreOptions(score_stages=(1, 3), score_include_rgb=False,
                                                          score_sigma=0.0)
     q = torch.rand(1, 3, 32, 32)
