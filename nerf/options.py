@@ -60,6 +60,10 @@ class NeRFOptions(Options):
     occupancy_samples: int = option(0, "with the grid (once it is built, after the warm-up): stratified samples "
                                        "per ray from near to far (marching step (far - near) / occupancy_samples), "
                                        "of which only those in occupied cells reach the coarse MLP; 0 = N_samples")
+    render_samples: int = option(0, "with the grid: marching samples per ray of whole-image renders (the scored "
+                                    "references, the residual model's and the held-out PSNR's views); 0 = "
+                                    "occupancy_samples. A finer march than training's sharpens fine texture in "
+                                    "the reference; training and iNeRF keep occupancy_samples")
     occupancy_early_stop: float = option(0.0, "with the grid, while gradients are on (training, iNeRF): a "
                                               "density-only pass first, then the samples behind the point where "
                                               "a ray's transmittance falls below this are not evaluated (early ray "
@@ -73,6 +77,7 @@ class NeRFOptions(Options):
         require(self.N_importance >= 0, f"N_importance must be >= 0, got {self.N_importance}")
         require(0 < self.near < self.far, f"need 0 < near < far, got near={self.near}, far={self.far}")
         require(self.chunk >= 1, f"chunk must be >= 1, got {self.chunk}")
+        require(self.render_samples >= 0, f"render_samples must be >= 0, got {self.render_samples}")
         require(self.occupancy_resolution >= 1, f"occupancy_resolution must be >= 1, got {self.occupancy_resolution}")
         require(self.occupancy_bound > 0, f"occupancy_bound must be > 0, got {self.occupancy_bound}")
         require(self.occupancy_samples == 0 or self.occupancy_samples >= 2,

@@ -40,6 +40,7 @@ class NeRFRenderer(nn.Module):
         self.coarse = build_field(opts)
         self.fine = build_field(opts, fine=True) if opts.has_fine else None
         self.N_samples, self.N_importance, self.march_samples = opts.N_samples, opts.N_importance, opts.march_samples
+        self.image_march_samples = opts.render_samples or opts.march_samples      # whole images (render_image)
         self.near, self.far = float(opts.near), float(opts.far)
         self.white_bkgd, self.chunk, self.amp = white_bkgd, opts.chunk, opts.amp
         self.grid = OccupancyGrid(opts.occupancy_resolution, opts.occupancy_bound) if opts.occupancy_grid else None
@@ -131,13 +132,15 @@ class NeRFRenderer(nn.Module):
         return {**out, "samples": evaluated}
 
     def render_rays(self, rays_o: Tensor, rays_d: Tensor, *, perturb: bool | float = False,
-                    raw_noise_std: float = 0.0, generator: torch.Generator | None = None) -> dict[str, Tensor]:
+                    raw_noise_std: float = 0.0, generator: torch.Generator | None = None,
+                    march_samples: int | None = None) -> dict[str, Tensor]:
         """Render rays [..., 3] -> {"rgb", "rgb_coarse" [..., 3], "depth", "acc", "samples" [...]} (float32).
 
         "rgb"/"depth"/"acc" come from the fine pass when N_importance > 0; "samples" counts the MLP
         evaluations of each ray (both passes; fewer than the samples with the grid). Differentiable w.r.t. the
         fields and w.r.t. rays_o/rays_d (the fine sample positions are treated as constants).
-        `generator` drives the stratified jitter, importance sampling and density noise.
+        `generator` drives the stratified jitter, importance sampling and density noise. `march_samples`
+        replaces the coarse march of an active grid (default: occupancy_samples).
         """
         batch_shape = rays_o.shape[:-1]
         rays_o = rays_o.reshape(-1, 3).float()
@@ -146,7 +149,7 @@ class NeRFRenderer(nn.Module):
         viewdirs = None
         if self.coarse.use_viewdirs:
             viewdirs = rays_d / torch.linalg.vector_norm(rays_d, dim=-1, keepdim=True)
-        n_coarse = self.march_samples if self._skipping else self.N_samples
+        n_coarse = (march_samples or self.march_samples) if self._skipping else self.N_samples
         z = stratified_samples(self.near, self.far, n_coarse, rays_o.shape[0], perturb=perturb,
                                device=rays_o.device, generator=generator)
         coarse = self._shade(self.coarse, rays_o, rays_d, viewdirs, z, raw_noise_std, generator)
@@ -166,13 +169,14 @@ class NeRFRenderer(nn.Module):
     @torch.no_grad()
     def render_image(self, c2w: Tensor | np.ndarray, height: int, width: int, intrinsics: Intrinsics,
                      chunk: int | None = None) -> Tensor:
-        """Render one view (no jitter, no noise, no grad) in chunks of rays -> [H, W, 3] float32 in [0, 1]."""
+        """Render one view (no jitter, no noise, no grad) in chunks of rays -> [H, W, 3] float32 in [0, 1]; with an
+        active grid the march has render_samples steps (the images that are scored and compared)."""
         device = self.device
         c2w = torch.as_tensor(np.asarray(c2w) if not torch.is_tensor(c2w) else c2w,
                               dtype=torch.float32, device=device)
         rays_o, rays_d = image_rays(c2w, height, width, intrinsics)
         rays_o, rays_d = rays_o.reshape(-1, 3), rays_d.reshape(-1, 3)
         chunk = chunk or self.chunk
-        rgb = [self.render_rays(rays_o[i:i + chunk], rays_d[i:i + chunk])["rgb"]
+        rgb = [self.render_rays(rays_o[i:i + chunk], rays_d[i:i + chunk], march_samples=self.image_march_samples)["rgb"]
                for i in range(0, rays_o.shape[0], chunk)]
         return torch.cat(rgb).reshape(height, width, 3).clamp(0.0, 1.0)

@@ -21,6 +21,10 @@ class BallField(nn.Module):
 
     use_viewdirs = True
 
+    def __init__(self):
+        super().__init__()
+        self.anchor = nn.Parameter(torch.zeros(()))      # unused: gives the renderer a device (render_image)
+
     def density(self, pts):
         return torch.where(pts.norm(dim=-1) < BALL_RADIUS, BALL_DENSITY, -1.0)
 
@@ -30,10 +34,11 @@ class BallField(nn.Module):
 
 
 def ball_renderer(grid: bool, n_importance: int = 0, resolution: int = 16, samples: int = 48,
-                  early_stop: float = 0.0) -> NeRFRenderer:
+                  early_stop: float = 0.0, render_samples: int = 0) -> NeRFRenderer:
     opts = NeRFOptions(netdepth=1, netwidth=4, netdepth_fine=1, netwidth_fine=4, skips=(), multires=1,
                        multires_views=1, N_samples=samples, N_importance=n_importance, occupancy_grid=grid,
-                       occupancy_resolution=resolution, occupancy_bound=1.0, occupancy_early_stop=early_stop)
+                       occupancy_resolution=resolution, occupancy_bound=1.0, occupancy_early_stop=early_stop,
+                       render_samples=render_samples)
     renderer = NeRFRenderer(opts)
     renderer.coarse = BallField()
     if renderer.fine is not None:
@@ -160,3 +165,21 @@ def test_grid_rendering_is_differentiable_in_the_rays():
     renderer.render_rays(rays_o, rays_d)["rgb"].sum().backward()
     assert rays_o.grad.abs().sum() > 0 and rays_d.grad.abs().sum() > 0
     assert torch.isfinite(rays_o.grad).all() and torch.isfinite(rays_d.grad).all()
+
+
+def test_whole_images_march_render_samples_while_rays_keep_the_training_march():
+    coarse, fine = ball_renderer(grid=True, samples=16), ball_renderer(grid=True, samples=64)
+    mixed = ball_renderer(grid=True, samples=16, render_samples=64)     # trains and refines poses with 16
+    for renderer in (coarse, fine, mixed):
+        set_occupied(renderer, ball_cells(16))
+    c2w = torch.eye(4)
+    c2w[2, 3] = 4.0
+    image = {name: r.render_image(c2w, 12, 12, Intrinsics.centred(24.0, 12, 12))
+             for name, r in (("coarse", coarse), ("fine", fine), ("mixed", mixed))}
+    torch.testing.assert_close(image["mixed"], image["fine"], rtol=0, atol=1e-6)
+    assert (image["mixed"] - image["coarse"]).abs().max() > 1e-3          # the march made a difference
+    rays_o, rays_d = camera_rays()
+    torch.testing.assert_close(mixed.render_rays(rays_o, rays_d)["rgb"], coarse.render_rays(rays_o, rays_d)["rgb"],
+                               rtol=0, atol=0)
+    with pytest.raises(PadError, match="render_samples"):
+        NeRFOptions(render_samples=-1).validated()
