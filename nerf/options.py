@@ -77,7 +77,8 @@ class NeRFOptions(Options):
         require(self.N_importance >= 0, f"N_importance must be >= 0, got {self.N_importance}")
         require(0 < self.near < self.far, f"need 0 < near < far, got near={self.near}, far={self.far}")
         require(self.chunk >= 1, f"chunk must be >= 1, got {self.chunk}")
-        require(self.render_samples >= 0, f"render_samples must be >= 0, got {self.render_samples}")
+        require(self.render_samples == 0 or self.render_samples >= 2,
+                f"render_samples must be 0 (= occupancy_samples) or >= 2, got {self.render_samples}")
         require(self.occupancy_resolution >= 1, f"occupancy_resolution must be >= 1, got {self.occupancy_resolution}")
         require(self.occupancy_bound > 0, f"occupancy_bound must be > 0, got {self.occupancy_bound}")
         require(self.occupancy_samples == 0 or self.occupancy_samples >= 2,

@@ -181,5 +181,6 @@ def test_whole_images_march_render_samples_while_rays_keep_the_training_march():
     rays_o, rays_d = camera_rays()
     torch.testing.assert_close(mixed.render_rays(rays_o, rays_d)["rgb"], coarse.render_rays(rays_o, rays_d)["rgb"],
                                rtol=0, atol=0)
-    with pytest.raises(PadError, match="render_samples"):
-        NeRFOptions(render_samples=-1).validated()
+    for bad in (-1, 1):
+        with pytest.raises(PadError, match="render_samples"):
+            NeRFOptions(render_samples=bad).validated()
