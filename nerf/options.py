@@ -105,6 +105,11 @@ class NeRFOptions(Options):
         """Stratified samples per ray of the coarse pass once the grid is built (occupancy_samples or N_samples)."""
         return self.occupancy_samples or self.N_samples
 
+    @property
+    def image_march_samples(self) -> int:
+        """The coarse march of whole-image renders once the grid is built (render_samples or march_samples)."""
+        return self.render_samples or self.march_samples
+
     def architecture(self) -> dict[str, Any]:
         """The options that shape the networks' parameters: a checkpoint only loads under the same values.
         (The vanilla MLP's keys are those of checkpoints written before other fields existed.)"""

@@ -40,7 +40,7 @@ class NeRFRenderer(nn.Module):
         self.coarse = build_field(opts)
         self.fine = build_field(opts, fine=True) if opts.has_fine else None
         self.N_samples, self.N_importance, self.march_samples = opts.N_samples, opts.N_importance, opts.march_samples
-        self.image_march_samples = opts.render_samples or opts.march_samples      # whole images (render_image)
+        self.image_march_samples = opts.image_march_samples                      # whole images (render_image)
         self.near, self.far = float(opts.near), float(opts.far)
         self.white_bkgd, self.chunk, self.amp = white_bkgd, opts.chunk, opts.amp
         self.grid = OccupancyGrid(opts.occupancy_resolution, opts.occupancy_bound) if opts.occupancy_grid else None
@@ -140,7 +140,7 @@ class NeRFRenderer(nn.Module):
         evaluations of each ray (both passes; fewer than the samples with the grid). Differentiable w.r.t. the
         fields and w.r.t. rays_o/rays_d (the fine sample positions are treated as constants).
         `generator` drives the stratified jitter, importance sampling and density noise. `march_samples`
-        replaces the coarse march of an active grid (default: occupancy_samples).
+        replaces the coarse march of an active grid (default: the training march, march_samples).
         """
         batch_shape = rays_o.shape[:-1]
         rays_o = rays_o.reshape(-1, 3).float()

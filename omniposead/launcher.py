@@ -125,7 +125,8 @@ def _job_info() -> dict:
 
 def _executor(opts: LauncherOptions, folder: Path):
     submitit = _submitit()
-    setup = [f"export PYTHONPATH={PROJECT_ROOT}${{PYTHONPATH:+:$PYTHONPATH}}"]   # (bars: common.progress)
+    # job logs are files: their progress bars redraw every 10 s by themselves (common.progress)
+    setup = [f"export PYTHONPATH={PROJECT_ROOT}${{PYTHONPATH:+:$PYTHONPATH}}"]
     if opts.launcher == "local":
         executor = submitit.LocalExecutor(folder=folder)
         executor.update_parameters(timeout_min=opts.job_timeout_min, setup=setup)
