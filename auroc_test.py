@@ -41,7 +41,8 @@ from omniposead.launcher import launch
 def build_auroc_parser():
     parser = build_parser("Evaluate saved anomaly maps: pixel/image AUROC, pixel AUPRO, figures")
     parser.add_argument("--obj", default=None,
-                        help="class to evaluate, 'a,b' for those, or 'all' for every class of data_root (default: --class_name)")
+                        help="class to evaluate, 'a,b' for those, or 'all' for every class of data_root "
+                             "(default: --class_name)")
     parser.set_defaults(data_root=None)  # default: the dataset whose maps are under output_root (run.json)
     return parser
 

@@ -8,7 +8,7 @@ This module is an entry point: it reads the one shared config, so it sits above 
 from __future__ import annotations
 
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 from common.errors import exit_on_user_error
 from common.runtime import resolve_device

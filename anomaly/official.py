@@ -10,7 +10,7 @@ anomaly.scorer (combine_terms).
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 from PIL import Image

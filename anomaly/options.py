@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Collection
 from dataclasses import dataclass
-from typing import Any, ClassVar, Collection
+from typing import Any, ClassVar
 
 from common.options import Options, option, require
 
@@ -45,7 +46,7 @@ class ScoreOptions(Options):
     score_sigma: float = option(4.0, "Gaussian smoothing of the map in pixels (0 = off)")
     image_score_pool: int = option(32, "average-pool kernel before the max that gives the image score")
 
-    def validated(self) -> "ScoreOptions":
+    def validated(self) -> ScoreOptions:
         stages, weights = self.score_stages, self.score_stage_weights
         require(bool(stages) or self.score_include_rgb,
                 "score_stages is empty and score_include_rgb is off: nothing to compare")

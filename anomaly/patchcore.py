@@ -43,7 +43,7 @@ class PatchcoreOptions(Options):
     patchcore_neighbors: int = option(9, "memory-bank neighbours of the image score's re-weighting (anomalib)")
     patchcore_batch: int = option(8, "images per forward pass")
 
-    def validated(self) -> "PatchcoreOptions":
+    def validated(self) -> PatchcoreOptions:
         require(bool(self.patchcore_layers), "patchcore_layers needs at least one layer")
         require(self.patchcore_size >= 32, f"patchcore_size must be >= 32, got {self.patchcore_size}")
         require(0 < self.patchcore_coreset_ratio <= 1,
@@ -100,7 +100,8 @@ class PatchCore:
         got = list(getattr(extractor, "layers", []))
         if got != list(opts.patchcore_layers) or len(extractor.out_dims) != len(opts.patchcore_layers):
             raise ConfigError(f"PatchCore: {BUNDLED_ARCH} gives the layers {got} of the requested "
-                              f"{list(opts.patchcore_layers)} (valid: blocks.0, blocks.1, blocks.2, blocks.4, blocks.6)")
+                              f"{list(opts.patchcore_layers)} "
+                              "(valid: blocks.0, blocks.1, blocks.2, blocks.4, blocks.6)")
         state = reference.state_dict()
         missing, _unused = extractor.feature_extractor.load_state_dict(state, strict=False)
         if missing:
@@ -128,14 +129,14 @@ class PatchCore:
             yield (x.clamp(0.0, 1.0) - self.mean) / self.std
 
     @torch.no_grad()
-    def fit(self, images: np.ndarray) -> "PatchCore":
+    def fit(self, images: np.ndarray) -> PatchCore:
         """Memory bank of the anomaly-free `images` [N,H,W,3] in [0,1], cut to its coreset."""
         self.model.train()
         self.model.feature_extractor.eval()          # batch-norm statistics stay the ImageNet ones
         # In train mode the model returns each batch's patch embeddings (anomalib 2.x; some versions also store them
         # in memory_bank, others leave that to the Lightning module): the bank is built here from what it returns.
         bank = torch.cat([self.model(x) for x in self._batches(images)])
-        count = max(1, int(round(bank.shape[0] * self.opts.patchcore_coreset_ratio)))
+        count = max(1, round(bank.shape[0] * self.opts.patchcore_coreset_ratio))
         self.model.memory_bank = bank[greedy_coreset(bank, count, self.seed)].contiguous()
         self.bank_size = count
         self.model.eval()

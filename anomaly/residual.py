@@ -18,9 +18,9 @@ fingerprint of everything it depends on; the pipeline refits it when the fingerp
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import torch
 
@@ -40,7 +40,7 @@ class ResidualModel:
 
     @classmethod
     def fit(cls, batches: Iterable[Sequence[torch.Tensor]], fingerprint: str = "",
-            notes: dict | None = None) -> "ResidualModel":
+            notes: dict | None = None) -> ResidualModel:
         """Per-channel mean / std of each term over every pixel of every batch.
 
         batches: per batch of views, the per-term differences [B,C_k,h_k,w_k] (anomaly.scorer.term_differences
@@ -52,7 +52,7 @@ class ResidualModel:
             flat = [d.detach().double().transpose(0, 1).reshape(d.shape[1], -1) for d in diffs]
             stats = [(f.shape[1], f.sum(1), f.square().sum(1)) for f in flat]
             sums = stats if sums is None else [(n0 + n1, s0 + s1, q0 + q1)
-                                               for (n0, s0, q0), (n1, s1, q1) in zip(sums, stats)]
+                                               for (n0, s0, q0), (n1, s1, q1) in zip(sums, stats, strict=True)]
         if sums is None:
             raise ValueError("no views to fit the residual model on")
         mean, std = [], []
@@ -65,11 +65,11 @@ class ResidualModel:
 
     def normalise(self, diffs: Sequence[torch.Tensor]) -> list[torch.Tensor]:
         """z-scored differences (see the module docstring), each term divided by sqrt(C_k)."""
-        if len(diffs) != len(self.mean) or any(d.shape[1] != m.numel() for d, m in zip(diffs, self.mean)):
+        if len(diffs) != len(self.mean) or any(d.shape[1] != m.numel() for d, m in zip(diffs, self.mean, strict=True)):
             raise ValueError(f"residual model has terms of {[m.numel() for m in self.mean]} channels; the scorer "
                              f"gives {[d.shape[1] for d in diffs]} (fitted with other scorer options?)")
         out = []
-        for d, m, s in zip(diffs, self.mean, self.std):
+        for d, m, s in zip(diffs, self.mean, self.std, strict=True):
             shape = (1, -1) + (1,) * (d.ndim - 2)
             scale = 1.0 / math.sqrt(d.shape[1])
             out.append((d.float() - m.to(d.device).view(shape)) * (scale / s.to(d.device).view(shape)))
@@ -80,7 +80,7 @@ class ResidualModel:
                 "std": self.std, "notes": self.notes}
 
     @classmethod
-    def from_state(cls, state: dict) -> "ResidualModel":
+    def from_state(cls, state: dict) -> ResidualModel:
         return cls(list(state["mean"]), list(state["std"]), state["fingerprint"], dict(state.get("notes") or {}))
 
     def save(self, path: Path) -> None:

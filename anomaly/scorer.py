@@ -1,7 +1,7 @@
 """Pixel anomaly maps from frozen-CNN feature differences between a query and its NeRF reference.
 
-OmniposeAD scoring (the paper's Eqn. 3-4; README, "Scoring"): run the query and the reference rendered at the refined pose
-through the SAME frozen backbone, take stage 1..5 feature maps, bring each to the query size,
+OmniposeAD scoring (the paper's Eqn. 3-4; README, "Scoring"): run the query and the reference rendered at the
+refined pose through the SAME frozen backbone, take stage 1..5 feature maps, bring each to the query size,
 concatenate (optionally with the RGB image) and take the per-pixel L2 norm of the difference:
 
     s(u) = || f_q(:, u) - f_ref(:, u) ||_2 ,    then Gaussian smoothing (sigma = 4 in the reference code).
@@ -21,7 +21,7 @@ Everything is pure tensor code on the inputs' device (CPU for tests, CUDA for fu
 from __future__ import annotations
 
 import dataclasses
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -116,7 +116,7 @@ def combine_terms(diffs: Sequence[torch.Tensor], size: tuple[int, int], opts: Sc
         raise ValueError(f"{len(diffs)} difference terms but {len(weights)} weights")
     if opts.score_protocol == "official":
         squared = None
-        for diff, w in zip(diffs, weights):
+        for diff, w in zip(diffs, weights, strict=True):
             term = diff.square().sum(dim=1, keepdim=True)
             if tuple(term.shape[-2:]) != tuple(size):
                 term = F.interpolate(term, size=size, mode="bilinear", align_corners=False)
@@ -135,7 +135,7 @@ def feature_distance(diffs: Sequence[torch.Tensor], size: tuple[int, int],
     if len(diffs) != len(weights):
         raise ValueError(f"{len(diffs)} difference terms but {len(weights)} weights")
     sq = None
-    for diff, w in zip(diffs, weights):
+    for diff, w in zip(diffs, weights, strict=True):
         for start in range(0, diff.shape[1], _CHANNEL_CHUNK):
             part = diff[:, start:start + _CHANNEL_CHUNK].float()
             if tuple(part.shape[-2:]) != tuple(size):

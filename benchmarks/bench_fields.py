@@ -61,8 +61,8 @@ def parameter_count(cfg) -> int:
     return sum(p.numel() for p in build_renderer(cfg.nerf, cfg.run.white_bkgd, 0, torch.device("cpu")).parameters())
 
 
-HEADER = ["| field | budget s | steps | train s | rays/s | samples/ray | held-out PSNR | vs baseline | ms/view "
-          "| params MB | peak GPU MB |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+HEADER = [("| field | budget s | steps | train s | rays/s | samples/ray | held-out PSNR | vs baseline | ms/view "
+           "| params MB | peak GPU MB |"), "|---|---|---|---|---|---|---|---|---|---|---|"]
 
 
 def row_line(field: str, r: dict) -> str:

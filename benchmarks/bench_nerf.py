@@ -92,8 +92,8 @@ def main(argv=None) -> dict:
     n_s, _, n_i = args.samples.partition("+")
     speed_opts = cfg.nerf.replace(N_samples=int(n_s), N_importance=int(n_i or 0))
     nerf = cfg.nerf
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({platform.processor() or 'cpu'}," \
-        f" {torch.get_num_threads()} threads)"
+    name = (torch.cuda.get_device_name(device) if device.type == "cuda"
+            else f"CPU ({platform.processor() or 'cpu'}, {torch.get_num_threads()} threads)")
     arch = f"{nerf.netdepth}x{nerf.netwidth}" + (f" + fine {nerf.netdepth_fine}x{nerf.netwidth_fine}"
                                                   if int(n_i or 0) else "") \
         + f", multires {nerf.multires}/{nerf.multires_views}"

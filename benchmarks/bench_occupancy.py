@@ -59,7 +59,8 @@ def train_to(cfg: OmniposeConfig, views, device, ckpt_root: str, *, minutes: flo
             "occupied_fraction": grid.occupied_fraction() if grid is not None else None}
 
 
-TABLE_HEADER = ("| variant | run | steps | train s | CPU s | rays/s | samples/ray | held-out PSNR | ms/view | occupied |",
+TABLE_HEADER = (("| variant | run | steps | train s | CPU s | rays/s | samples/ray | held-out PSNR | ms/view "
+                 "| occupied |"),
                 "|---|---|---|---|---|---|---|---|---|---|")
 
 

@@ -52,8 +52,8 @@ def run_seed(config: str, seed: int, extra: list[str], device) -> list[dict]:
 
 
 def table(rows: list[dict]) -> str:
-    out = ["| seed | setting | n | rot median | rot p90 | max | > 2 deg | > 5 deg | searched | search kept | unsure "
-           "| > 5 deg flagged | correct flagged | s / query |",
+    out = [("| seed | setting | n | rot median | rot p90 | max | > 2 deg | > 5 deg | searched | search kept | unsure "
+            "| > 5 deg flagged | correct flagged | s / query |"),
            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         out.append(f"| {r['seed']} | {r['setting']} | {r['n']} | {r['rot_median_deg']:.2f} | {r['rot_p90_deg']:.2f} | "

@@ -82,7 +82,7 @@ def run_pipeline(pipeline_args: list[str], threads: int | None) -> dict:
                                 "image_auroc": metrics["image_auroc"], "pixel_aupro": metrics["pixel_aupro"]}
     print(pose_table([{"class": sfm_dir.name, "report": report, "errors": errors}]))
     print("| poses | pixel AUROC | image AUROC | pixel AUPRO | wall (min) |\n|---|---|---|---|---|")
-    for name, label in zip(names, LABELS):
+    for name, label in zip(names, LABELS, strict=True):
         r = result["runs"][name]
         print(f"| {label} | {r['pixel_auroc']:.3f} | {r['image_auroc']:.3f} | {r['pixel_aupro']:.3f} "
               f"| {r['wall_s'] / 60:.1f} |")

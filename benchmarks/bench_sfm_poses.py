@@ -68,7 +68,7 @@ def flip_check(class_dir: Path, report: dict, opts: SfmOptions, seed: int = 0) -
     _, norm = normalise_poses(np.stack([c2w_from_cam_from_world(before[i]) for i in ids]), 1.0)
     centre, up = np.asarray(norm["centre"]), np.asarray(norm["rotation"]).T @ np.array([0.0, 0.0, 1.0])
     rng = np.random.default_rng(seed)
-    victims = dict(zip((int(v) for v in rng.choice(ids, 4, replace=False)), CORRUPTIONS))
+    victims = dict(zip((int(v) for v in rng.choice(ids, 4, replace=False)), CORRUPTIONS, strict=True))
     wrong = {view: corrupted(before[view], kind, centre, up, rng) for view, kind in victims.items()}
     for view, pose in wrong.items():
         rec.frames[rec.images[view].frame_id].rig_from_world = pycolmap.Rigid3d(pose)
@@ -115,7 +115,7 @@ def run_poses(args) -> list[dict]:
         opts = SfmOptions(sfm_num_threads=args.num_threads)
         try:
             report, errors = recover(class_dir, opts)
-        except Exception as err:  # a failed reconstruction is a figure too
+        except Exception as err:  # noqa: BLE001 - a failed reconstruction is a figure too
             print(f"{name}: {err}")
             rows.append({"class": name, "error": str(err)})
             continue

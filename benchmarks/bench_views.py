@@ -40,7 +40,8 @@ def study_row(fraction: float, n_total: int, row: dict) -> dict:
     """One line of the study from a bench_pipeline.run_one row."""
     ret, ine = row["pose"]["retrieval"], row["pose"]["iNeRF"]
     return {"train_views": fraction, "n_views": subset_size(fraction, n_total), "nerf_seconds": row.get("nerf_seconds"),
-            "heldout_psnr": row.get("heldout_psnr"), "pixel_auroc": row["pixel_auroc"], "image_auroc": row["image_auroc"],
+            "heldout_psnr": row.get("heldout_psnr"), "pixel_auroc": row["pixel_auroc"],
+            "image_auroc": row["image_auroc"],
             "pixel_aupro": row["pixel_aupro"], "retrieval_rot_median_deg": ret["rot_median_deg"],
             "inerf_rot_median_deg": ine["rot_median_deg"], "inerf_share_over_5deg": ine["share_over_5deg"],
             "wall_s": row["wall_s"]}
@@ -51,8 +52,8 @@ def _fmt(value, digits: int = 3) -> str:
 
 
 def markdown(rows: list[dict]) -> str:
-    lines = ["| train views | views | NeRF s | held-out PSNR | pixel AUROC | image AUROC | pixel AUPRO "
-             "| rot. median retrieval / iNeRF (deg) | iNeRF > 5 deg | wall s |", "|" + "---|" * 10]
+    lines = [("| train views | views | NeRF s | held-out PSNR | pixel AUROC | image AUROC | pixel AUPRO "
+              "| rot. median retrieval / iNeRF (deg) | iNeRF > 5 deg | wall s |"), "|" + "---|" * 10]
     for r in rows:
         lines.append(f"| {r['train_views']:g} | {r['n_views']} | {_fmt(r['nerf_seconds'], 0)} "
                      f"| {_fmt(r['heldout_psnr'], 2)} | {_fmt(r['pixel_auroc'])} | {_fmt(r['image_auroc'])} "

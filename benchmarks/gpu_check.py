@@ -38,6 +38,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import itertools
 import json
 import os
 import platform
@@ -48,9 +49,10 @@ import threading
 import time
 import traceback
 import warnings
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -496,21 +498,24 @@ def _num(value, digits: int = 3) -> str:
 
 def _md_cuda_paths(s: dict) -> list[str]:
     lines = [f"device {s.get('device')}; bf16 autocast on: {s.get('amp')}; TF32 matmuls: {s.get('tf32_matmul')}", "",
-             "| field | resume exact | steps N + M | resumed from | tensors compared | differing | device generator "
-             "equal | straight run repeatable (differing) | grid updates | autocast dtype | fused Adam | generator on |",
+             ("| field | resume exact | steps N + M | resumed from | tensors compared | differing "
+              "| device generator equal | straight run repeatable (differing) | grid updates | autocast dtype "
+              "| fused Adam | generator on |"),
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, f in (s.get("fields") or {}).items():
         lines.append(f"| {name} | {f.get('resume_exact')} | {f.get('steps')} | {f.get('resumed_from_step')} | "
                      f"{f.get('tensors_compared')} | {', '.join(f.get('differing') or []) or '-'} | "
-                     f"{f.get('generator_equal')} | {f.get('repeatable')} ({', '.join(f.get('differing_again') or []) or '-'}) "
+                     f"{f.get('generator_equal')} | {f.get('repeatable')} "
+                     f"({', '.join(f.get('differing_again') or []) or '-'}) "
                      f"| {f.get('grid_updates')} | {', '.join(f.get('autocast_dtype') or [])} "
                      f"| {f.get('fused_adam')} | {f.get('generator_device')} |")
     if s.get("inerf"):
         i = s["inerf"]
-        lines += ["", f"iNeRF on the device: {i['queries']} queries x {i['steps']} steps x {i['rays_per_query']} rays "
-                      f"in {i['seconds']:.2f} s; loss {i['initial_loss']:.4g} -> {i['final_loss']:.4g}; rotation error "
-                      f"{', '.join(f'{a:.1f}' for a in i['rot_error_start_deg'])} -> "
-                      f"{', '.join(f'{a:.1f}' for a in i['rot_error_end_deg'])} deg; finite: {i['finite']}"]
+        lines += ["", (f"iNeRF on the device: {i['queries']} queries x {i['steps']} steps x {i['rays_per_query']} rays "
+                       f"in {i['seconds']:.2f} s; loss {i['initial_loss']:.4g} -> {i['final_loss']:.4g}; "
+                       "rotation error "
+                       f"{', '.join(f'{a:.1f}' for a in i['rot_error_start_deg'])} -> "
+                       f"{', '.join(f'{a:.1f}' for a in i['rot_error_end_deg'])} deg; finite: {i['finite']}")]
     if s.get("scoring"):
         c = s["scoring"]
         lines.append(f"scoring on the device ({c['map_device']}): maps {c['map_shape']} in {c['seconds']:.2f} s, "
@@ -520,25 +525,25 @@ def _md_cuda_paths(s: dict) -> list[str]:
 
 
 def _md_nerf(s: dict) -> list[str]:
-    return [f"fields {', '.join(s.get('fields') or [])}; budgets {s.get('budgets_s')} s of training (cumulative); "
-            f"ms/view: one held-out view at {s.get('render_size')}", "", *TABLE_HEADER, *(s.get("table") or [])]
+    return [(f"fields {', '.join(s.get('fields') or [])}; budgets {s.get('budgets_s')} s of training (cumulative); "
+             f"ms/view: one held-out view at {s.get('render_size')}"), "", *TABLE_HEADER, *(s.get("table") or [])]
 
 
 def _md_detection(s: dict) -> list[str]:
     lines = []
     if s.get("nerf"):
         n = s["nerf"]
-        lines.append(f"NeRF: {n['field']}, occupancy grid {n['occupancy_grid']}, {n['step']} steps, {n['train_s']:.0f} s "
-                     f"of training{' (trained in this section)' if n['trained_here'] else ''}")
+        lines.append(f"NeRF: {n['field']}, occupancy grid {n['occupancy_grid']}, {n['step']} steps, "
+                     f"{n['train_s']:.0f} s of training{' (trained in this section)' if n['trained_here'] else ''}")
     if "pixel_auroc" in s:
         w = s["wall_s"]
-        lines += ["", "| pixel AUROC | image AUROC | pixel AUPRO | images (good) | wall end to end s (training + maps "
-                      "+ evaluation) |", "|---|---|---|---|---|",
-                  f"| {s['pixel_auroc']:.3f} | {s['image_auroc']:.3f} | {s['pixel_aupro']:.3f} | {s['n_images']} "
-                  f"({s['n_good']}) | {w['end_to_end']:.0f} ({w['nerf_training']:.0f} + {w['maps']:.0f} + "
-                  f"{w['evaluation']:.0f}) |", "",
-                  f"backbone {s['backbone']}; maps found before this run: {s['maps_found_before']}; pose unsure: "
-                  f"{', '.join(s['pose_unsure']) or 'none'}"]
+        lines += ["", ("| pixel AUROC | image AUROC | pixel AUPRO | images (good) | wall end to end s (training + maps "
+                       "+ evaluation) |"), "|---|---|---|---|---|",
+                  (f"| {s['pixel_auroc']:.3f} | {s['image_auroc']:.3f} | {s['pixel_aupro']:.3f} | {s['n_images']} "
+                   f"({s['n_good']}) | {w['end_to_end']:.0f} ({w['nerf_training']:.0f} + {w['maps']:.0f} + "
+                   f"{w['evaluation']:.0f}) |"), "",
+                  (f"backbone {s['backbone']}; maps found before this run: {s['maps_found_before']}; pose unsure: "
+                   f"{', '.join(s['pose_unsure']) or 'none'}")]
         lines += ["", "| defect | images | image AUROC | pixel AUROC | pixel AUPRO |", "|---|---|---|---|---|"]
         for name, d in s["per_defect"].items():
             lines.append(f"| {name} | {d['n_images']} | {_num(d['image_auroc'])} | {_num(d['pixel_auroc'])} | "
@@ -557,9 +562,9 @@ def _md_pose(s: dict) -> list[str]:
             if t.get("n"):
                 lines.append(f"| {stage} | {t['n']} | {t['rot_median_deg']:.2f} | {t['trans_median_frac']:.4f} | "
                              f"{100 * t['share_under_2deg']:.0f} % | {100 * t['share_over_5deg']:.0f} % |")
-        lines += ["", f"seconds per query: {_num(s.get('seconds_per_query'))} (batches of {s.get('batch')}, "
-                      f"{s['settings']['inerf_steps']} iNeRF steps x {s['settings']['inerf_rays']} rays, "
-                      f"{s['settings']['inerf_topk_restarts']} starts)"]
+        lines += ["", (f"seconds per query: {_num(s.get('seconds_per_query'))} (batches of {s.get('batch')}, "
+                       f"{s['settings']['inerf_steps']} iNeRF steps x {s['settings']['inerf_rays']} rays, "
+                       f"{s['settings']['inerf_topk_restarts']} starts)")]
     return lines
 
 
@@ -569,16 +574,16 @@ MARKDOWN = {"cuda_paths": _md_cuda_paths, "nerf": _md_nerf, "detection": _md_det
 def _md_data(d: dict) -> list[str]:
     if "size" not in d:
         return []
-    return [f"class {d['class_dir']} ({d['size']}, {d['counts']}): "
-            f"{'generated' if d['generated_now'] else 'found'} in {d['generation_s']:.1f} s ({d['workers']} workers)"]
+    return [(f"class {d['class_dir']} ({d['size']}, {d['counts']}): "
+             f"{'generated' if d['generated_now'] else 'found'} in {d['generation_s']:.1f} s ({d['workers']} workers)")]
 
 
 def markdown(report: dict) -> str:
     m = report["machine"]
     lines = [f"# GPU check{' (tiny CPU rehearsal)' if report['tiny'] else ''}, {report['started']}", "",
              f"machine: {m['device']}; python {m['python']}, torch {m['torch']}, CUDA {m['cuda']}, {m['cpus']} CPUs",
-             f"command: `{report['command']}`; budget {report['budget_s']:.0f} s, used {report.get('seconds', 0):.0f} s; "
-             f"config {report['config']}", "",
+             (f"command: `{report['command']}`; budget {report['budget_s']:.0f} s, "
+              f"used {report.get('seconds', 0):.0f} s; config {report['config']}"), "",
              "| section | status | seconds | limit s | note |", "|---|---|---|---|---|"]
     for name in ("data", *SECTIONS):
         s = report["data"] if name == "data" else report["sections"].get(name, {})
@@ -664,7 +669,7 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
     unknown = [s for s in args.sections if s not in SECTIONS]
     if unknown:
         p.error(f"unknown section(s) {', '.join(unknown)}; the sections are {', '.join(SECTIONS)}")
-    if any(b <= a for a, b in zip([0.0, *args.nerf_budgets], args.nerf_budgets)):
+    if any(b <= a for a, b in itertools.pairwise([0.0, *args.nerf_budgets])):
         p.error(f"--nerf_budgets must be positive and increasing, got {args.nerf_budgets}")
     return args, rest
 

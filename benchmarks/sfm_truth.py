@@ -62,7 +62,7 @@ def pose_errors(true_path: Path, est_path: Path) -> dict:
            "similarity": {"scale": s, "rotation": rot.tolist(), "translation": t.tolist(),
                           "fitted_on": int(used.sum())},
            "per_view": {k: {"rotation_deg": round(float(a), 4), "position_percent": round(float(q), 4)}
-                        for k, a, q in zip(common, ang, pos)}}
+                        for k, a, q in zip(common, ang, pos, strict=True)}}
     if "camera_angle_x" in true and "fl_x" in est:
         focal = 0.5 * est["w"] / math.tan(0.5 * true["camera_angle_x"])
         out["focal_error_percent"] = 100 * (est["fl_x"] - focal) / focal
@@ -89,8 +89,8 @@ def view_account(report: dict, errors: dict, off_deg: tuple[float, ...] = (2.0, 
 
 def pose_table(rows: list[dict]) -> str:
     """Markdown table of rows {"class", "report" (colmap_report.json), "errors" (pose_errors)}."""
-    lines = ["| class | registered | rot. median / p90 / max (deg) | position median / max (% radius) | focal err "
-             "| reproj. (px) | left out / repaired | SfM wall (features + matching + mapping) |",
+    lines = [("| class | registered | rot. median / p90 / max (deg) | position median / max (% radius) | focal err "
+              "| reproj. (px) | left out / repaired | SfM wall (features + matching + mapping) |"),
              "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         e, rep, t = r["errors"], r["report"], r["report"]["timings_s"]
@@ -105,8 +105,8 @@ def pose_table(rows: list[dict]) -> str:
 
 def account_table(rows: list[dict]) -> str:
     """Markdown table of rows {"class", "account" (view_account)}: the issue-21 figures."""
-    lines = ["| class | views | kept | unregistered | left out by the check | repaired | kept off > 2 deg "
-             "| kept off > 5 deg | kept (repaired within 2 deg) | accepted |", "|---" * 10 + "|"]
+    lines = [("| class | views | kept | unregistered | left out by the check | repaired | kept off > 2 deg "
+              "| kept off > 5 deg | kept (repaired within 2 deg) | accepted |"), "|---" * 10 + "|"]
     for r in rows:
         a = r["account"]
         lines.append(f"| {r['class']} | {a['views']} | {a['kept']} | {len(a['unregistered'])} | {len(a['left_out'])} | "

@@ -21,8 +21,8 @@ from pathlib import Path
 
 from mad.options import SynthOptions
 from mad.synth.generate import generate_class
-from omniposead.launcher import read_state
 from nerf.checkpoint import checkpoint_path
+from omniposead.launcher import read_state
 
 CLASSES = ("c0_usr2", "c1_scontrol", "c2_plain")
 N_ITERS = 1500         # long enough that an interrupted run is killed before it finishes its NeRF
@@ -137,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
         checks.append((f"{name} metrics equal the uninterrupted run's", got is not None and got == reference,
                        f"{got} vs {reference}"))
     table = out / "synthetic" / "all_classes.csv"
-    rows = list(csv.DictReader(open(table))) if table.is_file() else []
+    rows = list(csv.DictReader(table.read_text().splitlines())) if table.is_file() else []
     checks.append(("table with 3 rows", len(rows) == 3 and all(r["status"] == "done" for r in rows),
                    f"{len(rows)} rows in {table}"))
     for what, ok, detail in checks:

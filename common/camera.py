@@ -19,11 +19,11 @@ class Intrinsics:
     cy: float      # principal point, pixels from the top image edge
 
     @classmethod
-    def centred(cls, focal: float, width: int, height: int) -> "Intrinsics":
+    def centred(cls, focal: float, width: int, height: int) -> Intrinsics:
         """Square pixels, principal point at the image centre (the Blender / NeRF-synthetic camera)."""
         return cls(float(focal), float(focal), 0.5 * width, 0.5 * height)
 
-    def downscaled(self, factor: int) -> "Intrinsics":
+    def downscaled(self, factor: int) -> Intrinsics:
         """The same camera on an image resampled by 1/factor (each factor x factor block -> one pixel)."""
         return Intrinsics(self.fx / factor, self.fy / factor, self.cx / factor, self.cy / factor)
 

@@ -77,7 +77,7 @@ class Options:
             group.add_argument(f"--{f.name}", *(f"--{a}" for a in aliases.get(f.name, ())), **kwargs)
 
     @classmethod
-    def from_config(cls, cfg: argparse.Namespace) -> "Options":
+    def from_config(cls, cfg: argparse.Namespace) -> Options:
         """The typed, validated options of this stage from a parsed config namespace."""
         values = vars(cfg)
         hints = typing.get_type_hints(cls)
@@ -91,7 +91,7 @@ class Options:
             kwargs[f.name] = tuple(kind(v) for v in value) if sequence and value is not None else value
         return cls(**kwargs).validated()
 
-    def validated(self) -> "Options":
+    def validated(self) -> Options:
         """Range checks of this stage's options; ConfigError naming the option. Override per stage."""
         return self
 
@@ -101,7 +101,7 @@ class Options:
         return {f.name: list(value) if isinstance(value := getattr(self, f.name), tuple) else value
                 for f in dataclasses.fields(self) if not f.metadata.get("cosmetic")}
 
-    def replace(self, **changes: Any) -> "Options":
+    def replace(self, **changes: Any) -> Options:
         """A copy with some fields changed, validated again."""
         return dataclasses.replace(self, **changes).validated()
 

@@ -40,7 +40,7 @@ class RunOptions(Options):
                                      "(<class>_views<value>)")
     device: str = option("auto", "'auto' (CUDA if present, else CPU), 'cpu', 'cuda', 'cuda:1', ...", cosmetic=True)
 
-    def validated(self) -> "RunOptions":
+    def validated(self) -> RunOptions:
         require(self.downscale >= 1, f"downscale must be >= 1, got {self.downscale}")
         require(not (self.half_res and self.downscale not in (1, 2)),
                 f"half_res (= downscale 2) contradicts downscale = {self.downscale}; set only one of them")
@@ -89,5 +89,5 @@ class RunOptions(Options):
         """<output_root>/<dataset>: where all-class tables land."""
         return Path(self.output_root) / self.dataset_name
 
-    def for_class(self, class_name: str) -> "RunOptions":
+    def for_class(self, class_name: str) -> RunOptions:
         return dataclasses.replace(self, class_name=class_name)

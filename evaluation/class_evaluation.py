@@ -21,9 +21,6 @@ from anomaly.scorer import image_scores, protocol_size
 from common.errors import DataError
 from common.io import write_image, write_json
 from common.run import RunOptions
-from mad.images import read_image_file
-from mad.layout import GOOD
-from mad.loader import TestSample, load_run_test_set
 from evaluation.metrics import evaluate
 from evaluation.options import EvalOptions
 from evaluation.plots import (
@@ -34,6 +31,9 @@ from evaluation.plots import (
     qualitative_sheet,
     select_qualitative,
 )
+from mad.images import read_image_file
+from mad.layout import GOOD
+from mad.loader import TestSample, load_run_test_set
 
 
 def with_saved_settings(run: RunOptions) -> RunOptions:
@@ -70,12 +70,12 @@ class ScoredSet:
     minmax: tuple[float, float] | None       # test-set min / max (official protocol only)
 
     @classmethod
-    def from_maps(cls, maps, masks, protocol: str, image_score_pool: int) -> "ScoredSet":
+    def from_maps(cls, maps, masks, protocol: str, image_score_pool: int) -> ScoredSet:
         """'paper': maps and masks as they are, image score = max of the average-pooled map. 'official': masks
         resized to the maps, maps min-max normalised over the set, image score = plain max (anomaly.official)."""
         minmax = None
         if protocol == "official":
-            masks = [resize_mask(mask, amap.shape) for mask, amap in zip(masks, maps)]
+            masks = [resize_mask(mask, amap.shape) for mask, amap in zip(masks, maps, strict=True)]
             maps, minmax = normalize_test_set(maps)
         pool = 1 if protocol == "official" else int(image_score_pool)
         scores = np.array([float(image_scores(m[None], pool)[0]) for m in maps])
@@ -130,7 +130,7 @@ def evaluate_class(run: RunOptions, score: ScoreOptions, ev: EvalOptions, write_
                       seed=run.seed)
     curves = result.pop("_curves")
     backbones = sorted({str(records[s.name].get("backbone", "unknown")) for s in samples})
-    good_maps = [m for m, t in zip(maps, defect_types) if t == GOOD]
+    good_maps = [m for m, t in zip(maps, defect_types, strict=True) if t == GOOD]
     vmin, vmax = colour_scale(good_maps, maps, ev.heatmap_vmin, ev.heatmap_vmax)
     threshold = result["pixel_threshold"] if ev.qual_threshold is None else float(ev.qual_threshold)
 
@@ -146,7 +146,7 @@ def evaluate_class(run: RunOptions, score: ScoreOptions, ev: EvalOptions, write_
         "qualitative_threshold": threshold,
         "images": [{"name": s.name, "defect_type": s.defect_type, "label": int(s.label),
                     "image_score": float(sc), "pose_unsure": bool(records[s.name].get("pose_unsure", False))}
-                   for s, sc in zip(samples, scores)],
+                   for s, sc in zip(samples, scores, strict=True)],
         "pose_unsure": [s.name for s in samples if records[s.name].get("pose_unsure")],
     }
     if not write_outputs:
@@ -155,7 +155,7 @@ def evaluate_class(run: RunOptions, score: ScoreOptions, ev: EvalOptions, write_
     if len(backbones) > 1:
         print(f"warning: maps of {obj} come from different backbones: {backbones}", file=sys.stderr)
     if ev.save_overlays:
-        for sample, amap in zip(samples, maps):
+        for sample, amap in zip(samples, maps, strict=True):
             write_image(result_paths(out_dir, sample.name).overlay, overlay_heatmap(sample.image, amap, vmin, vmax))
     plot_roc_curves(out_dir / "roc.png", curves["pixel"], curves["image"], title=f"{obj}: ROC")
     rows = []

@@ -23,7 +23,7 @@ class EvalOptions(Options):
     heatmap_vmax: float | None = option(None, "upper end of the fixed per-class heat-map colour scale (default: "
                                               "max over the good test images' maps)")
 
-    def validated(self) -> "EvalOptions":
+    def validated(self) -> EvalOptions:
         require(0.0 < self.aupro_fpr <= 1.0, f"aupro_fpr must be in (0, 1], got {self.aupro_fpr}")
         require(self.n_qualitative >= 0, f"n_qualitative must be >= 0, got {self.n_qualitative}")
         require(self.eval_max_pixels >= 0, f"eval_max_pixels must be >= 0, got {self.eval_max_pixels}")

@@ -9,8 +9,8 @@ TABLE_KEYS = ("pixel_auroc", "image_auroc", "pixel_aupro")
 def report(metrics: dict) -> str:
     """Lines for the terminal: the class's AUROCs and AUPRO, then each defect type against the good images."""
     lines = [
-        f"== {metrics['class']}: {metrics['n_images']} test images ({metrics['n_good']} good), "
-        f"backbone: {metrics['backbone']} ==",
+        (f"== {metrics['class']}: {metrics['n_images']} test images ({metrics['n_good']} good), "
+         f"backbone: {metrics['backbone']} =="),
         f"pixel AUROC: {metrics['pixel_auroc']:.3f}",
         f"image AUROC: {metrics['image_auroc']:.3f}",
         f"pixel AUPRO: {metrics['pixel_aupro']:.3f} (FPR <= {metrics['aupro_fpr_limit']:g})",
@@ -32,7 +32,8 @@ def results_table(rows: list[dict], extra: tuple[tuple[str, str, str], ...] = ()
            "|---|---:|---:|---:|" + "---:|" * len(extra)]
 
     def cells(values: list) -> str:
-        return "".join(f" {'n/a' if v is None else format(v, spec)} |" for v, (_, _, spec) in zip(values, extra))
+        return "".join(f" {'n/a' if v is None else format(v, spec)} |"
+                       for v, (_, _, spec) in zip(values, extra, strict=True))
 
     for r in rows:
         out.append(f"| {r['class']} | " + " | ".join(f"{100 * r[k]:.1f}" for k in TABLE_KEYS) + " |"

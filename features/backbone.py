@@ -46,7 +46,7 @@ class FrozenBackbone(nn.Module):
         self.description = description
         self.channels = list(features.feature_info.channels())
 
-    def train(self, mode: bool = True) -> "FrozenBackbone":
+    def train(self, mode: bool = True) -> FrozenBackbone:
         # Batch-norm statistics stay frozen whatever the caller asks for.
         return super().train(False)
 
@@ -85,8 +85,8 @@ def _load_backbone_cached(name: str, weights_file: str, fallback: bool, allow_ra
 
     if fallback:
         return (_wrap(bundled_lite2(features_only=True), f"{BUNDLED_ARCH} ({BUNDLED_SOURCE})", device),
-                f"no offline weights for backbone '{name}'; using {BUNDLED_ARCH} with {BUNDLED_SOURCE}. "
-                "Pass --backbone_weights FILE for the paper's EfficientNet-B4.")
+                (f"no offline weights for backbone '{name}'; using {BUNDLED_ARCH} with {BUNDLED_SOURCE}. "
+                 "Pass --backbone_weights FILE for the paper's EfficientNet-B4."))
 
     if allow_random:
         features = timm.create_model(name, pretrained=False, features_only=True, out_indices=STAGE_INDICES)
@@ -180,7 +180,7 @@ def _timm_pretrained(name: str) -> nn.Module | None:
         return None
     try:
         hub_id = timm.models.get_pretrained_cfg(name).hf_hub_id
-    except Exception:  # unknown model name or no pretrained config
+    except Exception:  # noqa: BLE001 - an unknown model name or no pretrained config
         return None
     if not hub_id:
         return None
@@ -191,7 +191,7 @@ def _timm_pretrained(name: str) -> nn.Module | None:
         return None
     try:
         return timm.create_model(name, pretrained=True, features_only=True, out_indices=STAGE_INDICES)
-    except Exception as err:  # network trouble or corrupt cache: fall through to the next source
+    except Exception as err:  # noqa: BLE001 - network trouble or a corrupt cache: try the next source
         warnings.warn(f"timm pretrained weights for '{name}' unavailable: {err}", stacklevel=4)
         return None
 

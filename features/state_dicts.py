@@ -18,7 +18,7 @@ refused with one line naming the file (ConfigError), never loaded half-way.
 from __future__ import annotations
 
 import re
-from typing import Mapping
+from collections.abc import Mapping
 
 import torch
 

@@ -185,7 +185,7 @@ def estimate_poses(renderer, database, train_views, images, opts: InerfOptions, 
             order = sorted(best)
             tail = _refine_jobs(renderer, images, refined, [(q, q) for q in order], train_views.intrinsics, opts,
                                 device, seed, steps=steps - first, first_step=first, bar=bar)
-            finals = dict(zip(order, tail))
+            finals = dict(zip(order, tail, strict=True))
 
     out = []
     n_top = max(retrieval_topk, k)

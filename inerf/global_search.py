@@ -97,7 +97,7 @@ class CandidateViews:
 
     @classmethod
     def render(cls, renderer, train_poses: np.ndarray, height: int, width: int, intrinsics: Intrinsics,
-               opts: InerfOptions, device, progress=None, rays_per_call: int = 32768) -> "CandidateViews":
+               opts: InerfOptions, device, progress=None, rays_per_call: int = 32768) -> CandidateViews:
         """Render the candidates, many views per render_rays call (a low-res view has few rays), at most
         the renderer's chunk of rays at once."""
         factor, h, w = low_res_shape(height, width, opts.fallback_size)
@@ -124,7 +124,7 @@ class CandidateViews:
         return {"poses": torch.from_numpy(self.poses), "images": torch.from_numpy(self.images)}
 
     @classmethod
-    def from_state(cls, state: dict) -> "CandidateViews":
+    def from_state(cls, state: dict) -> CandidateViews:
         return cls(state["poses"].numpy(), state["images"].numpy())
 
 

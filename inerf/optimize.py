@@ -10,8 +10,9 @@ The coarse-to-fine step (retrieval, then this refinement) is inerf.estimate.esti
 """
 from __future__ import annotations
 
+import itertools
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 import torch
@@ -50,7 +51,7 @@ def _groups(batch: int, rays_per_query: int, chunk: int) -> list[slice]:
     per_group = max(1, chunk // max(rays_per_query, 1))
     n_groups = -(-batch // per_group)
     bounds = np.linspace(0, batch, n_groups + 1).round().astype(int)
-    return [slice(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
+    return [slice(int(a), int(b)) for a, b in itertools.pairwise(bounds) if b > a]
 
 
 def _photometric_loss(renderer, twist, init, dirs, targets, pixels, sl: slice) -> torch.Tensor:
@@ -60,7 +61,7 @@ def _photometric_loss(renderer, twist, init, dirs, targets, pixels, sl: slice) -
 
 def trimmed_mean(errors: torch.Tensor, trim: float) -> torch.Tensor:
     """Mean [b] of each row of `errors` [b, n] without its `trim` share of largest values."""
-    keep = max(1, int(round(errors.shape[1] * (1.0 - trim))))
+    keep = max(1, round(errors.shape[1] * (1.0 - trim)))
     return errors.sort(dim=1).values[:, :keep].mean(dim=1)
 
 
@@ -138,7 +139,7 @@ def refine_poses(renderer, images, init_poses, intrinsics: Intrinsics, opts: Ine
             final, final_trimmed = final_errors.mean(dim=1), trimmed_mean(final_errors, opts.pose_confidence_trim)
             poses = apply_correction(twist.detach(), init)
     finally:
-        for p, flag in zip(params, flags):
+        for p, flag in zip(params, flags, strict=True):
             p.requires_grad_(flag)
 
     return PoseRefinement(

@@ -69,7 +69,7 @@ class InerfOptions(Options):
                                      "activation memory: the default 8x256 NeRF keeps roughly 0.5-1 MB per ray "
                                      "for backward")
 
-    def validated(self) -> "InerfOptions":
+    def validated(self) -> InerfOptions:
         require(self.inerf_steps >= 0, f"inerf_steps must be >= 0, got {self.inerf_steps}")
         for name in ("inerf_rays", "inerf_batch", "inerf_topk_restarts", "inerf_lr_decay_every"):
             require(getattr(self, name) >= 1, f"{name} must be >= 1, got {getattr(self, name)}")

@@ -91,7 +91,7 @@ def exp_map(twist: torch.Tensor) -> torch.Tensor:
     v = eye + b[..., None, None] * w + c[..., None, None] * w2
     trans = matmul(v, rho[..., None])[..., 0]
     top = torch.cat([rot, trans[..., None]], dim=-1)                       # [..., 3, 4]
-    bottom = torch.zeros(top.shape[:-2] + (1, 4), dtype=twist.dtype, device=twist.device)
+    bottom = torch.zeros((*top.shape[:-2], 1, 4), dtype=twist.dtype, device=twist.device)
     bottom[..., 0, 3] = 1.0
     return torch.cat([top, bottom], dim=-2)
 
@@ -116,7 +116,7 @@ def so3_log(rot: torch.Tensor) -> torch.Tensor:
         sym = 0.5 * (r + r.transpose(-1, -2)) - cos[..., None, None] * eye
         aat = sym / (1.0 - cos).clamp_min(1e-12)[..., None, None]
         col = aat.diagonal(dim1=-2, dim2=-1).argmax(-1)
-        axis = torch.take_along_dim(aat, col[..., None, None].expand(aat.shape[:-2] + (3, 1)), dim=-1)[..., 0]
+        axis = torch.take_along_dim(aat, col[..., None, None].expand((*aat.shape[:-2], 3, 1)), dim=-1)[..., 0]
         axis = axis / axis.norm(dim=-1, keepdim=True).clamp_min(1e-12)
         sign = torch.where((axis * axis_sin).sum(-1) < 0, -1.0, 1.0)
         omega = torch.where(near_pi[..., None], sign[..., None] * theta[..., None] * axis, omega)
@@ -129,7 +129,7 @@ def log_map(pose: torch.Tensor) -> torch.Tensor:
     p = pose.to(torch.float64)
     omega = so3_log(p[..., :3, :3])
     w = hat(omega)
-    a, b, c = _coefficients((omega * omega).sum(-1))
+    _a, b, c = _coefficients((omega * omega).sum(-1))
     eye = torch.eye(3, dtype=torch.float64, device=p.device).expand_as(w)
     v = eye + b[..., None, None] * w + c[..., None, None] * matmul(w, w)
     rho = torch.linalg.solve(v, p[..., :3, 3:4])[..., 0]

@@ -26,8 +26,8 @@ import argparse
 import math
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import configargparse
 import numpy as np
@@ -138,7 +138,7 @@ def recover_poses(class_dir: Path, opts: SfmOptions = SfmOptions(), *, out: Path
     cam_from_world.update({i: check.verdicts[i].cam_from_world for i in check.with_outcome(REPAIRED)})
     poses, norm = normalise_poses(np.stack([c2w_from_cam_from_world(cam_from_world[i]) for i in kept]),
                                   opts.sfm_radius, orient_up=opts.sfm_orient_up)
-    pose_of = dict(zip(kept, poses))
+    pose_of = dict(zip(kept, poses, strict=True))
     verdicts = {id_to_name[i]: check.verdicts[i] for i in registered if i in check.verdicts}   # capture order
     by_outcome = {o: [n for n, v in verdicts.items() if v.outcome == o] for o in (LEFT_OUT, REPAIRED, CLEARED)}
 
@@ -196,10 +196,10 @@ def recover_poses(class_dir: Path, opts: SfmOptions = SfmOptions(), *, out: Path
 def summary_lines(report: dict) -> list[str]:
     c, t = report["consistency"], report["timings_s"]
     share = 100 * report["registered_fraction"]
-    lines = [f"registered {report['registered']}/{report['views']} views ({share:.1f} %), "
-             f"mean reprojection error {report['mean_reprojection_error_px']:.3f} px, {report['points3D']} points, "
-             f"scale {report['scale_colmap_to_ours']:.4g}; SfM {t['sfm_total_s']:.1f} s "
-             f"(features {t['extract_s']:.1f}, matching {t['match_s']:.1f}, mapping {t['map_s']:.1f})"]
+    lines = [(f"registered {report['registered']}/{report['views']} views ({share:.1f} %), "
+              f"mean reprojection error {report['mean_reprojection_error_px']:.3f} px, {report['points3D']} points, "
+              f"scale {report['scale_colmap_to_ours']:.4g}; SfM {t['sfm_total_s']:.1f} s "
+              f"(features {t['extract_s']:.1f}, matching {t['match_s']:.1f}, mapping {t['map_s']:.1f})")]
     if report["unregistered"]:
         lines.append(f"not registered ({len(report['unregistered'])}), left out: {' '.join(report['unregistered'])}")
     if report["left_out"] and report["left_out_kept"]:

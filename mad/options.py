@@ -36,7 +36,7 @@ class SynthOptions(Options):
     synth_min_mask_frac: float = option(0.0008, "reject defect views whose mask covers fewer than this fraction "
                                                 "of the image (at least 1 px)")
 
-    def validated(self) -> "SynthOptions":
+    def validated(self) -> SynthOptions:
         require(self.synth_size >= 1 and self.synth_n_train >= 1 and self.synth_n_test_good >= 0
                 and self.synth_n_test_defect >= 0 and self.synth_supersample >= 1,
                 "synthetic data needs synth_size >= 1, synth_n_train >= 1, synth_n_test_* >= 0, "
@@ -96,7 +96,7 @@ class SfmOptions(Options):
     sfm_keep_suspicious: bool = option(False, "keep the views the flipped-view check leaves out, at their recovered "
                                               "poses (default: leave them out and list them; repairs apply either way)")
 
-    def validated(self) -> "SfmOptions":
+    def validated(self) -> SfmOptions:
         require(self.sfm_radius > 0, f"sfm_radius must be > 0, got {self.sfm_radius}")
         require(self.sfm_camera_angle_x is None or 0 < self.sfm_camera_angle_x < 3.14159,
                 f"sfm_camera_angle_x must be in (0, pi) radians, got {self.sfm_camera_angle_x}")

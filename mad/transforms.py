@@ -66,7 +66,7 @@ def read_intrinsics(meta: dict, path: Path, width: int, height: int) -> Intrinsi
             raise DataError(f"{path}: lens distortion {key}={meta[key]!r} is not supported; undistort the "
                             "images first (e.g. COLMAP's image_undistorter) and use a pinhole camera")
     for index, frame in enumerate(meta["frames"]):
-        per_frame = [k for k in INTRINSIC_KEYS + ("camera_angle_x",) if isinstance(frame, dict) and k in frame
+        per_frame = [k for k in (*INTRINSIC_KEYS, "camera_angle_x") if isinstance(frame, dict) and k in frame
                      and frame[k] != meta.get(k)]
         if per_frame:
             raise DataError(f"{path}: frame {index} has its own {per_frame[0]!r}; one camera shared by all views "

@@ -28,7 +28,7 @@ def subset_size(train_views: float, n_views: int) -> int:
     if train_views <= 0:
         raise DataError(f"train_views must be > 0, got {train_views}")
     if train_views <= 1:
-        return max(1, min(n_views, int(round(train_views * n_views))))
+        return max(1, min(n_views, round(train_views * n_views)))
     count = int(train_views)
     if count != train_views:
         raise DataError(f"train_views = {train_views}: a count must be a whole number (or give a fraction <= 1)")

@@ -7,8 +7,9 @@ load) is refused. `weights_digest` names the trained model by its content (the r
 from __future__ import annotations
 
 import pickle
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 

@@ -9,7 +9,7 @@ and a learning rate of its own for the planes (grids learn at ~1e-2, MLPs at ~1e
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F

@@ -18,7 +18,7 @@ i.e. -ln(1 - opacity) / step.
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn

@@ -72,7 +72,7 @@ class NeRFOptions(Options):
     occupancy_threshold: float = option(0.01, "a cell is occupied when one marching step through it would be at "
                                               "least this opaque, 1 - exp(-density * step) (Instant-NGP: 0.01)")
 
-    def validated(self) -> "NeRFOptions":
+    def validated(self) -> NeRFOptions:
         require(self.N_samples >= 2, f"N_samples must be >= 2, got {self.N_samples}")
         require(self.N_importance >= 0, f"N_importance must be >= 0, got {self.N_importance}")
         require(0 < self.near < self.far, f"need 0 < near < far, got near={self.near}, far={self.far}")
@@ -154,7 +154,7 @@ class TrainOptions(Options):
     occupancy_decay: float = option(0.95, "with occupancy_grid: each update multiplies every cell's density by this "
                                           "before taking the max with the new one (Instant-NGP: 0.95)")
 
-    def validated(self) -> "TrainOptions":
+    def validated(self) -> TrainOptions:
         for name in ("N_rand", "n_iters"):
             require(getattr(self, name) >= 1, f"{name} must be >= 1, got {getattr(self, name)}")
         require(self.lrate > 0 and self.lrate_decay > 0,

@@ -7,7 +7,7 @@ plain PyTorch and runs (and is tested) on the CPU as on the GPU.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F

@@ -30,7 +30,7 @@ def heldout_psnr(renderer, poses: Tensor, images: Tensor, intrinsics: Intrinsics
     was_training = renderer.training
     renderer.eval()
     values = []
-    for pose, image in zip(poses, images):
+    for pose, image in zip(poses, images, strict=True):
         pred = renderer.render_image(pose, image.shape[0], image.shape[1], intrinsics, chunk=chunk)
         values.append(psnr_from_mse(float(((pred - image) ** 2).mean())))
     renderer.train(was_training)

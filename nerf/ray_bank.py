@@ -20,7 +20,7 @@ class RayBank:
 
     @classmethod
     def build(cls, images: np.ndarray, poses: np.ndarray, intrinsics: Intrinsics,
-              device: torch.device) -> "RayBank":
+              device: torch.device) -> RayBank:
         images_t = torch.as_tensor(images, dtype=torch.float32, device=device)
         poses_t = torch.as_tensor(poses, dtype=torch.float32, device=device)
         dirs = camera_directions(images_t.shape[1], images_t.shape[2], intrinsics, device=device)

@@ -139,7 +139,7 @@ class NeRFTrainer:
         self.renderer.load_state_dict(state["model"])
         base_lrs = [group["base_lr"] for group in self.optimizer.param_groups]
         self.optimizer.load_state_dict(state["optimizer"])
-        for group, base_lr in zip(self.optimizer.param_groups, base_lrs):   # from the options (older
+        for group, base_lr in zip(self.optimizer.param_groups, base_lrs, strict=True):   # from the options (older
             group["base_lr"] = base_lr                                       # checkpoints lack it)
         self.generator.set_state(state["rng"]["generator"].cpu())
         if self.renderer.grid is not None and state.get("occupancy") is not None:
@@ -226,7 +226,7 @@ class NeRFTrainer:
                               "command to resume exactly from there")
         return self.summary()
 
-    def _start_session(self) -> "_Session":
+    def _start_session(self) -> _Session:
         """Training mode and a fresh clock for this run() call."""
         self.renderer.train()
         self.stop_reason = ""
@@ -234,7 +234,7 @@ class NeRFTrainer:
                         save_every_s=_seconds(self.opts.save_every_minutes), elapsed_at_start=self.elapsed,
                         samples=torch.zeros((), device=self.device))
 
-    def _should_stop(self, session: "_Session", interrupted: bool) -> bool:
+    def _should_stop(self, session: _Session, interrupted: bool) -> bool:
         """Before a step: update the elapsed time; stop (with its reason) on Ctrl-C or a spent budget."""
         now = time.perf_counter()
         self.elapsed = session.elapsed(now)
@@ -244,7 +244,7 @@ class NeRFTrainer:
             self.stop_reason = "budget"
         return bool(self.stop_reason)
 
-    def _train_step(self, session: "_Session") -> tuple[torch.Tensor, torch.Tensor, float]:
+    def _train_step(self, session: _Session) -> tuple[torch.Tensor, torch.Tensor, float]:
         """One optimiser step on a random ray batch: (loss, fine MSE, learning rate), kept on the device."""
         opts, renderer = self.opts, self.renderer
         lr = learning_rate(self.step, opts.lrate, opts.lrate_decay)
@@ -267,7 +267,7 @@ class NeRFTrainer:
         session.rays += opts.N_rand
         return loss, mse, lr
 
-    def _validate_and_save_if_due(self, session: "_Session") -> None:
+    def _validate_and_save_if_due(self, session: _Session) -> None:
         """Held-out PSNR every i_val steps; checkpoint every i_weights steps or save_every_minutes. Their time
         is not training time (rays/s)."""
         opts = self.opts
@@ -287,7 +287,7 @@ class NeRFTrainer:
             session.last_save = time.perf_counter()
         session.overhead += time.perf_counter() - t0
 
-    def _end_session(self, session: "_Session") -> None:
+    def _end_session(self, session: _Session) -> None:
         """Final speed figures, held-out PSNR (unless interrupted), stop reason, and the last save."""
         synchronize(self.device)
         now = time.perf_counter()

@@ -241,8 +241,8 @@ def markdown_table(tables: list[dict]) -> str:
 def csv_table(tables: list[dict]) -> str:
     """The same rows as CSV (per-defect image and pixel AUROC and AUPRO as columns)."""
     defects = defect_types_of(tables)
-    columns = (["class", "method", "description", *METRICS]
-               + [f"{d}_{k}" for d in defects for k in METRICS] + ["setup_s", "query_s", "class_s", "n_queries", "note"])
+    columns = ["class", "method", "description", *METRICS, *(f"{d}_{k}" for d in defects for k in METRICS),
+               "setup_s", "query_s", "class_s", "n_queries", "note"]
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
     writer.writeheader()

@@ -10,9 +10,10 @@ from __future__ import annotations
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from common.errors import DataError, PadError
 from mad.layout import TRANSFORMS_FILE, natural_key

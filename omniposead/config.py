@@ -12,9 +12,10 @@ import dataclasses
 import difflib
 import re
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar, NoReturn, Sequence
+from typing import ClassVar, NoReturn
 
 import configargparse
 
@@ -22,10 +23,10 @@ from anomaly.options import ScoreOptions
 from common.errors import ConfigError
 from common.options import Options, option, require
 from common.run import RunOptions
-from mad.options import SynthOptions
 from evaluation.options import EvalOptions
 from features.options import BackboneOptions
 from inerf.options import InerfOptions
+from mad.options import SynthOptions
 from nerf.options import NeRFOptions, TrainOptions
 from retrieval.options import RetrievalOptions
 
@@ -56,7 +57,7 @@ class LauncherOptions(Options):
     jobs_dir: str = option("", "job states, logs and submitit files (empty = <output_root>/<dataset>/jobs)")
     poll_seconds: float = option(10.0, "how often the launcher looks at its jobs")
 
-    def validated(self) -> "LauncherOptions":
+    def validated(self) -> LauncherOptions:
         require(self.max_jobs >= 0 and self.job_timeout_min >= 1 and self.poll_seconds > 0,
                 "max_jobs must be >= 0, job_timeout_min >= 1 and poll_seconds > 0")
         return self
@@ -78,10 +79,10 @@ class OmniposeConfig:
     launcher: LauncherOptions
 
     @classmethod
-    def from_namespace(cls, namespace: argparse.Namespace) -> "OmniposeConfig":
+    def from_namespace(cls, namespace: argparse.Namespace) -> OmniposeConfig:
         return cls(**{f.name: STAGES[f.name].from_config(namespace) for f in dataclasses.fields(cls)})
 
-    def for_class(self, class_name: str) -> "OmniposeConfig":
+    def for_class(self, class_name: str) -> OmniposeConfig:
         return dataclasses.replace(self, run=self.run.for_class(class_name))
 
 

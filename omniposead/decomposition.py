@@ -144,8 +144,8 @@ def format_table(table: dict) -> str:
     why = {"oracle": "not a generated class", "nerf_true_pose": "no test_poses.json",
            "pipeline": "no saved references: run anomaly_nerf_lego.py first"}
     scorer = table["scorer"]
-    lines = [f"{table['class']} ({table['n_images']} test images, {table['n_good']} good), scorer "
-             f"{scorer['score_protocol']}/{scorer['score_normalization']}, backbone: {table['backbone']}",
+    lines = [(f"{table['class']} ({table['n_images']} test images, {table['n_good']} good), scorer "
+              f"{scorer['score_protocol']}/{scorer['score_normalization']}, backbone: {table['backbone']}"),
              "", "| reference | pixel AUROC | image AUROC | pixel AUPRO |", "|---|---:|---:|---:|"]
     for row in ROWS:
         metrics = table["rows"].get(row)

@@ -21,8 +21,8 @@ import json
 import os
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from common.errors import ConfigError, DataError
 from common.io import atomic_write, write_json
@@ -36,7 +36,8 @@ SLURM_ACTIVE = frozenset({"READY", "PENDING", "RUNNING", "REQUEUED", "COMPLETING
                           "RESIZING", "SUSPENDED", "STOPPED", "SIGNALING", "STAGE_OUT", "REQUEUE_HOLD",
                           "REQUEUE_FED", "RESV_DEL_HOLD"})
 FINAL = ("done", "failed")
-ENTRIES = ("anomaly_nerf_lego", "train_nerf", "auroc_test", "benchmarks.bench_baselines")        # the entry points that launch class jobs
+# The entry points that launch class jobs.
+ENTRIES = ("anomaly_nerf_lego", "train_nerf", "auroc_test", "benchmarks.bench_baselines")
 
 
 def jobs_dir(cfg: OmniposeConfig) -> Path:
@@ -100,7 +101,7 @@ class ClassJob:
                             .get("requeued", 0) + 1)
                 raise
             code = exit_.code
-        except Exception as err:  # noqa: BLE001 - recorded as the class's failure, then raised for submitit
+        except Exception as err:
             write_state(folder, name, state="failed", error=f"{type(err).__name__}: {err}")
             raise
         finally:

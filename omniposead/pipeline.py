@@ -28,13 +28,13 @@ from common.errors import DataError, Interrupted
 from common.io import ensure_writable, remove_stale_temps
 from common.progress import progress_bar
 from common.runtime import resolve_device, seed_everything
-from mad.layout import GOOD, resolve_class_dir
-from mad.loader import TestSample, TrainViews, load_test_set, load_train_views
-from mad.view_subset import select_train_views
 from evaluation.plots import overlay_heatmap
 from features.backbone import FrozenBackbone, load_backbone
 from inerf.estimate import PoseEstimate, estimate_poses
 from inerf.global_search import CandidateViews, global_fallback, lost_queries, with_confidence
+from mad.layout import GOOD, resolve_class_dir
+from mad.loader import TestSample, TrainViews, load_test_set, load_train_views
+from mad.view_subset import select_train_views
 from nerf.checkpoint import checkpoint_path, read_checkpoint, renderer_from_state, weights_digest
 from nerf.renderer import NeRFRenderer
 from nerf.trainer import NeRFTrainer, TrainSummary
@@ -91,7 +91,7 @@ class TrainedNeRF:
     digest: str              # content hash of its weights and occupancy grid (nerf.checkpoint.weights_digest)
 
     @classmethod
-    def from_state(cls, state: dict, path: Path, cfg: OmniposeConfig, device: torch.device) -> "TrainedNeRF":
+    def from_state(cls, state: dict, path: Path, cfg: OmniposeConfig, device: torch.device) -> TrainedNeRF:
         """The frozen NeRF of a checkpoint already read from `path`."""
         return cls(renderer_from_state(state, path, cfg.nerf, cfg.run.white_bkgd, device), state["step"],
                    weights_digest(state["model"], state.get("occupancy")))
@@ -244,7 +244,7 @@ def process_batch(assets: ClassAssets, samples: list[TestSample], progress: bool
     references_np = references.permute(0, 2, 3, 1).cpu().numpy()
     maps_np = maps.cpu().numpy()
     return [ImageResult(sample, pose, references_np[i], maps_np[i], float(scores[i]), dict(seconds))
-            for i, (sample, pose) in enumerate(zip(samples, poses))]
+            for i, (sample, pose) in enumerate(zip(samples, poses, strict=True))]
 
 
 def used_assets(assets: ClassAssets) -> dict:

@@ -19,16 +19,16 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
 from anomaly.results import load_record, result_paths
 from common.errors import DataError, exit_on_user_error
 from common.io import write_json
-from common.runtime import resolve_device, synchronize
 from common.rotations import rotation_error_deg
+from common.runtime import resolve_device, synchronize
 from inerf.metrics import summarise, translation_error_frac
 from omniposead.classes import exit_code, run_classes
 from omniposead.config import OmniposeConfig, build_parser
@@ -97,13 +97,14 @@ def confidence_summary(rows: list[dict], failure_deg: float = 5.0) -> dict:
     return {"n": len(rows), "unsure": sum(r["unsure"] for r in rows),
             "fallback_tried": sum(r.get("fallback_tried", False) for r in rows),
             "fallback_used": sum(r.get("fallback_used", False) for r in rows),
-            f"over_{failure_deg:g}deg": len(failed), f"over_{failure_deg:g}deg_flagged": sum(r["unsure"] for r in failed),
+            f"over_{failure_deg:g}deg": len(failed),
+            f"over_{failure_deg:g}deg_flagged": sum(r["unsure"] for r in failed),
             "correct_flagged": sum(r["unsure"] for r in correct)}
 
 
 def format_table(report: dict) -> str:
-    lines = [f"{'stage':<10} {'n':>4} {'rot med':>9} {'rot p90':>9} {'<2 deg':>7} {'>5 deg':>7} {'t med':>8} "
-             f"{'t p90':>8}"]
+    lines = [(f"{'stage':<10} {'n':>4} {'rot med':>9} {'rot p90':>9} {'<2 deg':>7} {'>5 deg':>7} {'t med':>8} "
+              f"{'t p90':>8}")]
     for stage, s in report["stages"].items():
         if not s.get("n"):
             continue
@@ -148,7 +149,7 @@ def estimates_from_pipeline(cfg: OmniposeConfig, device, progress: bool = True) 
     synchronize(assets.device)
     seconds = (time.perf_counter() - t0) / max(len(samples), 1)
     estimates = {s.name: {"coarse_pose": r.coarse_pose, "refined_pose": r.refined_pose, **flags_of(r.record())}
-                 for s, r in zip(samples, results)}
+                 for s, r in zip(samples, results, strict=True)}
     info = {"backbone": assets.backbone.description, "retrieval_notes": assets.database.notes,
             "device": str(assets.device),
             "final_loss_median": float(np.median([r.final_loss for r in results])),

@@ -3,10 +3,11 @@ candidate views of the global pose fallback (inerf.global_search).
 
 Calibration: the held-out training views (the trainer's split; never test images) are refined by iNeRF
 with the class's settings from their true poses turned `pose_calibration_offset` degrees about the object
-(a typical retrieval error). Their final losses (without the worst-fitting rays, pose_confidence_trim) are what this NeRF reaches on correct poses of views it
-was not trained on; threshold = pose_unsure_factor x their median. Saved in
-ckpts/<dataset>/<class>/pose_calibration.json under a fingerprint of the NeRF's weights and the iNeRF
-options (recomputed when either changes). The candidate renders are saved in pose_candidates.pt the same way.
+(a typical retrieval error). Their final losses (without the worst-fitting rays, pose_confidence_trim) are
+what this NeRF reaches on correct poses of views it was not trained on; threshold = pose_unsure_factor x
+their median. Saved in ckpts/<dataset>/<class>/pose_calibration.json under a fingerprint of the NeRF's
+weights and the iNeRF options (recomputed when either changes). The candidate renders are saved in
+pose_candidates.pt the same way.
 """
 from __future__ import annotations
 

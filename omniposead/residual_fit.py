@@ -18,8 +18,8 @@ from anomaly.residual import RESIDUAL_NAME, ResidualModel, load_residual_model
 from anomaly.scorer import term_differences
 from common.fingerprint import digest
 from common.progress import progress_bar
-from mad.loader import TrainViews
 from features.backbone import backbone_signature
+from mad.loader import TrainViews
 from nerf.renderer import NeRFRenderer
 from nerf.trainer import heldout_view_indices
 from omniposead.config import OmniposeConfig

@@ -71,7 +71,7 @@ class DescriptorDatabase:
 
     @classmethod
     def build(cls, backbone, images, desc_dim: int, retrieval_size: int, device, fingerprint: str = "",
-              batch_size: int = 32) -> "DescriptorDatabase":
+              batch_size: int = 32) -> DescriptorDatabase:
         from sklearn.decomposition import PCA
 
         feats = pooled_features(backbone, images, retrieval_size, device, batch_size).double()
@@ -128,7 +128,7 @@ class DescriptorDatabase:
         }
 
     @classmethod
-    def from_state(cls, state: dict, backbone, device, batch_size: int = 32) -> "DescriptorDatabase":
+    def from_state(cls, state: dict, backbone, device, batch_size: int = 32) -> DescriptorDatabase:
         return cls(backbone, device, descriptors=state["descriptors"], feat_mean=state["feat_mean"],
                    feat_std=state["feat_std"], components=state["components"], pca_mean=state["pca_mean"],
                    retrieval_size=state["retrieval_size"], fingerprint=state["fingerprint"],
@@ -152,7 +152,7 @@ def load_or_build_database(opts: RetrievalOptions, backbone, train_views, device
     if path.is_file():
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as err:  # unreadable cache: rebuild it
+        except Exception as err:  # noqa: BLE001 - an unreadable cache is rebuilt
             warnings.warn(f"{path}: unreadable retrieval cache ({err}); rebuilding", stacklevel=2)
             state = None
         if state and state.get("format_version") == FORMAT_VERSION and state.get("fingerprint") == fingerprint:

@@ -16,7 +16,7 @@ class RetrievalOptions(Options):
     retrieval_topk: int = option(1, "nearest training views returned per query")
     retrieval_batch: int = option(32, "images per backbone forward pass when computing descriptors")
 
-    def validated(self) -> "RetrievalOptions":
+    def validated(self) -> RetrievalOptions:
         for name in ("desc_dim", "retrieval_size", "retrieval_topk", "retrieval_batch"):
             require(getattr(self, name) >= 1, f"{name} must be >= 1, got {getattr(self, name)}")
         return self

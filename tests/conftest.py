@@ -20,8 +20,8 @@ def generate_tiny(data_root: Path, overwrite: bool = False, **overrides) -> Path
     from mad.options import SynthOptions
     from mad.synth.generate import generate_class
 
-    options = dict(seed=TINY_SEED, size=TINY_SIZE, n_train=TINY_N_TRAIN, n_test_good=TINY_N_TEST_GOOD,
-                   n_test_defect=TINY_N_TEST_DEFECT, supersample=TINY_SUPERSAMPLE, workers=1)
+    options = {"seed": TINY_SEED, "size": TINY_SIZE, "n_train": TINY_N_TRAIN, "n_test_good": TINY_N_TEST_GOOD,
+                   "n_test_defect": TINY_N_TEST_DEFECT, "supersample": TINY_SUPERSAMPLE, "workers": 1}
     options.update(overrides)
     opts = SynthOptions(**{f"synth_{k}": v for k, v in options.items()})
     return generate_class(data_root, TINY_CLASS, opts, overwrite=overwrite, progress=False)

@@ -59,7 +59,8 @@ def imports_of(path: Path, modules: dict[str, Path]) -> set[str]:
 
 
 def layer(module: str) -> int:
-    if module in ENTRY_POINTS or module.startswith("benchmarks") or "." not in module and module not in PACKAGE_LAYERS:
+    top_level_script = "." not in module and module not in PACKAGE_LAYERS
+    if module in ENTRY_POINTS or module.startswith("benchmarks") or top_level_script:
         return ENTRY_LAYER
     return PACKAGE_LAYERS[module.split(".")[0]]
 
@@ -80,7 +81,7 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
         stack.append(node)
         for nxt in sorted(graph.get(node, ())):
             if state.get(nxt) == 1:
-                return stack[stack.index(nxt):] + [nxt]
+                return [*stack[stack.index(nxt):], nxt]
             if nxt not in state:
                 cycle = visit(nxt)
                 if cycle:

@@ -31,7 +31,7 @@ def make_class(root: Path, name: str, defects=("Burrs", "Stains"), n_per_folder=
         pose[2, 3] = 4.0 + i
         frames.append({"file_path": f"train/good/{i}.png", "transform_matrix": pose.tolist()})
     (cdir / "transforms.json").write_text(json.dumps({"camera_angle_x": 0.69, "frames": frames}))
-    for folder in ("good",) + tuple(defects):
+    for folder in ("good", *tuple(defects)):
         for i in range(n_per_folder):
             path = cdir / "test" / folder / f"{i}.png"
             path.parent.mkdir(parents=True, exist_ok=True)

@@ -83,8 +83,8 @@ def test_train_views_option_validates_and_keeps_subset_checkpoints_apart(tmp_pat
     assert full.output_dir == half.output_dir            # maps: the run identity tells them apart
     for bad in ("0", "-1", "2.5"):
         with pytest.raises(ConfigError, match="train_views"):
-            parse_config(base + ["--train_views", bad])
-    identity = run_identity(parse_config(base + ["--train_views", "0.5"]), {})
+            parse_config([*base, "--train_views", bad])
+    identity = run_identity(parse_config([*base, "--train_views", "0.5"]), {})
     assert identity["run"]["train_views"] == 0.5
 
 
@@ -194,6 +194,7 @@ def test_compare_class_without_patchcore_gives_every_row_from_one_test_set(tiny_
     assert rows["pipeline"]["metrics"]["pixel_auroc"] == pytest.approx(saved["pixel_auroc"])
 
 
+@pytest.mark.slow
 def test_the_side_by_side_runs_as_class_jobs(tiny_data_root, tmp_path, monkeypatch):
     pytest.importorskip("submitit")
     import shutil

@@ -11,8 +11,8 @@ import shutil
 import numpy as np
 import pytest
 
-from common.errors import DataError
 import mad.colmap_poses
+from common.errors import DataError
 from common.rotations import rotation_angle_deg
 from mad.colmap_poses import recover_poses, summary_lines
 from mad.options import SfmOptions
@@ -73,7 +73,7 @@ def test_normalisation_undoes_a_similarity():
     # equal to the truth up to a rotation, nearly about +z (the mean camera up, ~ the generator's world up)
     s2, r2, t2 = umeyama(out[:, :3, 3], true[:, :3, 3])
     assert abs(s2 - 1) < 1e-9 and np.linalg.norm(t2) < 1e-9 and r2[2, 2] > math.cos(math.radians(2))
-    for a, b in zip(out, true):
+    for a, b in zip(out, true, strict=True):
         assert rotation_angle_deg(b[:3, :3].T @ r2 @ a[:3, :3]) < 1e-6
 
 
@@ -132,12 +132,12 @@ def test_suspects_are_outliers_of_their_own_capture():
     normal = {i: ViewConsistency(float(rng.uniform(0.93, 0.99)), float(rng.uniform(1.5, 2.7)), 8) for i in range(70)}
     missed = {70: ViewConsistency(0.85, 7.9, 8), 71: ViewConsistency(0.97, 18.0, 8), 72: ViewConsistency(0.57, 2.0, 8)}
     views = {**normal, **missed}
-    reasons = suspect_views(views, {i: pose for i in views}, 20.0)
+    reasons = suspect_views(views, dict.fromkeys(views, pose), 20.0)
     assert set(reasons) == set(missed), reasons
     assert "rotation disagreement 18.0 deg" in reasons[71] and "epipolar agreement 0.57" in reasons[72]
     tiny = {i: ViewConsistency(0.999 - 1e-4 * (i % 3), 0.5 + 0.01 * (i % 5), 8) for i in range(30)}
     tiny[30] = ViewConsistency(0.95, 2.5, 8)           # 2 deg and 0.05 off a spread of 0.01: noise, not a flip
-    assert suspect_views(tiny, {i: pose for i in tiny}, 20.0) == {}
+    assert suspect_views(tiny, dict.fromkeys(tiny, pose), 20.0) == {}
     spread = Spread.of([1.0, 2.0, 3.0, float("nan")], floor=0.1)
     assert spread.median == 2.0 and spread.scale == pytest.approx(1.4826, rel=1e-4) and spread.z(5.0) == \
         pytest.approx(3 / 1.4826, rel=1e-4)
@@ -170,7 +170,7 @@ def test_the_benchmark_account_of_views_with_two_on_the_wrong_side():
     flip = np.diag([-1.0, -1.0, 1.0, 1.0])                # 180 degrees about the vertical
     for k in (4, 11):
         est[k] = _moved(flip @ true[k][None], s, rot, t)[0]
-    s2, rot2, t2, used = robust_similarity(est[:, :3, 3], true[:, :3, 3])
+    s2, rot2, _t2, used = robust_similarity(est[:, :3, 3], true[:, :3, 3])
     assert set(np.flatnonzero(~used)) == {4, 11} and math.isclose(s2, 1 / s, rel_tol=1e-9)
     np.testing.assert_allclose(rot2, rot.T, atol=1e-9)
     names = [f"{k}.png" for k in range(20)]
@@ -261,6 +261,7 @@ def _flip(rec, names=FLIPPED) -> dict[int, np.ndarray]:
     return before
 
 
+@pytest.mark.slow
 def test_recovers_the_poses_of_a_textured_object(ring):
     """(Nearly) every view of the ring registers and the flipped-view check repairs or leaves out none;
     after a similarity alignment the rotations and positions are within a few degrees / % of the truth (a
@@ -281,7 +282,7 @@ def test_recovers_the_poses_of_a_textured_object(ring):
     est, truth = np.array([f["transform_matrix"] for f in meta["frames"]]), true[kept]
     np.testing.assert_allclose(np.linalg.norm(est[:, :3, 3], axis=1).mean(), 4.0, rtol=1e-9)
     s, rot, t = umeyama(est[:, :3, 3], truth[:, :3, 3])
-    rotation = np.array([rotation_angle_deg(b[:3, :3].T @ rot @ a[:3, :3]) for a, b in zip(est, truth)])
+    rotation = np.array([rotation_angle_deg(b[:3, :3].T @ rot @ a[:3, :3]) for a, b in zip(est, truth, strict=True)])
     position = np.linalg.norm(s * est[:, :3, 3] @ rot.T + t - truth[:, :3, 3], axis=1) / 4.0
     assert np.median(rotation) < 1.5 and rotation.max() < 4.0, rotation
     assert np.median(position) < 0.02 and position.max() < 0.05, position
@@ -361,7 +362,7 @@ def test_the_tool_writes_repaired_views_and_lists_the_left_out_ones(ring, tmp_pa
                        for line in lines) == 1, lines
         if repair:
             assert set(meta["repaired_views"]) == set(FLIPPED) and len(written) == clean["written"]
-            s, rot, t = umeyama(np.stack([written[k][:3, 3] for k in written]),
+            _s, rot, _t = umeyama(np.stack([written[k][:3, 3] for k in written]),
                                 np.stack([true_frames[k][:3, 3] for k in written]))
             for k in written:
                 assert rotation_angle_deg(true_frames[k][:3, :3].T @ rot @ written[k][:3, :3]) < 2.0, k

@@ -127,7 +127,7 @@ def test_half_res_is_downscale_2(tmp_path):
     burrs = samples[2]
     assert burrs.mask.shape == (3, 4) and burrs.mask.dtype == bool and burrs.mask.any()
     assert RunOptions(downscale=4).image_downscale == 4 and RunOptions().image_downscale == 1
-    with pytest.raises(ConfigError, match="half_res .* contradicts downscale = 4"):
+    with pytest.raises(ConfigError, match=r"half_res .* contradicts downscale = 4"):
         RunOptions(half_res=True, downscale=4).validated()
     with pytest.raises(ConfigError, match="downscale must be >= 1"):
         RunOptions(downscale=0).validated()
@@ -259,7 +259,7 @@ def test_grayscale_16bit_and_extensionless_paths(tmp_path):
 def test_mask_values_01_and_0255_and_rgb_masks_agree(tmp_path):
     m255 = load_test_set(make_class(tmp_path / "a", mask_max=255))
     m1 = load_test_set(make_class(tmp_path / "b", mask_max=1))
-    for x, y in zip(m255, m1):
+    for x, y in zip(m255, m1, strict=True):
         np.testing.assert_array_equal(x.mask, y.mask)
     cdir = make_class(tmp_path / "c")
     rgb_mask = np.zeros((6, 8, 3), np.uint8)

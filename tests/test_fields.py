@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from common.errors import PadError
-from inerf.optimize import refine_poses
 from common.rotations import rotation_error_deg
+from inerf.optimize import refine_poses
 from nerf.checkpoint import checkpoint_path, load_renderer, read_checkpoint
 from nerf.fields import FIELD_NAMES, build_field
 from nerf.plane_encoding import TriPlaneEncoding, total_variation
@@ -55,7 +55,8 @@ def test_total_variation_closed_form():
 
 @pytest.mark.parametrize("name", FIELD_NAMES)
 def test_density_pass_agrees_with_the_full_pass(name):
-    opts = parse_config(["--netdepth", "3", "--netwidth", "32", "--skips", "1", "--multires", "4", *FIELD_FLAGS[name]]).nerf
+    opts = parse_config(["--netdepth", "3", "--netwidth", "32", "--skips", "1", "--multires", "4",
+                         *FIELD_FLAGS[name]]).nerf
     torch.manual_seed(0)
     field = build_field(opts)
     pts = torch.rand(5, 7, 3) * 2.4 - 1.2
@@ -84,6 +85,7 @@ def _cfg(data_root, ckpt_root, name, *extra):
                          *TINY, *FIELD_FLAGS[name], *extra])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", FIELD_NAMES)
 def test_field_fits_a_tiny_scene(sphere_root, tmp_path, name):
     cfg = _cfg(sphere_root, tmp_path, name, "--n_iters", "300", "--netwidth", "64", "--netwidth_fine", "64",
@@ -106,7 +108,7 @@ def test_checkpoint_resumes_exactly(sphere_root, tmp_path, name):
     assert a["step"] == b["step"] == 10 and a["model"].keys() == b["model"].keys()
     for key, value in a["model"].items():
         assert torch.equal(value, b["model"][key]), key
-    for sa, sb in zip(a["optimizer"]["state"].values(), b["optimizer"]["state"].values()):
+    for sa, sb in zip(a["optimizer"]["state"].values(), b["optimizer"]["state"].values(), strict=True):
         assert torch.equal(sa["exp_avg_sq"], sb["exp_avg_sq"])
     assert torch.equal(a["occupancy"]["occupied"], b["occupancy"]["occupied"])
     # the checkpoint names its field: loading it as another one is one clear error
@@ -136,6 +138,7 @@ def _blob_class(scene, root, size, camera_angle, n_views=40):
     return camera
 
 
+@pytest.mark.slow
 def test_inerf_recovers_a_perturbed_pose_against_a_grid_field(tmp_path):
     """iNeRF through the tri-plane interpolation (piecewise-linear gradients): 10 deg off -> < 2 deg.
     (The vanilla field's case is tests/test_inerf.py::test_refine_with_trained_nerf.)"""

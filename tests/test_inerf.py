@@ -17,8 +17,8 @@ import torch
 from torch import nn
 
 from common.camera import Intrinsics
-from inerf.estimate import estimate_poses, further_starts, queries_to_retry, restart_starts
 from common.rotations import rotation_error_deg
+from inerf.estimate import estimate_poses, further_starts, queries_to_retry, restart_starts
 from inerf.metrics import translation_error_frac
 from inerf.optimize import learning_rate, refine_poses
 from inerf.options import InerfOptions
@@ -90,10 +90,10 @@ def perturb(pose: np.ndarray, angle_deg: float, shift: float, seed: int) -> np.n
 
 
 def cfg(**kw):
-    base = dict(inerf_steps=150, inerf_rays=256, inerf_lr=0.02, inerf_lr_decay=0.8, inerf_lr_decay_every=100,
-                inerf_sampling="interest_regions", kernel_size=5, dil_iter=3, inerf_detector="sift",
-                inerf_min_keypoints=8, inerf_chunk=0, inerf_batch=16, inerf_topk_restarts=1,
-                inerf_restart_fraction=1.0)
+    base = {"inerf_steps": 150, "inerf_rays": 256, "inerf_lr": 0.02, "inerf_lr_decay": 0.8, "inerf_lr_decay_every": 100,
+                "inerf_sampling": "interest_regions", "kernel_size": 5, "dil_iter": 3, "inerf_detector": "sift",
+                "inerf_min_keypoints": 8, "inerf_chunk": 0, "inerf_batch": 16, "inerf_topk_restarts": 1,
+                "inerf_restart_fraction": 1.0}
     base.update(kw)
     return InerfOptions(**base).validated()
 
@@ -107,6 +107,7 @@ def render(scene, pose):
     return scene.render_image(torch.from_numpy(pose), H, W, CAMERA).numpy()
 
 
+@pytest.mark.slow
 def test_refine_recovers_10_degree_perturbation(scene):
     true = look_at(30.0, 25.0)
     start = perturb(true, 10.0, 0.1, seed=0)
@@ -127,6 +128,7 @@ def test_refine_recovers_10_degree_perturbation(scene):
     assert all(p.requires_grad for p in scene.parameters()) and all(p.grad is None for p in scene.parameters())
 
 
+@pytest.mark.slow
 def test_batch_of_two_converges_and_chunking_matches(scene):
     trues = np.stack([look_at(-40.0, 10.0), look_at(120.0, 35.0)])
     starts = np.stack([perturb(trues[0], 10.0, 0.05, seed=1), perturb(trues[1], 10.0, 0.05, seed=2)])
@@ -159,6 +161,7 @@ class _FakeDatabase:
         return idx, np.tile(np.arange(k, dtype=np.float32), (len(images), 1))
 
 
+@pytest.mark.slow
 def test_estimate_poses_topk_restarts_keep_lowest_loss(scene):
     true = look_at(60.0, 20.0)
     far_view = look_at(150.0, -20.0)           # ranked first by the (fake) retrieval, but far away
@@ -191,6 +194,7 @@ def test_restart_starts_cover_distinct_views():
     assert restart_starts(np.array([3, 2, 0]), angles, 2, 15.0) == [0, 2]   # positions in the ranked list
 
 
+@pytest.mark.slow
 def test_diverse_restarts_escape_a_wrong_neighbourhood(scene):
     true = look_at(60.0, 20.0)
     wrong, wrong_too = look_at(150.0, -20.0), look_at(154.0, -20.0)     # retrieval's two nearest: far, 4 deg apart
@@ -215,6 +219,7 @@ def test_diverse_restarts_escape_a_wrong_neighbourhood(scene):
     assert pruned[0].loss_curve.shape == (60,) and rotation_error_deg(pruned[0].refined_pose, true) < 2.0
 
 
+@pytest.mark.slow
 def test_retry_gives_a_query_stuck_on_the_wrong_side_more_starts(scene):
     easy, easy_too, hard = look_at(60.0, 20.0), look_at(63.0, 22.0), look_at(-40.0, 30.0)
     wrong, wrong_too = look_at(150.0, -20.0), look_at(154.0, -20.0)
@@ -222,7 +227,7 @@ def test_retry_gives_a_query_stuck_on_the_wrong_side_more_starts(scene):
                                             perturb(easy, 6.0, 0.0, seed=3)]), intrinsics=CAMERA, height=H, width=W)
     images = np.stack([render(scene, p) for p in (easy, easy_too, hard)])
     database = _FakeDatabase([0, 1, 3, 2])     # every query: the wrong side first, the hard query's neighbour last
-    opts = dict(inerf_steps=60, inerf_topk_restarts=2, inerf_restart_min_angle=15.0)
+    opts = {"inerf_steps": 60, "inerf_topk_restarts": 2, "inerf_restart_min_angle": 15.0}
     plain = estimate_poses(scene, database, train, images, cfg(**opts, inerf_retry_factor=0.0), "cpu", progress=False)
     assert [p.start_indices for p in plain] == [[0, 3]] * 3
     assert rotation_error_deg(plain[2].refined_pose, hard) > 20.0
@@ -369,8 +374,13 @@ def test_pose_accuracy_pipeline_smoke(tiny_class_dir, tmp_path):
     assert (tmp_path / "out" / "synthetic" / "tiny" / "pose_accuracy.json").is_file()
 
 
+@pytest.mark.slow
 def test_refine_with_trained_nerf(scene, tmp_path):
-    """iNeRF against a real (small) NeRF trained on renders of the blob scene: 10 deg -> < 2 deg."""
+    """iNeRF against a real (small) NeRF trained on renders of the blob scene: 10 deg -> < 2 deg.
+
+    1000 training steps (31.9 dB held-out, errors 0.77 / 0.17 deg, about 50 s on the 2-core machine) instead of the
+    4000 of before (40.1 dB, 0.49 / 0.42 deg, 155 s); with iNeRF's step size at 1e-9 both queries stay at 10 deg,
+    so the test fails when iNeRF does not move the pose (benchmarks/RESULTS.md, "Tests")."""
     import cv2
 
     from nerf.checkpoint import checkpoint_path, load_renderer
@@ -393,7 +403,7 @@ def test_refine_with_trained_nerf(scene, tmp_path):
         "--data_root", str(cls.parent), "--class_name", "blob", "--ckpt_root", str(tmp_path / "ck"), "--device", "cpu",
         "--netdepth", "2", "--netwidth", "64", "--netdepth_fine", "2", "--netwidth_fine", "64", "--skips",
         "--multires", "6", "--multires_views", "2", "--N_samples", "24", "--N_importance", "16", "--N_rand", "256",
-        "--lrate", "5e-3", "--lrate_decay", "10", "--n_iters", "4000", "--i_val", "100000", "--i_weights", "100000",
+        "--lrate", "5e-3", "--lrate_decay", "10", "--n_iters", "1000", "--i_val", "100000", "--i_weights", "100000",
         "--holdout_every", "8", "--seed", "0"])
     summary = train_class(nerf_cfg, torch.device("cpu"), progress=False)
     assert summary.val_psnr > 25.0, summary

@@ -15,6 +15,7 @@ from tests.test_reliability import PIPELINE_TINY
 pytest.importorskip("submitit")
 
 
+@pytest.mark.slow
 def test_local_launcher_runs_each_class_and_survives_a_broken_one(tiny_data_root, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)          # jobs start in the submitting folder; they find the project anyway
     data_root = tmp_path / "synthetic"
@@ -31,7 +32,7 @@ def test_local_launcher_runs_each_class_and_survives_a_broken_one(tiny_data_root
     good, broken = (json.loads((jobs / f"{n}.json").read_text()) for n in ("a_good", "b_broken"))
     assert good["state"] == "done" and good["seconds"] > 0 and good["log"]
     assert broken["state"] == "failed" and "transforms.json" in broken["error"] and broken["error"].startswith("error:")
-    rows = list(csv.reader(open(tmp_path / "out" / "synthetic" / "all_classes.csv")))
+    rows = list(csv.reader((tmp_path / "out" / "synthetic" / "all_classes.csv").read_text().splitlines()))
     assert rows[1][0] == "a_good" and rows[1][-1] == "done" and 0 <= float(rows[1][2]) <= 1
     assert rows[0][4] == "pose_median_deg" and 0 <= float(rows[1][4]) <= 180   # a generated class has true poses
     assert rows[2][0] == "b_broken" and rows[2][-1].startswith("missing: error:")

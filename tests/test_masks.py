@@ -75,7 +75,7 @@ def test_noisy_masks_of_a_generated_class_read_as_the_clean_ones_with_one_warnin
     assert message.startswith(f"{first}: mask is not binary (")
     assert "thresholded at 127.5" in message and f"(and {len(mask_files) - 1} more masks like it)" in message
     assert [s.name for s in noisy] == [s.name for s in clean]
-    for a, b in zip(clean, noisy):
+    for a, b in zip(clean, noisy, strict=True):
         np.testing.assert_array_equal(a.mask, b.mask)
     raw = cv2.imread(str(first), cv2.IMREAD_UNCHANGED)
     assert np.any((raw > 0) != next(s for s in clean if s.name == "Burrs/0").mask)  # "> 0" would have misread it

@@ -88,7 +88,7 @@ def test_rays_from_poses_applies_rotation_and_translation():
     torch.testing.assert_close(rays_o, torch.tensor([1.0, 2.0, 3.0]).expand(3, 5, 3))
     torch.testing.assert_close(rays_d, dirs @ c2w[:3, :3].T)
     torch.testing.assert_close(rays_d[1, 2], torch.tensor([-s, 0.0, -c]))   # optical axis = -z column
-    o2, d2 = image_rays(c2w, 3, 5, Intrinsics.centred(2.0, 5, 3))
+    _o2, d2 = image_rays(c2w, 3, 5, Intrinsics.centred(2.0, 5, 3))
     torch.testing.assert_close(d2, rays_d)
     # broadcasting: [B,1,4,4] poses with [B,R,3] directions
     poses = torch.stack([c2w, torch.eye(4)])[:, None]

@@ -142,7 +142,7 @@ def test_resume_is_exact(sphere_root, tmp_path, grid):
 
 def test_load_renderer_errors(sphere_root, tmp_path):
     cfg = _cfg(sphere_root, tmp_path, "--n_iters", "2")
-    with pytest.raises(PadError, match="nerf.pt"):
+    with pytest.raises(PadError, match=r"nerf\.pt"):
         load(cfg)
     train(cfg)
     renderer = load(cfg)
@@ -172,6 +172,7 @@ def test_grid_checkpoint_for_inference(sphere_root, tmp_path):
         train(_cfg(sphere_root, tmp_path / "grid", "--n_iters", "20", *GRID, "--occupancy_resolution", "4"))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("grid", [False, True], ids=["plain", "occupancy_grid"])
 def test_tiny_training_beats_mean_colour(sphere_root, tmp_path, grid):
     extra = ["--occupancy_grid", "true", "--occupancy_resolution", "16", "--occupancy_warmup", "100"] if grid else []

@@ -151,7 +151,7 @@ def test_grid_state_round_trip_and_mismatch():
     fresh.load_state(state, "ckpt.pt")
     assert torch.equal(fresh.values, renderer.grid.values) and torch.equal(fresh.occupied, renderer.grid.occupied)
     assert fresh.updates == 1
-    with pytest.raises(PadError, match="ckpt.pt.*occupancy_resolution"):
+    with pytest.raises(PadError, match=r"ckpt\.pt.*occupancy_resolution"):
         OccupancyGrid(16, 1.0).load_state(state, "ckpt.pt")
 
 

@@ -47,6 +47,7 @@ def trained(tmp_path_factory):
     return data_root, base / "ckpts", summary
 
 
+@pytest.mark.slow
 def test_demo_recipe_beats_mean_colour_by_8db(trained):
     _, _, summary = trained
     assert summary.val_psnr - summary.baseline_psnr >= 8.0, summary
@@ -66,6 +67,7 @@ def _official(args):
     return [a for i, a in enumerate(args) if i not in cut and i - 1 not in cut] + ["--score_protocol", "official"]
 
 
+@pytest.mark.slow
 def test_pipeline_writes_every_result_and_prints_both_aurocs(trained, tmp_path, capsys):
     data_root, ckpt_root, _ = trained
     ckpts = tmp_path / "ckpts"
@@ -92,11 +94,12 @@ def test_pipeline_writes_every_result_and_prints_both_aurocs(trained, tmp_path, 
     assert (ckpts / "synthetic" / "toy" / "retrieval.pt").is_file()
 
 
+@pytest.mark.slow
 def test_interrupted_run_resumes_without_recomputing_finished_images(trained, tmp_path, monkeypatch):
     data_root, ckpt_root, _ = trained
     ckpts = tmp_path / "ckpts"
     shutil.copytree(ckpt_root, ckpts)
-    args = _pipeline_args(data_root, ckpts, tmp_path / "out") + ["--evaluate", "false"]
+    args = [*_pipeline_args(data_root, ckpts, tmp_path / "out"), "--evaluate", "false"]
     real_save = pipeline.save_result
     saved: list[str] = []
 
@@ -135,6 +138,7 @@ def _residual_model(data_root, ckpts):
         return pipeline.load_class(cfg, torch.device("cpu"), train=False, progress=False, poses=False).residual
 
 
+@pytest.mark.slow
 def test_residual_model_is_fitted_on_heldout_training_views_only(trained, tmp_path):
     """Replacing every test image and mask by noise changes nothing in the fit; changing the NeRF refits."""
     from anomaly.residual import RESIDUAL_NAME
@@ -160,7 +164,7 @@ def test_residual_model_is_fitted_on_heldout_training_views_only(trained, tmp_pa
     shutil.copytree(ckpt_root, other_ckpts)
     refit = _residual_model(other, other_ckpts)
     assert refit.fingerprint == model.fingerprint
-    for a, b in zip(model.mean + model.std, refit.mean + refit.std):
+    for a, b in zip(model.mean + model.std, refit.mean + refit.std, strict=True):
         assert torch.equal(a, b)
 
     # the cache is reused as long as the NeRF is the same, refitted when it changes
@@ -174,6 +178,7 @@ def test_residual_model_is_fitted_on_heldout_training_views_only(trained, tmp_pa
     assert changed.fingerprint != model.fingerprint and saved.stat().st_mtime_ns != stamp
 
 
+@pytest.mark.slow
 def test_official_protocol_end_to_end_and_no_mixing_on_resume(trained, tmp_path):
     data_root, ckpt_root, _ = trained
     ckpts = tmp_path / "ckpts"
@@ -190,7 +195,7 @@ def test_official_protocol_end_to_end_and_no_mixing_on_resume(trained, tmp_path)
     low, high = metrics["test_set_minmax"]
     assert low == pytest.approx(min(m.min() for m in maps)) and high == pytest.approx(max(m.max() for m in maps))
     scores = {entry["name"]: entry["image_score"] for entry in metrics["images"]}
-    for s, m in zip(samples, maps):  # image score = plain max of the min-max normalised map
+    for s, m in zip(samples, maps, strict=True):  # image score = plain max of the min-max normalised map
         assert scores[s.name] == pytest.approx((m.max() - low) / (high - low), abs=1e-6)
     assert metrics["scorer"]["score_protocol"] == "official" and metrics["image_score_pool"] == 1
     # another scorer on the same outputs: every map is made again (run.json), never a mix of two scorers
@@ -203,6 +208,7 @@ def test_official_protocol_end_to_end_and_no_mixing_on_resume(trained, tmp_path)
         assert json.loads((out_dir / f"{s.name}.json").read_text())["scorer"]["score_protocol"] == "paper"
 
 
+@pytest.mark.slow
 def test_decomposition_rows_and_pipeline_results_untouched(trained, tmp_path, capsys):
     from benchmarks import decompose
     from omniposead.decomposition import oracle_references
@@ -222,7 +228,8 @@ def test_decomposition_rows_and_pipeline_results_untouched(trained, tmp_path, ca
     from mad.loader import load_train_views
 
     views = load_train_views(data_root / "toy")
-    oracle = oracle_references(data_root / "toy", [s.name for s in samples], views.height, views.width, views.intrinsics)
+    oracle = oracle_references(data_root / "toy", [s.name for s in samples], views.height, views.width,
+                               views.intrinsics)
     for i in good:  # the generator's render at the true pose IS the anomaly-free test image
         assert np.array_equal(np.round(oracle[i] * 255), np.round(samples[i].image * 255))
 
@@ -241,6 +248,7 @@ def test_decomposition_rows_and_pipeline_results_untouched(trained, tmp_path, ca
     assert {p: p.read_bytes() for p in before} == before  # per-image results untouched
 
 
+@pytest.mark.slow
 def test_residual_model_without_heldout_views_warns_and_uses_training_views(trained, tmp_path):
     data_root, ckpt_root, _ = trained
     ckpts = tmp_path / "ckpts"

@@ -19,10 +19,10 @@ from inerf.global_search import (
 )
 from omniposead.config import parse_config
 from omniposead.pose_calibration import CALIBRATION_NAME, calibrate, load_or_calibrate, turned_about_origin
-from tests.test_inerf import CAMERA, H, W, BlobScene, _FakeDatabase, cfg, look_at, render
+from tests.test_inerf import CAMERA, BlobScene, H, W, _FakeDatabase, cfg, look_at, render
 
-FALLBACK = dict(inerf_steps=80, fallback_positions=96, fallback_size=24, fallback_refine=3,
-                inerf_restart_min_angle=20.0)
+FALLBACK = {"inerf_steps": 80, "fallback_positions": 96, "fallback_size": 24, "fallback_refine": 3,
+                "inerf_restart_min_angle": 20.0}
 
 
 @pytest.fixture(scope="module")
@@ -59,6 +59,7 @@ def test_candidate_viewpoints_cover_the_sphere_and_look_at_the_object():
                                look_at(30.0, 20.0), atol=1e-6)
 
 
+@pytest.mark.slow
 def test_a_query_started_on_the_wrong_side_is_recovered_by_the_fallback(scene, wrong_side):
     w = wrong_side
     assert rotation_error_deg(w.lost[0].refined_pose, w.true) > 60.0             # lost without the fallback
@@ -93,6 +94,7 @@ def test_an_unsure_pose_says_so_in_its_record(wrong_side):
     assert record["pose_unsure"] is True and record["pose_loss_ratio"] > 1.0 and not record["pose_fallback_used"]
 
 
+@pytest.mark.slow
 def test_the_threshold_is_calibrated_on_held_out_views_and_recorded(scene, tmp_path):
     poses = np.stack([look_at(a, e) for a, e in [(0, 10), (45, 30), (90, -10), (135, 20), (180, 0), (225, 40),
                                                   (270, 15), (315, -20)]])

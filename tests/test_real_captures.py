@@ -37,6 +37,7 @@ def _paint_backdrop(class_dir) -> None:
         cv2.imwrite(str(path), image)
 
 
+@pytest.mark.slow
 def test_non_white_background_class_runs_end_to_end(tmp_path, capsys):
     data_root = tmp_path / "synthetic"
     class_dir = generate_tiny(data_root, size=SIZE, n_train=24)

@@ -18,20 +18,20 @@ import torch
 
 import anomaly_nerf_lego
 import auroc_test
+import train_nerf as nerf_train
 from anomaly.results import save_result, save_run_record
 from common.errors import DataError
 from common.io import atomic_path, ensure_writable, remove_stale_temps
 from mad.loader import load_test_set
-import train_nerf as nerf_train
 from omniposead.config import parse_config
 from omniposead.pipeline import train_class
 from tests.test_data import make_class
 from tests.test_nerf_train import TINY, write_sphere_class
 
 ROOT = Path(__file__).resolve().parents[1]
-PIPELINE_TINY = TINY + ["--n_iters", "2", "--backbone", "tf_efficientnet_lite0", "--backbone_fallback", "false",
-                        "--allow_random_backbone", "true", "--retrieval_size", "32", "--inerf_steps", "2",
-                        "--inerf_rays", "16", "--score_sigma", "0", "--image_score_pool", "2", "--n_qualitative", "1"]
+PIPELINE_TINY = [*TINY, "--n_iters", "2", "--backbone", "tf_efficientnet_lite0", "--backbone_fallback", "false",
+                 "--allow_random_backbone", "true", "--retrieval_size", "32", "--inerf_steps", "2",
+                 "--inerf_rays", "16", "--score_sigma", "0", "--image_score_pool", "2", "--n_qualitative", "1"]
 
 
 def _main_fails(main, args, capsys) -> list[str]:
@@ -90,8 +90,8 @@ def test_test_set_error_stops_the_pipeline_before_any_training(tiny_class_dir, t
     lines = _main_fails(anomaly_nerf_lego.main, [*_paths(tmp_path, data_root), "--class_name", "tiny",
                                                  *PIPELINE_TINY], capsys)
     assert time.perf_counter() - start < 30
-    assert lines == [f"error: {data_root / 'tiny' / 'test' / 'Burrs' / '1.png'}: defect image has no mask "
-                     f"(expected {missing})"]
+    assert lines == [(f"error: {data_root / 'tiny' / 'test' / 'Burrs' / '1.png'}: defect image has no mask "
+                      f"(expected {missing})")]
     assert not (tmp_path / "ckpts").exists()          # no training started
 
 
@@ -178,6 +178,7 @@ def test_a_class_without_transforms_points_at_colmap_or_the_layout(tmp_path, cap
 
 # ----------------------------------------------------------------------------- interruptions and budgets
 
+@pytest.mark.slow
 def test_ctrl_c_in_the_pipeline_says_what_was_saved(tiny_class_dir, tmp_path, capsys, monkeypatch):
     from omniposead import pipeline
 
@@ -243,6 +244,7 @@ def _weights(path: Path) -> dict:
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL], ids=["SIGINT", "SIGKILL"])
 def test_resume_after_a_signal_is_bitwise_exact(tmp_path, sig):
     """Kill `python train_nerf.py` mid-run, rerun it: the weights equal an uninterrupted run's."""
@@ -316,7 +318,9 @@ def test_auroc_test_takes_dataset_and_resolution_from_the_saved_maps(tmp_path, c
                                      ["-m", "omniposead.pose_accuracy"],
                                      *(["-m", f"benchmarks.{name}"] for name in (
                                          "decompose", "bench_sfm_poses", "bench_sfm_pipeline", "bench_nerf",
-                                         "bench_occupancy", "bench_pipeline", "bench_pose_fallback", "bench_noisy_masks"))])
+                                         "bench_occupancy", "bench_pipeline", "bench_pose_fallback",
+                                         "bench_noisy_masks"))])
+@pytest.mark.slow
 def test_every_command_line_prints_its_help(command):
     """--help lists the options (a '%' in an option's help text once made argparse crash here)."""
     root = Path(__file__).resolve().parents[1]
@@ -327,6 +331,7 @@ def test_every_command_line_prints_its_help(command):
 
 def test_progress_bars_redraw_slowly_in_log_files_only():
     import io
+
     from common.progress import LOG_REDRAW_SECONDS, progress_bar
 
     class Terminal(io.StringIO):

@@ -41,7 +41,8 @@ def make_cfg(tmp_path, class_name="demo", **kw):
     """(retrieval options, cache path of the class) as the pipeline derives them."""
     run = RunOptions(ckpt_root=str(tmp_path / "ckpts"), data_root=str(tmp_path / "data" / "synthetic"),
                      class_name=class_name)
-    opts = RetrievalOptions(**{**dict(desc_dim=64, retrieval_size=SIZE, retrieval_topk=1, retrieval_batch=4), **kw})
+    opts = RetrievalOptions(**{"desc_dim": 64, "retrieval_size": SIZE, "retrieval_topk": 1, "retrieval_batch": 4,
+                               **kw})
     return opts, run.ckpt_dir / CACHE_NAME
 
 
@@ -66,7 +67,7 @@ def test_training_image_retrieves_itself(tmp_path, backbone):
     assert np.all(dist[:, 1] > 1e-3)                      # other views are really further away
     np.testing.assert_allclose(np.linalg.norm(db.descriptors.numpy(), axis=1), 1.0, atol=1e-5)
     # a single [H,W,3] image and k larger than the database are accepted
-    one_idx, one_dist = db.query(views.images[4], k=100)
+    one_idx, _one_dist = db.query(views.images[4], k=100)
     assert one_idx.shape == (1, N) and one_idx[0, 0] == 4
     # images at another resolution are resized to retrieval_size first
     big = np.repeat(np.repeat(views.images[:3], 2, axis=1), 2, axis=2)

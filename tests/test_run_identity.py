@@ -84,6 +84,7 @@ def test_the_nerf_is_named_by_its_weights_not_its_step(tmp_path):
     assert other.step == 3 and other.digest != trained.digest
 
 
+@pytest.mark.slow
 def test_run_class_remakes_every_map_after_an_N_samples_change_and_reuses_them_after_a_cosmetic_one(
         tiny_data_root, tmp_path, monkeypatch, capsys):
     args = ["--data_root", str(tiny_data_root), "--class_name", "tiny", "--ckpt_root", str(tmp_path / "ck"),

@@ -100,8 +100,8 @@ def test_resized_difference_equals_difference_of_resized_concatenation():
     cq = torch.cat([up(t) for t in fq] + [q_img], dim=1)
     cr = torch.cat([up(t) for t in fr] + [r_img], dim=1)
     expected = (cq - cr).norm(dim=1)
-    diffs = [a - b for a, b in zip(fq, fr)]
-    got = feature_distance(diffs + [q_img - r_img], (16, 16))
+    diffs = [a - b for a, b in zip(fq, fr, strict=True)]
+    got = feature_distance([*diffs, q_img - r_img], (16, 16))
     assert torch.allclose(got, expected, atol=1e-5)
     # weights scale squared distances: weight 4 on a term == features scaled by 2
     cq_w = torch.cat([up(fq[0]) * 2, up(fq[1])], dim=1)

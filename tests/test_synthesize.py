@@ -74,7 +74,7 @@ def test_deterministic_and_worker_independent(tiny_class_dir, tmp_path):
 
 def test_refuses_existing_class_unless_overwrite(tiny_class_dir, tmp_path):
     root = tmp_path / "synthetic"
-    small = dict(n_train=2, n_test_good=1, n_test_defect=1, size=16)
+    small = {"n_train": 2, "n_test_good": 1, "n_test_defect": 1, "size": 16}
     generate_tiny(root, **small)
     with pytest.raises(DataError, match="already exists"):
         generate_tiny(root, **small)

@@ -59,7 +59,7 @@ def test_decomposition_oracle_detects_everything_and_saved_references_are_scored
     views = load_train_views(cfg.run.class_dir)
     names = [f"{d}/{i}" for d in ("good", "Burrs", "Missing", "Stains") for i in range(2)]
     oracle = oracle_references(cfg.run.class_dir, names, views.height, views.width, views.intrinsics)
-    for name, ref in zip(names, oracle):
+    for name, ref in zip(names, oracle, strict=True):
         path = result_paths(cfg.run.output_dir, name).reference
         path.parent.mkdir(parents=True, exist_ok=True)
         iio.imwrite(path, np.round(ref * 255).astype(np.uint8))

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from common.errors import PadError
-from mad.layout import GOOD  # the one definition of the good folder's name (re-exported for the metrics)
+from mad.layout import GOOD as GOOD  # the one definition of the good folder's name, re-exported for the metrics
 
 
 class EvaluationError(PadError, ValueError):

@@ -1,7 +1,7 @@
 """Every metric of one class at once, and each defect type against the good images."""
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

@@ -1,7 +1,7 @@
 """Image-level ROC and AUROC (good = 0, any defect = 1), by scikit-learn."""
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

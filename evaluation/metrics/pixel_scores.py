@@ -2,8 +2,8 @@
 subset are read from it."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 
@@ -44,13 +44,13 @@ class PixelScores:
     regions_per_image: np.ndarray  # [N] int64
 
     @classmethod
-    def build(cls, masks, maps, max_pixels: int = 0, seed: int = 0, sort: bool = True) -> "PixelScores":
+    def build(cls, masks, maps, max_pixels: int = 0, seed: int = 0, sort: bool = True) -> PixelScores:
         masks, maps = _as_lists(masks, maps)
         total = sum(m.size for m in maps)
         keep_fraction = 1.0 if max_pixels <= 0 or total <= max_pixels else max_pixels / total
         rng = np.random.default_rng(seed)
         scores, labels, image, weights, counts = [], [], [], [], []
-        for i, (mask, amap) in enumerate(zip(masks, maps)):
+        for i, (mask, amap) in enumerate(zip(masks, maps, strict=True)):
             regions, _ = label_regions(mask)
             regions = regions.ravel()
             values = amap.ravel()
@@ -74,7 +74,7 @@ class PixelScores:
                          pixels.region_weight[order], pixels.regions_per_image)
         return pixels
 
-    def subset(self, images: Sequence[int]) -> "PixelScores":
+    def subset(self, images: Sequence[int]) -> PixelScores:
         """The pixels of the given images, still sorted."""
         chosen = np.zeros(len(self.regions_per_image), dtype=bool)
         chosen[np.asarray(images, dtype=np.int64)] = True
@@ -142,7 +142,7 @@ def _as_lists(masks, maps) -> tuple[list[np.ndarray], list[np.ndarray]]:
         raise ValueError(f"{len(masks)} masks but {len(maps)} maps")
     if not masks:
         raise EvaluationError("no test images to evaluate")
-    for i, (mask, amap) in enumerate(zip(masks, maps)):
+    for i, (mask, amap) in enumerate(zip(masks, maps, strict=True)):
         if mask.shape != amap.shape or amap.ndim != 2:
             raise ValueError(f"image {i}: mask shape {mask.shape} and map shape {amap.shape} differ (expected [H,W])")
     return masks, maps

@@ -214,7 +214,7 @@ def read_matched_pairs(db_path: Path, min_inliers: int = 30) -> list[MatchedPair
         pair_ids, geometries = db.read_two_view_geometries()
         keypoints: dict[int, np.ndarray] = {}
         out = []
-        for pair_id, geometry in zip(pair_ids, geometries):
+        for pair_id, geometry in zip(pair_ids, geometries, strict=True):
             matches = np.asarray(geometry.inlier_matches)
             if len(matches) < min_inliers:
                 continue

@@ -96,7 +96,7 @@ class Spread:
     scale: float
 
     @classmethod
-    def of(cls, values, floor: float) -> "Spread":
+    def of(cls, values, floor: float) -> Spread:
         x = np.asarray([v for v in values if not math.isnan(v)], dtype=np.float64)
         if not len(x):
             return cls(math.nan, floor)

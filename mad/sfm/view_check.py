@@ -123,12 +123,12 @@ class _TrustedPoints:
                 continue
             if other not in self.trusted:
                 continue
-            for k, pid, q in zip(mine, self.point_ids(other)[theirs], xy):
+            for k, pid, q in zip(mine, self.point_ids(other)[theirs], xy, strict=True):
                 if pid >= 0 and (int(k), int(pid)) not in rows and (x := self.xyz(int(pid))) is not None:
                     rows[int(k), int(pid)] = (q, x)
         if not rows:
             return np.zeros((0, 2)), np.zeros((0, 3))
-        xy, xyz = zip(*rows.values())
+        xy, xyz = zip(*rows.values(), strict=True)
         return np.stack(xy), np.stack(xyz)
 
 
@@ -212,7 +212,7 @@ def check_views(rec, pairs: list[MatchedPair], settings: CheckSettings = CheckSe
     c2w, norm = normalise_poses(np.stack([c2w_from_cam_from_world(cam_from_world[i]) for i in registered]), 1.0)
     half_fov = math.degrees(math.atan(0.5 * max(camera.width / camera.focal_length_x,
                                                 camera.height / camera.focal_length_y)))
-    pending = suspect_views(consistency, dict(zip(registered, c2w)), half_fov, settings.limits)
+    pending = suspect_views(consistency, dict(zip(registered, c2w, strict=True)), half_fov, settings.limits)
     trusted = set(registered) - set(pending)
     centre = np.asarray(norm["centre"])
     vertical = np.asarray(norm["rotation"]).T @ np.array([0.0, 0.0, 1.0])   # the mean camera up

@@ -81,7 +81,7 @@ def generate_class(out_dir, class_name: str, opts: SynthOptions = SynthOptions()
 
     scene = make_scene(seed, textured=opts.synth_textured)
     focal = focal_from_angle(size, camera_angle_x)
-    min_mask_pixels = max(1, int(math.ceil(min_mask_frac * size * size)))
+    min_mask_pixels = max(1, math.ceil(min_mask_frac * size * size))
     out_dir.mkdir(parents=True, exist_ok=True)
     tmp = out_dir / f".{class_name}.partial-{os.getpid()}"
     if tmp.exists():
@@ -90,8 +90,8 @@ def generate_class(out_dir, class_name: str, opts: SynthOptions = SynthOptions()
         for sub in ["train/good", "test/good"] + [f"test/{d}" for d in defect_types] + \
                    [f"ground_truth/{d}" for d in defect_types]:
             (tmp / sub).mkdir(parents=True, exist_ok=True)
-        common = dict(scene=scene, root=str(tmp), size=size, supersample=supersample, focal=focal,
-                      seed=int(seed), radius=radius, elev_range=elev, min_mask_pixels=min_mask_pixels)
+        common = {"scene": scene, "root": str(tmp), "size": size, "supersample": supersample, "focal": focal,
+                      "seed": int(seed), "radius": radius, "elev_range": elev, "min_mask_pixels": min_mask_pixels}
         tasks = [dict(common, split=d, index=i) for d in defect_types for i in range(n_test_defect)]
         tasks += [dict(common, split="good", index=i) for i in range(n_test_good)]
         tasks += [dict(common, split="train", index=i, pose=p)

@@ -96,7 +96,7 @@ def _raycast(scene: Scene, c2w: np.ndarray, height: int, width: int, focal: floa
 
 def _shade(scene: Scene, buf: HitBuffers) -> np.ndarray:
     """Float RGB [h,w,3]: Lambert (two world lights) + ambient, white background."""
-    rgb = np.ones(buf.box.shape + (3,))
+    rgb = np.ones((*buf.box.shape, 3))
     hit = buf.box >= 0
     if not hit.any():
         return rgb

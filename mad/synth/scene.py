@@ -58,20 +58,20 @@ class Scene:
     def n_boxes(self) -> int:
         return int(self.lo.shape[0])
 
-    def without_brick(self, brick_id: int) -> "Scene":
+    def without_brick(self, brick_id: int) -> Scene:
         keep = self.brick != brick_id
         return replace(self, lo=self.lo[keep], hi=self.hi[keep], color=self.color[keep],
                        brick=self.brick[keep], kind=self.kind[keep], decals=())
 
-    def with_boxes(self, lo: np.ndarray, hi: np.ndarray, color: np.ndarray, kind: int = 2) -> "Scene":
+    def with_boxes(self, lo: np.ndarray, hi: np.ndarray, color: np.ndarray, kind: int = 2) -> Scene:
         n = len(lo)
         return replace(self, lo=np.concatenate([self.lo, lo]), hi=np.concatenate([self.hi, hi]),
                        color=np.concatenate([self.color, color]),
                        brick=np.concatenate([self.brick, np.full(n, -1)]),
                        kind=np.concatenate([self.kind, np.full(n, kind)]))
 
-    def with_decal(self, decal: Decal) -> "Scene":
-        return replace(self, decals=self.decals + (decal,))
+    def with_decal(self, decal: Decal) -> Scene:
+        return replace(self, decals=(*self.decals, decal))
 
 
 def make_scene(seed: int, textured: bool = False) -> Scene:
