@@ -9,13 +9,18 @@ with the project's generator on all cores, under --work_dir (data, checkpoints a
 OUT), then runs the sections in this order:
 
   cuda_paths  bf16 autocast (amp: the dtype the field's first linear layer puts out), fused Adam, checkpoint
-              save and exact resume for every field: N steps, save, a new trainer built from the checkpoint,
-              M more, against N + M straight (weights, optimizer state, occupancy grid and the device
-              generator bitwise equal); iNeRF (a few steps from turned true poses) and scoring on the device.
+              save and resume for every field: N steps, save, a new trainer built from the checkpoint, M more,
+              against N + M straight. `resume_exact` only when every tensor (weights, optimizer state, occupancy
+              grid, the device generator) is bitwise equal; the tolerance seen either way: the largest weight
+              difference, absolute and relative to that tensor's largest weight, and the PSNR of one rendered
+              view of each run. A second straight run is the control: does the device repeat a run at all?
+              Then iNeRF (a few steps from turned true poses) and scoring on the device.
   nerf        for every field (nerf.fields.FIELD_NAMES) with and without the occupancy grid: training rays/s,
               samples per ray and held-out PSNR after each of --nerf_budgets seconds of training (cumulative,
               resumed; the variants take turns budget by budget), ms to render a held-out view at the class's
-              size (benchmarks.bench_occupancy.train_to).
+              size (benchmarks.bench_occupancy.train_to). Then the rays-per-step sweep: the config's field with
+              the grid at each of --sweep_rays rays per step, a fresh run of --sweep_budget_s seconds each, the
+              learning rates and the schedule's step counts scaled to the batch (sweep_config).
   detection   the pipeline on the class (omniposead.pipeline.run_class, then the evaluation): pixel / image
               AUROC, AUPRO and wall time end to end (NeRF training + maps + evaluation); then the decomposition
               rows oracle / NeRF at the true pose / pipeline (omniposead.decomposition).
@@ -40,6 +45,7 @@ import contextlib
 import dataclasses
 import itertools
 import json
+import math
 import os
 import platform
 import shutil
@@ -65,12 +71,14 @@ from common.io import atomic_write, write_json
 from common.rotations import rotation_error_deg
 from common.runtime import resolve_device, seed_everything, synchronize
 from evaluation.class_evaluation import evaluate_class as evaluate_maps
+from evaluation.report import cost_line
 from features.backbone import load_backbone
 from inerf.optimize import refine_poses
 from mad.layout import GOOD
 from mad.loader import TrainViews, load_test_set, load_train_views
 from nerf.checkpoint import checkpoint_path, read_checkpoint
 from nerf.options import NeRFOptions
+from nerf.psnr import heldout_psnr
 from nerf.trainer import NeRFTrainer
 from omniposead import pose_accuracy
 from omniposead.config import OmniposeConfig, parse_config
@@ -79,16 +87,24 @@ from omniposead.pipeline import nerf_trainer, prepare_class, run_class, to_chw
 from omniposead.pose_calibration import turned_about_origin
 
 SECTIONS = ("cuda_paths", "nerf", "detection", "pose")
-SHARES = {"cuda_paths": 0.1, "nerf": 0.5, "detection": 0.3, "pose": 0.1}   # of the time left, among those to run
+# Each section's share of the time left, among those still to run. At the device defaults (330 s) the 2026-12-04
+# H200 timings (data 9 s, cuda_paths 23 s; nerf 137 s for the four variants, plus about 3 x 10 s for the sweep;
+# detection with the tri-plane NeRF 115 s of which 25 s were its training, which the nerf section does here)
+# give limits of about 31, 187, 111 and 39 s for needs of about 25, 167, 90 and 1 s (benchmarks/RESULTS.md, "GPU").
+SHARES = {"cuda_paths": 0.1, "nerf": 0.6, "detection": 0.3, "pose": 0.05}
 DATA_SHARE = 0.3            # at most this share of the whole budget for generating and loading the class
 REPORT_JSON, REPORT_MD = "gpu_report.json", "gpu_report.md"
 CONFIGS = {False: "configs/synthetic/gpu_check.txt", True: "configs/synthetic/gpu_check_tiny.txt"}
-# Defaults of the device call and of the CPU rehearsal (--tiny).
-DEFAULTS = {False: {"budget_s": 330.0, "nerf_budgets": [10.0, 25.0], "resume_steps": [12, 12], "inerf_steps": 30},
-            True: {"budget_s": 120.0, "nerf_budgets": [1.0, 2.0], "resume_steps": [6, 6], "inerf_steps": 5}}
-# The rehearsal's grid fields at tiny size too: flags of the fields' own options, each passed only where the NeRF
-# options declare it (given flags still override them).
-TINY_FIELD_FLAGS = {"grid_resolutions": ["8", "16"], "grid_features": ["4"], "grid_hidden": ["16"]}
+# Defaults of the device call and of the CPU rehearsal (--tiny). The rehearsal's budget only bounds it (about 30 s
+# on an idle 2-core machine): 180 s leaves its cuda_paths section 17 s, so that other jobs' load does not cut it.
+DEFAULTS = {False: {"budget_s": 330.0, "nerf_budgets": [10.0, 25.0], "resume_steps": [12, 12], "inerf_steps": 30,
+                    "sweep_rays": [4096, 16384, 65536], "sweep_budget_s": 8.0},
+            True: {"budget_s": 180.0, "nerf_budgets": [1.0, 2.0], "resume_steps": [6, 6], "inerf_steps": 5,
+                   "sweep_rays": [64, 256, 1024], "sweep_budget_s": 1.0}}
+# The sweep's learning rates: x sqrt(rays / N_rand) (Adam's step is about the learning rate whatever the batch, and
+# a batch k times larger has a gradient sqrt(k) times less noisy), at most x SWEEP_LR_CAP: the planes' 2e-2 is
+# already TensoRF's rate for its grids, so 65536 rays train them at 4e-2 rather than 8e-2 (a guess, to measure).
+SWEEP_LR_CAP = 2.0
 TURN_DEG = 5.0              # the iNeRF check starts this far (camera rotation about the object) from the true pose
 NO_LIMIT_ITERS = 10 ** 9    # n_iters of time-budgeted training: the budget stops it
 
@@ -203,26 +219,73 @@ def _flat(prefix: str, value: Any) -> Iterator[tuple[str, Any]]:
         yield prefix, value
 
 
-def state_differences(a: dict, b: dict, parts: tuple[str, ...]) -> tuple[int, list[str]]:
-    """(tensors compared, names of the leaves that differ) between two trainer states, over `parts`."""
+@dataclass
+class StateComparison:
+    """Two trainer states side by side: the tensors compared, the leaves that differ, and how far apart the
+    weights are (the floating-point tensors of the `weights` part): the largest absolute difference, its
+    tensor, and the largest difference relative to its tensor's largest absolute weight."""
+    compared: int
+    differing: list[str]
+    max_abs_diff: float = 0.0
+    max_rel_diff: float = 0.0
+    worst: str | None = None
+
+    @property
+    def exact(self) -> bool:
+        """Every leaf bitwise equal (same dtype, shape and values)."""
+        return not self.differing
+
+
+def _weight_difference(x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
+    """(largest |x - y|, that relative to the largest |x|) of two floating-point tensors; inf when their shapes
+    differ."""
+    if x.shape != y.shape:
+        return math.inf, math.inf
+    if x.numel() == 0:
+        return 0.0, 0.0
+    x, y = x.detach().double(), y.detach().to(x.device).double()
+    diff = float((x - y).abs().max())
+    scale = float(x.abs().max())
+    return diff, diff / scale if scale > 0 else (0.0 if diff == 0 else math.inf)
+
+
+def state_differences(a: dict, b: dict, parts: tuple[str, ...], weights: str = "model") -> StateComparison:
+    """Compare two trainer states over `parts`: bitwise, leaf by leaf, and by how much the weights (the
+    floating-point tensors under `weights`) differ, so that a resume that is not exact reports its tolerance."""
     left, right = dict(_flat("", {p: a[p] for p in parts})), dict(_flat("", {p: b[p] for p in parts}))
-    differ = sorted(set(left) ^ set(right))
-    compared = 0
+    result = StateComparison(compared=0, differing=sorted(n.lstrip(".") for n in set(left) ^ set(right)))
     for name in sorted(set(left) & set(right)):
         x, y = left[name], right[name]
         if torch.is_tensor(x) and torch.is_tensor(y):
-            compared += 1
-            same = x.dtype == y.dtype and x.shape == y.shape and torch.equal(x, y)
+            result.compared += 1
+            same = x.dtype == y.dtype and x.shape == y.shape and torch.equal(x, y.to(x.device))
         else:
             same = torch.is_tensor(x) == torch.is_tensor(y) and x == y
-        if not same:
-            differ.append(name.lstrip("."))
-    return compared, differ
+        if same:
+            continue
+        name = name.lstrip(".")
+        result.differing.append(name)
+        if name.startswith(f"{weights}.") and torch.is_tensor(x) and torch.is_tensor(y) and x.is_floating_point():
+            diff, rel = _weight_difference(x, y)
+            if diff > result.max_abs_diff or result.worst is None:
+                result.max_abs_diff, result.worst = diff, name
+            result.max_rel_diff = max(result.max_rel_diff, rel)
+    return result
+
+
+def view_psnr(trainer: NeRFTrainer, views: TrainViews, index: int = 0) -> float:
+    """PSNR of the trainer's render of training view `index` at the class's size against its image."""
+    device = trainer.device
+    pose = torch.as_tensor(views.poses[index:index + 1], dtype=torch.float32, device=device)
+    image = torch.as_tensor(views.images[index:index + 1], dtype=torch.float32, device=device)
+    return heldout_psnr(trainer.renderer, pose, image, views.intrinsics)
 
 
 def resume_check(check: Check, name: str, out: dict) -> NeRFTrainer:
     """N steps, save, a new trainer from the checkpoint, M more steps, against N + M straight (no held-out
-    views, the occupancy grid updated before and after the resume). Returns the resumed trainer."""
+    views, the occupancy grid updated before and after the resume), and a second straight run as the control.
+    `resume_exact` only when every tensor is bitwise equal; the weights' largest difference and one view's PSNR
+    of the straight and the resumed run say how close it is either way. Returns the resumed trainer."""
     base, (n, m) = check.cfg, check.args.resume_steps
     nerf = with_field(base.nerf, name)
     train = base.train.replace(holdout_every=0, max_train_minutes=0.0, save_every_minutes=0.0,
@@ -257,21 +320,27 @@ def resume_check(check: Check, name: str, out: dict) -> NeRFTrainer:
     resumed.run()
     again = trainer("again", n + m)               # the control: does the device repeat a run bit for bit at all?
     again.run()
-    compared, differ = _compare(straight, resumed)
-    _, differ_again = _compare(straight, again)
-    out.update(tensors_compared=compared, differing=differ[:8], generator_equal="generator" not in differ,
-               repeatable=not differ_again, differing_again=differ_again[:8],
+    found, control = _compare(straight, resumed), _compare(straight, again)
+    psnr_straight, psnr_resumed = view_psnr(straight, check.need_views()), view_psnr(resumed, check.need_views())
+    out.update(tensors_compared=found.compared, differing=found.differing[:8], differing_count=len(found.differing),
+               generator_equal="generator" not in found.differing,
+               max_abs_diff=found.max_abs_diff, max_rel_diff=found.max_rel_diff, worst_tensor=found.worst,
+               view_psnr={"straight": psnr_straight, "resumed": psnr_resumed, "delta": psnr_resumed - psnr_straight},
+               repeatable=control.exact, differing_again=control.differing[:8],
+               differing_again_count=len(control.differing), again_max_abs_diff=control.max_abs_diff,
+               again_max_rel_diff=control.max_rel_diff,
                grid_updates=straight.renderer.grid.updates if straight.renderer.grid is not None else None,
-               resume_exact=not differ and out["resumed_from_step"] == n)
+               resume_exact=found.exact and out["resumed_from_step"] == n)
     return resumed
 
 
-def _compare(a: NeRFTrainer, b: NeRFTrainer) -> tuple[int, list[str]]:
-    """state_differences of two trainers' step, weights, optimizer, occupancy grid and device generator."""
-    compared, differ = state_differences(a.checkpoint_state(), b.checkpoint_state(),
-                                         ("step", "model", "optimizer", "occupancy"))
-    same_rng = torch.equal(a.generator.get_state(), b.generator.get_state())
-    return compared + 1, differ + ([] if same_rng else ["generator"])
+def _compare(a: NeRFTrainer, b: NeRFTrainer) -> StateComparison:
+    """state_differences of two trainers' step, weights, optimizer, occupancy grid, and their device generators."""
+    found = state_differences(a.checkpoint_state(), b.checkpoint_state(), ("step", "model", "optimizer", "occupancy"))
+    found.compared += 1
+    if not torch.equal(a.generator.get_state(), b.generator.get_state()):
+        found.differing.append("generator")
+    return found
 
 
 def inerf_and_scoring(check: Check, renderer, out: dict) -> None:
@@ -356,21 +425,101 @@ def nerf_section(check: Check, limit: Limit, out: dict) -> None:
     for _, vcfg, root in variants:           # every variant starts from scratch
         shutil.rmtree(dataclasses.replace(vcfg.run, ckpt_root=root).ckpt_dir, ignore_errors=True)
     done = {label: 0.0 for label, _, _ in variants}
-    overhead = 0.0                           # seconds a run takes beyond its training budget (loading, validation)
+    overhead = [0.0]                         # seconds a run takes beyond its training budget (loading, validation)
     for budget in budgets:                   # the variants take turns, budget by budget
         for label, vcfg, root in variants:
-            delta = budget - done[label]
-            if limit.left() < delta + overhead:
-                out["cut"].append(f"{label} to {budget:g} s and what follows: {max(limit.left(), 0):.0f} s of the "
-                                  f"section left, a run takes about {delta + overhead:.0f} s")
+            if not _fits(limit, out, overhead, budget - done[label], f"{label} to {budget:g} s and what follows"):
                 return
             out["doing"] = f"training {label} to {budget:g} s"
-            t0 = time.perf_counter()
-            figures = train_to(vcfg, views, check.device, root, minutes=delta / 60.0, n_iters=NO_LIMIT_ITERS)
-            overhead = max(overhead, time.perf_counter() - t0 - delta)
+            figures = _timed_train(check, vcfg, root, budget - done[label], overhead)
             done[label] = budget
             out["variants"].setdefault(label, {})[f"{budget:g}s"] = {"budget_s": budget, **figures}
             out["table"].append(nerf_row(label, f"{budget:g} s", figures))
+    rays_sweep(check, limit, out, overhead)
+
+
+def _fits(limit: Limit, out: dict, overhead: list[float], seconds: float, what: str) -> bool:
+    """Whether a run of `seconds` of training (plus the largest overhead seen) fits in the section's time left;
+    if not, the cut is noted with `what` it leaves out."""
+    if limit.left() >= seconds + overhead[0]:
+        return True
+    out["cut"].append(f"{what}: {max(limit.left(), 0):.0f} s of the section left, a run takes about "
+                      f"{seconds + overhead[0]:.0f} s")
+    return False
+
+
+def _timed_train(check: Check, cfg: OmniposeConfig, root: str, seconds: float, overhead: list[float]) -> dict:
+    """train_to for `seconds` more of training; updates the largest overhead seen beyond the training budget."""
+    t0 = time.perf_counter()
+    figures = train_to(cfg, check.need_views(), check.device, root, minutes=seconds / 60.0, n_iters=NO_LIMIT_ITERS)
+    overhead[0] = max(overhead[0], time.perf_counter() - t0 - seconds)
+    return figures
+
+
+def sweep_config(cfg: OmniposeConfig, rays: int) -> tuple[OmniposeConfig, dict]:
+    """The config's field with the occupancy grid at `rays` rays per step, and its settings for the report. The
+    learning rates (lrate, and the planes' grid_lrate) go x sqrt(rays / N_rand), at most x SWEEP_LR_CAP; the
+    step counts of the schedule (occupancy warm-up and update interval, lrate_decay, precrop) go x N_rand / rays,
+    so that each comes after as many rays as at the config's own batch."""
+    train, nerf = cfg.train, cfg.nerf.replace(occupancy_grid=True)
+    lr_scale = min(math.sqrt(rays / train.N_rand), SWEEP_LR_CAP)
+    per_step = train.N_rand / rays
+
+    def steps(value: int, least: int) -> int:
+        return max(least, round(value * per_step)) if value else 0
+
+    train = train.replace(N_rand=rays, lrate=train.lrate * lr_scale, lrate_decay=train.lrate_decay * per_step,
+                          occupancy_warmup=steps(train.occupancy_warmup, 1),
+                          occupancy_update_every=steps(train.occupancy_update_every, 1),
+                          precrop_iters=steps(train.precrop_iters, 1))
+    if hasattr(nerf, "grid_lrate"):
+        nerf = nerf.replace(grid_lrate=nerf.grid_lrate * lr_scale)
+    settings = {"rays_per_step": rays, "lr_scale": lr_scale, "lrate": train.lrate,
+                "grid_lrate": getattr(nerf, "grid_lrate", None), "lrate_decay": train.lrate_decay,
+                "occupancy_warmup": train.occupancy_warmup, "occupancy_update_every": train.occupancy_update_every}
+    return dataclasses.replace(cfg, nerf=nerf, train=train), settings
+
+
+SWEEP_HEADER = (("| rays/step | lr x | lrate | grid_lrate | warm-up steps | grid update every | steps | train s "
+                 "| rays/s | samples/ray | held-out PSNR | ms/view | occupied |"),
+                "|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+
+
+def sweep_row(r: dict) -> str:
+    """One markdown row of SWEEP_HEADER (the settings and the error of a run that did not fit in memory)."""
+    if "error" in r:
+        return (f"| {r['rays_per_step']} | {r['lr_scale']:.2f} | {r['lrate']:.3g} | {_num(r['grid_lrate'], 4)} | "
+                f"{r['occupancy_warmup']} | {r['occupancy_update_every']} | {r['error']} | | | | | | |")
+    occupied = f"{100 * r['occupied_fraction']:.1f} %" if r.get("occupied_fraction") is not None else "-"
+    return (f"| {r['rays_per_step']} | {r['lr_scale']:.2f} | {r['lrate']:.3g} | {_num(r['grid_lrate'], 4)} | "
+            f"{r['occupancy_warmup']} | {r['occupancy_update_every']} | {r['steps']} | {r['train_s']:.0f} | "
+            f"{r['rays_per_s']:,.0f} | {r['samples_per_ray']:.1f} | {r['val_psnr']:.2f} | "
+            f"{r['render_ms_per_view']:.0f} | {occupied} |")
+
+
+def rays_sweep(check: Check, limit: Limit, out: dict, overhead: list[float]) -> None:
+    """Rays per step: the config's field with the grid at each of --sweep_rays rays per step (sweep_config), a
+    fresh run of --sweep_budget_s seconds each: does a bigger batch feed the device better (rays/s), and does that
+    buy held-out PSNR at equal wall time?"""
+    if not check.args.sweep_rays:
+        return
+    budget, field_name = check.args.sweep_budget_s, config_field(check.cfg.nerf)
+    out["sweep"] = {"field": field_name, "budget_s": budget, "base_rays": check.cfg.train.N_rand,
+                    "lr_cap": SWEEP_LR_CAP, "rows": {}, "table": []}
+    for rays in check.args.sweep_rays:
+        if not _fits(limit, out, overhead, budget, f"the sweep at {rays} rays per step and what follows"):
+            return
+        cfg, settings = sweep_config(check.cfg, rays)
+        root = str(check.work / "nerf_sweep" / str(rays))
+        shutil.rmtree(dataclasses.replace(cfg.run, ckpt_root=root).ckpt_dir, ignore_errors=True)
+        out["doing"] = f"the sweep at {rays} rays per step"
+        try:
+            row = {**settings, **_timed_train(check, cfg, root, budget, overhead)}
+        except torch.OutOfMemoryError as err:      # a batch too big for this device: say so, try the next one
+            torch.cuda.empty_cache()
+            row = {**settings, "error": error_line(err)}
+        out["sweep"]["rows"][str(rays)] = row
+        out["sweep"]["table"].append(sweep_row(row))
 
 
 # --------------------------------------------------------------------------------------------- pose and detection
@@ -407,7 +556,8 @@ def detection(check: Check, limit: Limit, out: dict) -> None:
     check.maps_complete = True
     out.update({key: metrics[key] for key in ("pixel_auroc", "image_auroc", "pixel_aupro", "n_images", "n_good",
                                               "backbone", "per_defect")},
-               pose_unsure=metrics.get("pose_unsure") or [], maps_found_before=before)
+               pose_unsure=metrics.get("pose_unsure") or [], maps_found_before=before,
+               query_cost=metrics.get("query_cost"))
     wall = {"nerf_training": out["nerf"]["train_s"], "maps": t1 - t0, "evaluation": t2 - t1}
     out["wall_s"] = {**wall, "end_to_end": sum(wall.values())}
     out["doing"] = "the decomposition"
@@ -496,19 +646,40 @@ def _num(value, digits: int = 3) -> str:
     return "-" if value is None else f"{value:.{digits}f}" if isinstance(value, float) else str(value)
 
 
+def _resume_cell(f: dict) -> str:
+    """`exact`, or the tolerance seen: the largest weight difference (absolute, relative) and its tensor."""
+    if f.get("resume_exact"):
+        return "exact"
+    if f.get("max_abs_diff") is None:        # a report from before the tolerance was measured
+        return str(f.get("resume_exact"))
+    return (f"not exact: {f.get('differing_count')} leaves differ; max weight diff {f['max_abs_diff']:.3g} "
+            f"(rel. {f['max_rel_diff']:.3g}, {f.get('worst_tensor')})")
+
+
+def _psnr_cell(f: dict) -> str:
+    v = f.get("view_psnr")
+    return "-" if not v else f"{v['straight']:.3f} / {v['resumed']:.3f} ({v['delta']:+.4f})"
+
+
 def _md_cuda_paths(s: dict) -> list[str]:
     lines = [f"device {s.get('device')}; bf16 autocast on: {s.get('amp')}; TF32 matmuls: {s.get('tf32_matmul')}", "",
-             ("| field | resume exact | steps N + M | resumed from | tensors compared | differing "
-              "| device generator equal | straight run repeatable (differing) | grid updates | autocast dtype "
-              "| fused Adam | generator on |"),
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             ("| field | resume | steps N + M | resumed from | tensors compared | differing | view PSNR straight / "
+              "resumed (diff) dB | device generator equal | straight run repeatable (differing; max weight diff) "
+              "| grid updates | autocast dtype | fused Adam | generator on |"),
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, f in (s.get("fields") or {}).items():
-        lines.append(f"| {name} | {f.get('resume_exact')} | {f.get('steps')} | {f.get('resumed_from_step')} | "
-                     f"{f.get('tensors_compared')} | {', '.join(f.get('differing') or []) or '-'} | "
+        again = f.get("again_max_abs_diff")
+        lines.append(f"| {name} | {_resume_cell(f)} | {f.get('steps')} | {f.get('resumed_from_step')} | "
+                     f"{f.get('tensors_compared')} | {', '.join(f.get('differing') or []) or '-'} | {_psnr_cell(f)} | "
                      f"{f.get('generator_equal')} | {f.get('repeatable')} "
-                     f"({', '.join(f.get('differing_again') or []) or '-'}) "
+                     f"({', '.join(f.get('differing_again') or []) or '-'}"
+                     f"{'' if again is None else f'; {again:.3g}'}) "
                      f"| {f.get('grid_updates')} | {', '.join(f.get('autocast_dtype') or [])} "
                      f"| {f.get('fused_adam')} | {f.get('generator_device')} |")
+    lines += ["", ("resume: exact only when every tensor (weights, optimizer state, occupancy grid, device generator) "
+                   "is bitwise equal to the straight run's; otherwise the largest weight difference, relative to "
+                   "its tensor's largest weight. View PSNR: training view 0 at the class's size, each run's render "
+                   "against the image.")]
     if s.get("inerf"):
         i = s["inerf"]
         lines += ["", (f"iNeRF on the device: {i['queries']} queries x {i['steps']} steps x {i['rays_per_query']} rays "
@@ -525,8 +696,16 @@ def _md_cuda_paths(s: dict) -> list[str]:
 
 
 def _md_nerf(s: dict) -> list[str]:
-    return [(f"fields {', '.join(s.get('fields') or [])}; budgets {s.get('budgets_s')} s of training (cumulative); "
-             f"ms/view: one held-out view at {s.get('render_size')}"), "", *TABLE_HEADER, *(s.get("table") or [])]
+    lines = [(f"fields {', '.join(s.get('fields') or [])}; budgets {s.get('budgets_s')} s of training (cumulative); "
+              f"ms/view: one held-out view at {s.get('render_size')}"), "", *TABLE_HEADER, *(s.get("table") or [])]
+    sweep = s.get("sweep")
+    if sweep:
+        base = sweep["base_rays"]
+        lines += ["", (f"Rays per step: {sweep['field']} with the occupancy grid, a fresh run of "
+                       f"{sweep['budget_s']:g} s of training each; learning rates x sqrt(rays / {base}), at most "
+                       f"x {sweep['lr_cap']:g}; warm-up, grid update interval and lrate_decay in steps x "
+                       f"{base} / rays"), "", *SWEEP_HEADER, *sweep["table"]]
+    return lines
 
 
 def _md_detection(s: dict) -> list[str]:
@@ -544,6 +723,7 @@ def _md_detection(s: dict) -> list[str]:
                    f"{w['evaluation']:.0f}) |"), "",
                   (f"backbone {s['backbone']}; maps found before this run: {s['maps_found_before']}; pose unsure: "
                    f"{', '.join(s['pose_unsure']) or 'none'}")]
+        lines += [cost_line(s.get("query_cost")) or "per query: not recorded"]
         lines += ["", "| defect | images | image AUROC | pixel AUROC | pixel AUPRO |", "|---|---|---|---|---|"]
         for name, d in s["per_defect"].items():
             lines.append(f"| {name} | {d['n_images']} | {_num(d['image_auroc'])} | {_num(d['pixel_auroc'])} | "
@@ -653,6 +833,12 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
     p.add_argument("--variants", default="",
                    help="comma-separated NeRF variants of the nerf section, e.g. mlp/grid,triplane/grid (default: "
                         "every field, plain and grid)")
+    p.add_argument("--sweep_rays", type=int, nargs="*", default=None,
+                   help=f"rays per step of the nerf section's sweep, the config's field with the grid (default "
+                        f"{DEFAULTS[False]['sweep_rays']}, --tiny {DEFAULTS[True]['sweep_rays']}; none: no sweep)")
+    p.add_argument("--sweep_budget_s", type=float, default=None,
+                   help=f"seconds of training of each sweep run (default {DEFAULTS[False]['sweep_budget_s']:g}, "
+                        f"--tiny {DEFAULTS[True]['sweep_budget_s']:g})")
     p.add_argument("--resume_steps", type=int, nargs=2, default=None, metavar=("N", "M"),
                    help=f"steps before and after the resume (default {DEFAULTS[False]['resume_steps']}, --tiny "
                         f"{DEFAULTS[True]['resume_steps']})")
@@ -671,6 +857,8 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
         p.error(f"unknown section(s) {', '.join(unknown)}; the sections are {', '.join(SECTIONS)}")
     if any(b <= a for a, b in itertools.pairwise([0.0, *args.nerf_budgets])):
         p.error(f"--nerf_budgets must be positive and increasing, got {args.nerf_budgets}")
+    if any(r < 1 for r in args.sweep_rays) or args.sweep_budget_s <= 0:
+        p.error(f"--sweep_rays must be >= 1 and --sweep_budget_s > 0, got {args.sweep_rays}, {args.sweep_budget_s}")
     return args, rest
 
 
@@ -678,9 +866,7 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
 def main(argv: list[str] | None = None) -> int:
     args, rest = parse_args(argv)
     work = args.work_dir.resolve()
-    tiny_flags = [token for name, values in TINY_FIELD_FLAGS.items() if name in NeRFOptions.__dataclass_fields__
-                  for token in (f"--{name}", *values)] if args.tiny else []
-    cfg = parse_config(["--config", args.config, *tiny_flags, *rest], description="gpu_check")
+    cfg = parse_config(["--config", args.config, *rest], description="gpu_check")
     cfg = dataclasses.replace(cfg, run=cfg.run.replace(data_root=str(work / "synthetic"), ckpt_root=str(work / "ckpts"),
                                                        output_root=str(work / "outputs")))
     device = resolve_device(cfg.run.device)

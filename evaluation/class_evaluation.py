@@ -36,6 +36,22 @@ from mad.layout import GOOD
 from mad.loader import TestSample, load_run_test_set
 
 
+def query_cost(records: list[dict]) -> dict:
+    """Mean cost of a query over the result records: seconds per stage (pose, render, score) and their sum, and
+    the pose's counted work (iNeRF rays and the field evaluations they cost); None where no record holds it
+    (maps made before it was recorded)."""
+    def mean(values: list) -> float | None:
+        values = [v for v in values if v is not None]
+        return float(np.mean(values)) if values else None
+
+    stages = ("pose", "render", "score")
+    seconds = {stage: mean([(r.get("seconds") or {}).get(stage) for r in records]) for stage in stages}
+    known = [seconds[stage] for stage in stages if seconds[stage] is not None]
+    return {"seconds": {**seconds, "total": sum(known) if known else None},
+            "pose_rays": mean([r.get("pose_work_rays") for r in records]),
+            "pose_samples": mean([r.get("pose_work_samples") for r in records])}
+
+
 def with_saved_settings(run: RunOptions) -> RunOptions:
     """`run` with the data-loading settings the class's maps were made with (run.json), so the ground
     truth loads at the maps' resolution whatever the evaluation's own config says."""
@@ -148,6 +164,7 @@ def evaluate_class(run: RunOptions, score: ScoreOptions, ev: EvalOptions, write_
                     "image_score": float(sc), "pose_unsure": bool(records[s.name].get("pose_unsure", False))}
                    for s, sc in zip(samples, scores, strict=True)],
         "pose_unsure": [s.name for s in samples if records[s.name].get("pose_unsure")],
+        "query_cost": query_cost([records[s.name] for s in samples]),
     }
     if not write_outputs:
         return metrics

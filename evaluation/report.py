@@ -18,11 +18,25 @@ def report(metrics: dict) -> str:
     for dtype, entry in metrics["per_defect"].items():
         lines.append(f"  {dtype} ({entry['n_images']} images vs good): image AUROC {_fmt(entry['image_auroc'])}, "
                      f"pixel AUROC {_fmt(entry['pixel_auroc'])}, pixel AUPRO {_fmt(entry['pixel_aupro'])}")
+    cost = cost_line(metrics.get("query_cost"))
+    if cost:
+        lines.append(cost)
     unsure = metrics.get("pose_unsure") or []
     if unsure:
         lines.append(f"pose unsure: {len(unsure)} image{'s' if len(unsure) != 1 else ''} ({', '.join(unsure)}): "
                      "their loss stayed above what this NeRF reaches on correct poses; review their maps")
     return "\n".join(lines)
+
+
+def cost_line(cost: dict | None) -> str | None:
+    """One line of a class's mean query cost (metrics.json "query_cost"), or None when nothing was recorded."""
+    seconds = (cost or {}).get("seconds") or {}
+    if seconds.get("total") is None:
+        return None
+    parts = ", ".join(f"{k} {seconds[k]:.2f}" for k in ("pose", "render", "score") if seconds.get(k) is not None)
+    work = (f"; pose work {cost['pose_rays']:,.0f} rays, {cost['pose_samples']:,.0f} field evaluations"
+            if cost.get("pose_rays") is not None else "")
+    return f"per query: {seconds['total']:.2f} s ({parts}){work}"
 
 
 def results_table(rows: list[dict], extra: tuple[tuple[str, str, str], ...] = ()) -> str:

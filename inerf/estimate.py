@@ -47,6 +47,8 @@ class PoseEstimate:
     fallback_used: bool = False    # and its pose (lower loss) replaced the refined one
     confidence_loss: float | None = None  # final loss without the worst-fitting rays (pose_confidence_trim)
     loss_ratio: float | None = None  # confidence_loss / the calibrated unsure threshold (None: not calibrated)
+    work_rays: int = 0             # rays rendered for this pose by iNeRF, over every start, retry and fallback
+    work_samples: int = 0          # the field evaluations (MLP samples) those rays cost
 
     @property
     def unsure(self) -> bool:
@@ -68,6 +70,8 @@ class PoseEstimate:
             "pose_unsure": bool(self.unsure),
             "pose_fallback_tried": bool(self.fallback_tried),
             "pose_fallback_used": bool(self.fallback_used),
+            "pose_work_rays": int(self.work_rays),
+            "pose_work_samples": int(self.work_samples),
         }
 
 
@@ -197,6 +201,7 @@ def estimate_poses(renderer, database, train_views, images, opts: InerfOptions, 
         curve = head.loss_curves[row] if last is head else np.concatenate([head.loss_curves[row],
                                                                            last.loss_curves[last_row]])
         starts = _starts_of(jobs, q)
+        mine = [results[j] for j, (qq, _) in enumerate(jobs) if qq == q] + ([finals[q]] if q in finals else [])
         out.append(PoseEstimate(
             coarse_pose=train_poses[ranked_idx[q, 0]].copy(),
             refined_pose=last.poses[last_row],
@@ -212,5 +217,7 @@ def estimate_poses(renderer, database, train_views, images, opts: InerfOptions, 
             confidence_loss=float(last.final_trimmed[last_row]),
             loss_curve=curve,
             sampling=head.sampling[row],
+            work_rays=sum(int(r.rays[i]) for r, i in mine),
+            work_samples=sum(int(r.samples[i]) for r, i in mine),
         ))
     return out

@@ -161,7 +161,10 @@ def global_fallback(renderer, candidates: CandidateViews, images: np.ndarray, es
     for q in lost:
         best = min((j for j, (qq, _) in enumerate(jobs) if qq == q),
                    key=lambda j: float(results[j][0].final_trimmed[results[j][1]]), default=None)
-        estimate = dataclasses.replace(out[q], fallback_tried=True)
+        mine = [results[j] for j, (qq, _) in enumerate(jobs) if qq == q]
+        estimate = dataclasses.replace(out[q], fallback_tried=True,
+                                       work_rays=out[q].work_rays + sum(int(r.rays[i]) for r, i in mine),
+                                       work_samples=out[q].work_samples + sum(int(r.samples[i]) for r, i in mine))
         if best is not None:
             refined, row = results[best]
             if float(refined.final_trimmed[row]) < judged_loss(estimate):

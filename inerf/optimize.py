@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from common.camera import Intrinsics
+from common.rotations import rotation_error_deg
 from inerf.options import InerfOptions
 from inerf.sampling import PixelSampler
 from inerf.se3 import apply_correction
@@ -35,6 +36,10 @@ class PoseRefinement:
     # [B] the final loss without the worst-fitting share of rays (pose_confidence_trim): a defect makes a few
     # rays fit badly, a wrong pose most of them; the pose confidence is judged on this one
     final_trimmed: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
+    # The work done for each query [B]: rays rendered (the steps' and the two evaluations'), and the field
+    # evaluations they cost (MLP samples: fewer than rays x samples per ray where the occupancy grid skips)
+    rays: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    samples: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
 
 
 def learning_rate(opts: InerfOptions, step: int) -> float:
@@ -54,9 +59,14 @@ def _groups(batch: int, rays_per_query: int, chunk: int) -> list[slice]:
     return [slice(int(a), int(b)) for a, b in itertools.pairwise(bounds) if b > a]
 
 
-def _photometric_loss(renderer, twist, init, dirs, targets, pixels, sl: slice) -> torch.Tensor:
-    """Per-query MSE [b] of the rays `pixels[sl]` rendered from exp(twist) @ init."""
-    return _ray_errors(renderer, twist, init, dirs, targets, pixels, sl).mean(dim=1)
+Rows = slice | torch.Tensor     # the queries of one render call: a slice of the batch, or their indices
+
+
+def _photometric_loss(renderer, twist, init, dirs, targets, pixels, rows: Rows, samples: torch.Tensor,
+                      march: int) -> torch.Tensor:
+    """Per-query MSE [b] of the rays `pixels[rows]` rendered from exp(twist) @ init (their field evaluations are
+    added to `samples [B]`)."""
+    return _ray_errors(renderer, twist, init, dirs, targets, pixels, rows, samples, march).mean(dim=1)
 
 
 def trimmed_mean(errors: torch.Tensor, trim: float) -> torch.Tensor:
@@ -65,16 +75,23 @@ def trimmed_mean(errors: torch.Tensor, trim: float) -> torch.Tensor:
     return errors.sort(dim=1).values[:, :keep].mean(dim=1)
 
 
-def _ray_errors(renderer, twist, init, dirs, targets, pixels, sl: slice) -> torch.Tensor:
-    """Squared colour error [b, n] (mean over RGB) of each ray `pixels[sl]` rendered from exp(twist) @ init."""
-    pix = pixels[sl]                                          # [b, n, 2]
+def _ray_errors(renderer, twist, init, dirs, targets, pixels, rows: Rows, samples: torch.Tensor,
+                march: int = 0) -> torch.Tensor:
+    """Squared colour error [b, n] (mean over RGB) of each ray `pixels[rows]` rendered from exp(twist) @ init; the
+    field evaluations of each query's rays are added to `samples [B]` (no host sync). `march` > 0: the coarse
+    march of an active occupancy grid (inerf_march_samples; 0 = the renderer's training march)."""
+    pix = pixels[rows]                                        # [b, n, 2]
     b, n = pix.shape[:2]
-    poses = apply_correction(twist[sl], init[sl])             # [b, 4, 4]
+    poses = apply_correction(twist[rows], init[rows])         # [b, 4, 4]
     d = dirs[pix[..., 0], pix[..., 1]]                        # [b, n, 3]
     rays_o, rays_d = rays_from_poses(poses[:, None], d)       # [b, n, 3] each
-    out = renderer.render_rays(rays_o.reshape(-1, 3), rays_d.reshape(-1, 3), perturb=False)
+    kw = {"march_samples": march} if march else {}
+    out = renderer.render_rays(rays_o.reshape(-1, 3), rays_d.reshape(-1, 3), perturb=False, **kw)
     rgb = out["rgb"].float().reshape(b, n, 3)
-    batch_idx = torch.arange(sl.start, sl.start + b, device=pix.device)[:, None]
+    if "samples" in out:                                      # a stand-in renderer may not count them
+        samples[rows] += out["samples"].detach().reshape(b, n).sum(dim=1).to(samples.dtype)
+    batch_idx = (torch.arange(rows.start, rows.start + b, device=pix.device) if isinstance(rows, slice)
+                 else rows)[:, None]
     target = targets[batch_idx, pix[..., 0], pix[..., 1]]     # [b, n, 3]
     return ((rgb - target) ** 2).mean(dim=2)
 
@@ -112,8 +129,14 @@ def refine_poses(renderer, images, init_poses, intrinsics: Intrinsics, opts: Ine
     groups = _groups(b, n_rays, opts.inerf_chunk)
 
     twist = torch.zeros(b, 6, device=device, requires_grad=True)
+    samples = torch.zeros(b, dtype=torch.float64, device=device)
     optimizer = torch.optim.Adam([twist], lr=learning_rate(opts, first_step))
     curves = torch.zeros(b, steps, device=device)
+    march = opts.inerf_march_samples
+    # Converged queries stop (inerf_converge_deg): `active` [B] on the host, the steps each one ran, and the
+    # render calls of the active ones (the batch's slices while every query is active, as before)
+    active, steps_run, calls = np.ones(b, dtype=bool), np.zeros(b, dtype=np.int64), groups
+    last_check = None
 
     params = list(renderer.parameters()) if hasattr(renderer, "parameters") else []
     flags = [p.requires_grad for p in params]
@@ -121,21 +144,37 @@ def refine_poses(renderer, images, init_poses, intrinsics: Intrinsics, opts: Ine
         p.requires_grad_(False)
     try:
         with torch.no_grad():
-            initial = _evaluate(renderer, twist, init, dirs, targets, eval_pixels, groups).mean(dim=1)
+            initial = _evaluate(renderer, twist, init, dirs, targets, eval_pixels, groups, samples, march).mean(dim=1)
         for step in range(steps):
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate(opts, first_step + step)
             pixels = sampler.sample(n_rays)
-            optimizer.zero_grad(set_to_none=True)
-            for sl in groups:
-                per_query = _photometric_loss(renderer, twist, init, dirs, targets, pixels, sl)
-                per_query.sum().backward()
-                curves[sl, step] = per_query.detach()
-            optimizer.step()
+            if not active.all():
+                curves[~torch.from_numpy(active).to(device), step] = curves[:, step - 1][
+                    ~torch.from_numpy(active).to(device)]          # a stopped query's curve keeps its last loss
+            if active.any():
+                optimizer.zero_grad(set_to_none=True)
+                for rows in calls:
+                    per_query = _photometric_loss(renderer, twist, init, dirs, targets, pixels, rows, samples, march)
+                    per_query.sum().backward()
+                    curves[rows, step] = per_query.detach()
+                held = twist.detach().clone()
+                optimizer.step()
+                if not active.all():                               # Adam's momentum must not move a stopped query
+                    with torch.no_grad():
+                        twist.copy_(torch.where(torch.from_numpy(active).to(device)[:, None], twist, held))
+                steps_run += active
+            if opts.inerf_converge_deg > 0 and first_step + step + 1 >= opts.inerf_lr_hold \
+                    and (step + 1) % opts.inerf_converge_window == 0 and active.any():
+                now = apply_correction(twist.detach(), init).cpu().numpy()
+                if last_check is not None:
+                    active &= ~(pose_change_deg(last_check, now) < opts.inerf_converge_deg)
+                    calls = _calls(active, n_rays, opts.inerf_chunk, device) if not active.all() else groups
+                last_check = now
             if on_step is not None:
                 on_step()
         with torch.no_grad():
-            final_errors = _evaluate(renderer, twist, init, dirs, targets, eval_pixels, groups)
+            final_errors = _evaluate(renderer, twist, init, dirs, targets, eval_pixels, groups, samples, march)
             final, final_trimmed = final_errors.mean(dim=1), trimmed_mean(final_errors, opts.pose_confidence_trim)
             poses = apply_correction(twist.detach(), init)
     finally:
@@ -149,9 +188,28 @@ def refine_poses(renderer, images, init_poses, intrinsics: Intrinsics, opts: Ine
         initial_loss=initial.cpu().numpy().astype(np.float32),
         final_trimmed=final_trimmed.cpu().numpy().astype(np.float32),
         sampling=[c.strategy for c in sampler.candidates],
+        rays=(steps_run + 2) * n_rays,
+        samples=samples.round().cpu().numpy().astype(np.int64),
     )
 
 
-def _evaluate(renderer, twist, init, dirs, targets, pixels, groups) -> torch.Tensor:
+def _evaluate(renderer, twist, init, dirs, targets, pixels, groups, samples: torch.Tensor,
+              march: int) -> torch.Tensor:
     """Squared colour errors [B, n] of the fixed evaluation rays."""
-    return torch.cat([_ray_errors(renderer, twist, init, dirs, targets, pixels, sl) for sl in groups])
+    return torch.cat([_ray_errors(renderer, twist, init, dirs, targets, pixels, sl, samples, march)
+                      for sl in groups])
+
+
+def _calls(active: np.ndarray, rays_per_query: int, chunk: int, device) -> list[torch.Tensor]:
+    """The render calls of the active queries: their indices, in groups of at most `chunk` rays (_groups)."""
+    rows = torch.from_numpy(np.flatnonzero(active)).to(device)
+    return [rows[sl] for sl in _groups(len(rows), rays_per_query, chunk)]
+
+
+def pose_change_deg(before: np.ndarray, after: np.ndarray) -> np.ndarray:
+    """How far each camera moved [B], in degrees: the larger of its rotation and the angle its centre moved
+    as seen from the origin (the object's centre), for poses [B, 4, 4]."""
+    rotation = rotation_error_deg(after, before)
+    c0, c1 = before[:, :3, 3].astype(np.float64), after[:, :3, 3].astype(np.float64)
+    radius = np.maximum(np.linalg.norm(c0, axis=1), 1e-9)
+    return np.maximum(rotation, np.degrees(np.linalg.norm(c1 - c0, axis=1) / radius))

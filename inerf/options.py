@@ -64,6 +64,15 @@ class InerfOptions(Options):
                                          "(iNeRF: SIFT)", choices=DETECTORS)
     inerf_min_keypoints: int = option(8, "fewer keypoints than this in a query -> sample its rays uniformly "
                                          "(random)")
+    inerf_converge_deg: float = option(0.0, "a query stops refining once its camera moved less than this many "
+                                            "degrees (rotation, or its centre as seen from the object's) over the "
+                                            "last inerf_converge_window steps, checked once the step size decays "
+                                            "(after inerf_lr_hold); its rays are no longer rendered (0 = every "
+                                            "query runs every step)")
+    inerf_converge_window: int = option(10, "steps between two checks of inerf_converge_deg")
+    inerf_march_samples: int = option(0, "with an occupancy grid: the coarse march of iNeRF's rays (0 = the "
+                                         "training march, occupancy_samples); a coarser march costs fewer grid "
+                                         "lookups and field evaluations per ray")
     inerf_chunk: int = option(16384, "max rays per render call during refinement: the batch's queries are split "
                                      "into near-equal groups, gradients accumulated (0 = all in one call). Bounds "
                                      "activation memory: the default 8x256 NeRF keeps roughly 0.5-1 MB per ray "
@@ -74,6 +83,11 @@ class InerfOptions(Options):
         for name in ("inerf_rays", "inerf_batch", "inerf_topk_restarts", "inerf_lr_decay_every"):
             require(getattr(self, name) >= 1, f"{name} must be >= 1, got {getattr(self, name)}")
         require(self.inerf_chunk >= 0, f"inerf_chunk must be >= 0, got {self.inerf_chunk}")
+        require(self.inerf_converge_deg >= 0, f"inerf_converge_deg must be >= 0, got {self.inerf_converge_deg}")
+        require(self.inerf_converge_window >= 1,
+                f"inerf_converge_window must be >= 1, got {self.inerf_converge_window}")
+        require(self.inerf_march_samples == 0 or self.inerf_march_samples >= 2,
+                f"inerf_march_samples must be 0 (= the training march) or >= 2, got {self.inerf_march_samples}")
         require(self.inerf_lr_hold >= 0, f"inerf_lr_hold must be >= 0, got {self.inerf_lr_hold}")
         require(self.inerf_lr > 0, f"inerf_lr must be > 0, got {self.inerf_lr}")
         require(self.inerf_restart_min_angle >= 0,

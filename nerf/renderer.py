@@ -131,6 +131,14 @@ class NeRFRenderer(nn.Module):
                         raw_noise_std=raw_noise_std, generator=generator)
         return {**out, "samples": evaluated}
 
+    def _march_costs_more(self, rays_o: Tensor, rays_d: Tensor, z: Tensor) -> bool:
+        """Whether the grid's march `z [R, S]` has more samples in occupied cells than plain sampling evaluates
+        (N_samples per ray). A young field, still dense everywhere (the paper's 8x256 MLP kept every cell
+        occupied after 25 s of training on an H200: benchmarks/RESULTS.md, "GPU"), would otherwise make the finer
+        march cost more than no grid at all. One host sync."""
+        pts = rays_o[:, None, :] + rays_d[:, None, :] * z[..., None]
+        return int(self.grid.occupied_at(pts).sum()) > rays_o.shape[0] * self.N_samples
+
     def render_rays(self, rays_o: Tensor, rays_d: Tensor, *, perturb: bool | float = False,
                     raw_noise_std: float = 0.0, generator: torch.Generator | None = None,
                     march_samples: int | None = None) -> dict[str, Tensor]:
@@ -141,6 +149,12 @@ class NeRFRenderer(nn.Module):
         fields and w.r.t. rays_o/rays_d (the fine sample positions are treated as constants).
         `generator` drives the stratified jitter, importance sampling and density noise. `march_samples`
         replaces the coarse march of an active grid (default: the training march, march_samples).
+
+        With the grid, the training march (march_samples not given) never evaluates more samples than plain
+        sampling: when more of its samples lie in occupied cells than N_samples per ray, the coarse pass marches
+        the N_samples depths of plain NeRF instead (skipping the empty ones all the same); the fine pass then
+        evaluates at most N_samples + N_importance per ray, as plain NeRF does. An explicit `march_samples` (the
+        whole-image march, render_samples) is kept as asked.
         """
         batch_shape = rays_o.shape[:-1]
         rays_o = rays_o.reshape(-1, 3).float()
@@ -152,6 +166,9 @@ class NeRFRenderer(nn.Module):
         n_coarse = (march_samples or self.march_samples) if self._skipping else self.N_samples
         z = stratified_samples(self.near, self.far, n_coarse, rays_o.shape[0], perturb=perturb,
                                device=rays_o.device, generator=generator)
+        if march_samples is None and n_coarse > self.N_samples and self._march_costs_more(rays_o, rays_d, z):
+            z = stratified_samples(self.near, self.far, self.N_samples, rays_o.shape[0], perturb=perturb,
+                                   device=rays_o.device, generator=generator)
         coarse = self._shade(self.coarse, rays_o, rays_d, viewdirs, z, raw_noise_std, generator)
         out = {"rgb_coarse": coarse["rgb"], "samples": coarse["samples"]}
         final = coarse
@@ -177,6 +194,8 @@ class NeRFRenderer(nn.Module):
         rays_o, rays_d = image_rays(c2w, height, width, intrinsics)
         rays_o, rays_d = rays_o.reshape(-1, 3), rays_d.reshape(-1, 3)
         chunk = chunk or self.chunk
-        rgb = [self.render_rays(rays_o[i:i + chunk], rays_d[i:i + chunk], march_samples=self.image_march_samples)["rgb"]
+        # render_samples, when set, is a finer march asked for on purpose; otherwise the training march and its rule
+        march = self.image_march_samples if self.image_march_samples != self.march_samples else None
+        rgb = [self.render_rays(rays_o[i:i + chunk], rays_d[i:i + chunk], march_samples=march)["rgb"]
                for i in range(0, rays_o.shape[0], chunk)]
         return torch.cat(rgb).reshape(height, width, 3).clamp(0.0, 1.0)

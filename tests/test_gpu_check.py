@@ -3,13 +3,16 @@ reports real figures, --sections reruns only the sections named, a section past 
 it had, and one that raises is recorded as failed while the others run (benchmarks/gpu_check.py)."""
 from __future__ import annotations
 
+import copy
 import json
 import math
 import time
 
 import pytest
+import torch
 
 from benchmarks import gpu_check
+from omniposead.config import parse_config
 
 
 def _finite(*values) -> bool:
@@ -46,6 +49,9 @@ def test_every_section_reports_real_figures(rehearsal):
     assert set(cuda["fields"]) == set(gpu_check.field_names())
     for figures in cuda["fields"].values():
         assert figures["resume_exact"] and figures["repeatable"] and figures["generator_equal"]
+        assert figures["max_abs_diff"] == 0.0 and figures["again_max_abs_diff"] == 0.0   # the CPU repeats bit for bit
+        psnr = figures["view_psnr"]
+        assert _finite(psnr["straight"]) and psnr["resumed"] == psnr["straight"] and psnr["delta"] == 0.0
         assert figures["resumed_from_step"] == 6 and figures["tensors_compared"] > 10
         assert figures["autocast_dtype"] == ["float32"] and figures["fused_adam"] is False   # CPU: neither
         assert figures["grid_updates"] >= 2                          # before and after the resume point
@@ -62,6 +68,12 @@ def test_every_section_reports_real_figures(rehearsal):
             assert r["steps"] > 0
             assert _finite(r["rays_per_s"], r["val_psnr"], r["baseline_psnr"], r["render_ms_per_view"])
         assert runs["2s"]["steps"] > runs["1s"]["steps"]                       # resumed, not restarted
+    sweep = nerf["sweep"]
+    assert sweep["field"] == "triplane" and sweep["budget_s"] == 1.0 and set(sweep["rows"]) == {"64", "256", "1024"}
+    for rays, r in sweep["rows"].items():
+        assert r["rays_per_step"] == int(rays) and r["steps"] > 0 and r["occupied_fraction"] is not None
+        assert _finite(r["rays_per_s"], r["val_psnr"], r["samples_per_ray"], r["render_ms_per_view"], r["lrate"])
+    assert len(sweep["table"]) == 3
 
     det = sections["detection"]
     assert all(0.0 <= det[key] <= 1.0 for key in ("pixel_auroc", "image_auroc", "pixel_aupro"))
@@ -69,6 +81,9 @@ def test_every_section_reports_real_figures(rehearsal):
     rows = det["decomposition"]["rows"]
     assert set(rows) == {"oracle", "nerf_true_pose", "pipeline"}
     assert all(_finite(*row.values()) for row in rows.values())
+    cost = det["query_cost"]                                     # the counted work per query, beside its seconds
+    assert cost["pose_rays"] > 0 and cost["pose_samples"] > 0 and cost["seconds"]["total"] > 0
+    assert "per query: " in text and "field evaluations" in text
 
     pose = sections["pose"]
     assert pose["n"] == 5 and pose["seconds_per_query"] > 0
@@ -79,7 +94,8 @@ def test_every_section_reports_real_figures(rehearsal):
     for name in ("data", *gpu_check.SECTIONS):
         assert f"## {name}" in text
     assert "| mlp/grid | 2 s |" in text and "| oracle |" in text and "| iNeRF |" in text
-    assert "resume exact" in text and "seconds per query" in text
+    assert "| triplane | exact |" in text and "| mlp | exact |" in text and "seconds per query" in text
+    assert "Rays per step: triplane" in text and "| 1024 | 2.00 |" in text
 
 
 @pytest.mark.slow
@@ -133,3 +149,42 @@ def test_unknown_sections_are_refused(capsys):
     with pytest.raises(SystemExit):
         gpu_check.main(["--tiny", "--sections", "nerf,speed"])
     assert "unknown section(s) speed" in capsys.readouterr().err
+
+
+def test_a_resume_that_is_not_bitwise_exact_reports_its_tolerance():
+    weights = {"layer.weight": torch.tensor([[0.5, -2.0], [1.0, 0.25]]), "layer.bias": torch.tensor([0.1, 0.2])}
+    state = {"step": 24, "model": weights, "optimizer": {"state": {0: {"step": torch.tensor(24.0)}}}}
+    twin = copy.deepcopy(state)
+    same = gpu_check.state_differences(state, twin, ("step", "model", "optimizer"))
+    assert same.exact and same.compared == 3 and same.max_abs_diff == 0.0 and same.worst is None
+
+    twin["model"]["layer.weight"][0, 1] += 1e-6
+    delta = float(twin["model"]["layer.weight"][0, 1].double() - weights["layer.weight"][0, 1].double())
+    assert delta == pytest.approx(1e-6, rel=0.05)             # 1e-6 as float32 rounds it next to -2.0
+    found = gpu_check.state_differences(state, twin, ("step", "model", "optimizer"))
+    assert not found.exact and found.differing == ["model.layer.weight"] and found.worst == "model.layer.weight"
+    assert found.max_abs_diff == delta and found.max_rel_diff == pytest.approx(delta / 2.0)   # largest weight: 2
+    cell = gpu_check._resume_cell({"resume_exact": found.exact, "differing_count": len(found.differing),
+                                   "max_abs_diff": found.max_abs_diff, "max_rel_diff": found.max_rel_diff,
+                                   "worst_tensor": found.worst})
+    assert cell.startswith("not exact: 1 leaves differ; max weight diff 9.54e-07 (rel. 4.77e-07")
+
+    twin["optimizer"]["state"][0]["step"] += 1                # a differing leaf outside the weights
+    other = gpu_check.state_differences(state, twin, ("step", "model", "optimizer"))
+    assert set(other.differing) == {"model.layer.weight", "optimizer.state.0.step"}
+    assert other.max_abs_diff == delta
+
+
+def test_the_sweep_scales_learning_rates_and_schedule_to_the_batch():
+    cfg = parse_config(["--config", gpu_check.CONFIGS[False]], description="gpu_check")
+    assert cfg.nerf.field == "triplane" and cfg.train.N_rand == 4096         # the recommended field, as users run it
+    rows = {rays: gpu_check.sweep_config(cfg, rays) for rays in (4096, 16384, 65536)}
+    same, _ = rows[4096]
+    assert same.train == cfg.train and same.nerf == cfg.nerf.replace(occupancy_grid=True)
+    for rays, scale in ((16384, 2.0), (65536, gpu_check.SWEEP_LR_CAP)):      # sqrt(4) = 2; sqrt(16) = 4, capped
+        vcfg, settings = rows[rays]
+        assert vcfg.train.N_rand == rays and vcfg.nerf.occupancy_grid and settings["lr_scale"] == scale
+        assert vcfg.train.lrate == pytest.approx(cfg.train.lrate * scale)
+        assert vcfg.nerf.grid_lrate == pytest.approx(cfg.nerf.grid_lrate * scale)
+        assert vcfg.train.lrate_decay == pytest.approx(cfg.train.lrate_decay * 4096 / rays)
+        assert vcfg.train.occupancy_warmup == max(1, round(cfg.train.occupancy_warmup * 4096 / rays))

@@ -180,6 +180,59 @@ def test_estimate_poses_topk_restarts_keep_lowest_loss(scene):
                                                  "retrieval_distance", "final_loss", "loss_curve", "topk_indices"}
 
 
+class _CountingScene(nn.Module):
+    """The blob scene, saying that each ray cost `per_ray` field evaluations (as NeRFRenderer's "samples")."""
+
+    def __init__(self, scene, per_ray: int):
+        super().__init__()
+        self.scene, self.per_ray = scene, per_ray
+
+    def render_rays(self, rays_o, rays_d, **kw):
+        out = self.scene.render_rays(rays_o, rays_d, **kw)
+        return {**out, "samples": torch.full(rays_o.shape[:-1], float(self.per_ray))}
+
+
+def test_the_work_of_every_start_is_counted(scene):
+    """Rays: (steps + the two evaluations) x rays per query, for every start that ran; field evaluations: what the
+    renderer reports per ray. 3 starts of 4 steps, then the best one's 4 more: (3 x 6 + 6) x 16 rays."""
+    counting, true = _CountingScene(scene, per_ray=5), look_at(60.0, 20.0)
+    train = SimpleNamespace(poses=np.stack([look_at(60.0 + 20 * i, 20.0) for i in range(3)]), intrinsics=CAMERA,
+                            height=H, width=W)
+    opts = cfg(inerf_steps=8, inerf_rays=16, inerf_topk_restarts=3, inerf_restart_fraction=0.5,
+               inerf_restart_min_angle=0.0, inerf_retry_factor=0.0, inerf_sampling="random")
+    estimate = estimate_poses(counting, _FakeDatabase([0, 1, 2]), train, render(scene, true)[None], opts, "cpu",
+                              progress=False)[0]
+    assert estimate.work_rays == (3 * 6 + 6) * 16 and estimate.work_samples == 5 * estimate.work_rays
+    assert estimate.record()["pose_work_rays"] == estimate.work_rays
+    single = refine_poses(counting, render(scene, true)[None], true[None], CAMERA, cfg(inerf_steps=3, inerf_rays=16,
+                          inerf_sampling="random"), "cpu")
+    assert single.rays.tolist() == [5 * 16] and single.samples.tolist() == [5 * 5 * 16]
+
+
+@pytest.mark.slow
+def test_a_converged_query_stops_and_keeps_its_pose(scene):
+    """inerf_converge_deg: once the step size decays, a query whose camera moved less than the limit over a window
+    stops; its rays are no longer rendered, its pose (and loss curve) stay where it stopped, and it ends as close
+    to the truth as with every step run."""
+    trues = np.stack([look_at(30.0, 25.0), look_at(-100.0, 10.0)])
+    images = np.stack([render(scene, p) for p in trues])
+    starts = np.stack([trues[0], perturb(trues[1], 10.0, 0.05, seed=1)])    # one starts where it belongs
+    opts = cfg(inerf_steps=90, inerf_rays=128, inerf_sampling="random", inerf_lr_hold=40, inerf_lr_decay=0.5,
+               inerf_lr_decay_every=10)
+    every = refine_poses(scene, images, starts, CAMERA, opts, "cpu")
+    stopping = refine_poses(scene, images, starts, CAMERA,
+                            dataclasses.replace(opts, inerf_converge_deg=0.05, inerf_converge_window=5), "cpu")
+    assert (every.rays == 92 * 128).all() and (stopping.rays < every.rays).all()
+    stopped_at = stopping.rays // 128 - 2
+    for q in range(2):
+        tail = stopping.loss_curves[q, stopped_at[q]:]
+        assert (tail == tail[0]).all()                                   # nothing moved after the stop
+    assert (rotation_error_deg(stopping.poses, trues) < 1.0).all()
+    assert (rotation_error_deg(stopping.poses, every.poses) < 0.3).all()
+    with pytest.raises(Exception, match="inerf_converge_window"):
+        dataclasses.replace(opts, inerf_converge_window=0).validated()
+
+
 def test_restart_starts_cover_distinct_views():
     # views 0..4; 0-1 are 5 deg apart, 0-2 and 1-2 are 30 deg, 3 is 10 deg from 2, 4 is 40 deg from all
     angles = np.full((5, 5), 40.0)

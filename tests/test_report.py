@@ -110,3 +110,20 @@ def test_report_lines_and_the_mean_row_of_the_table():
     assert table[0].endswith("| pose (deg) | s |") and table[1].endswith("---:|---:|")
     assert table[2:] == ["| A | 90.0 | 80.0 | 70.0 | 0.50 | 10 |", "| B | 80.0 | 50.0 | 60.0 | n/a | 30 |",
                          "| **Mean (2 classes)** | **85.0** | **65.0** | **65.0** | 0.50 | 20 |"]
+
+
+def test_query_cost_is_the_mean_over_the_records_and_is_reported():
+    records = [{"seconds": {"pose": 1.0, "render": 0.5, "score": 0.25}, "pose_work_rays": 1000,
+                "pose_work_samples": 8000},
+               {"seconds": {"pose": 3.0, "render": 0.5, "score": 0.75}, "pose_work_rays": 3000,
+                "pose_work_samples": 4000},
+               {"seconds": {"pose": 2.0, "render": 0.5, "score": 0.5}}]          # made before work was counted
+    cost = class_evaluation.query_cost(records)
+    assert cost["seconds"] == {"pose": 2.0, "render": 0.5, "score": 0.5, "total": 3.0}
+    assert cost["pose_rays"] == 2000 and cost["pose_samples"] == 6000
+    assert class_evaluation.query_cost([{}]) == {"seconds": {"pose": None, "render": None, "score": None,
+                                                             "total": None}, "pose_rays": None, "pose_samples": None}
+    metrics = {"class": "c", "n_images": 3, "n_good": 1, "backbone": "b", "pixel_auroc": 1.0, "image_auroc": 1.0,
+               "pixel_aupro": 1.0, "aupro_fpr_limit": 0.3, "per_defect": {}, "query_cost": cost}
+    line = "per query: 3.00 s (pose 2.00, render 0.50, score 0.50); pose work 2,000 rays, 6,000 field evaluations"
+    assert line in report(metrics)
