@@ -80,9 +80,16 @@ def result_paths(out_dir: str | Path, sample_name: str) -> ResultPaths:
 
 
 def is_done(out_dir: str | Path, sample_name: str) -> bool:
-    """True when the sample's record (.json) and score map (.npy) are both present."""
+    """True when the sample's record (.json) and score map (.npy) are both present and the map reads as a finite
+    2-D map: an unreadable or non-finite map counts as not done, so the next run remakes it instead of every
+    later evaluation failing on it."""
     paths = result_paths(out_dir, sample_name)
-    return paths.record.is_file() and paths.map.is_file()
+    if not (paths.record.is_file() and paths.map.is_file()):
+        return False
+    try:
+        return bool(np.isfinite(load_score_map(paths.map)).all())
+    except DataError:
+        return False
 
 
 def discard_result(out_dir: str | Path, sample_name: str) -> None:

@@ -1,13 +1,21 @@
 """What a run works on and where it writes: the dataset, the class, the checkpoint and output roots."""
 from __future__ import annotations
 
-import dataclasses
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
 from common.errors import ConfigError
 from common.options import Options, option, require
+
+DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:\d+)?|mps")
+
+
+def is_folder_name(name: str) -> bool:
+    """Whether `name` is one plain folder name, so that <root>/<name> stays inside <root>."""
+    return bool(name) and name not in (".", "..") and "/" not in name and "\\" not in name \
+        and not Path(name).is_absolute() and ":" not in name
 
 
 @dataclass(frozen=True)
@@ -46,6 +54,12 @@ class RunOptions(Options):
                 f"half_res (= downscale 2) contradicts downscale = {self.downscale}; set only one of them")
         require(self.train_views > 0 and (self.train_views <= 1 or float(self.train_views).is_integer()),
                 f"train_views must be a fraction in (0, 1] or a whole count > 1, got {self.train_views}")
+        for name in self.class_name.split(","):
+            require(is_folder_name(name.strip()),
+                    f"class_name must name folders inside data_root (no path separator, '.', '..' or absolute "
+                    f"path), got {self.class_name!r}")
+        require(DEVICE_PATTERN.fullmatch(self.device) is not None,
+                f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {self.device!r}")
         return self
 
     def loading_settings(self) -> dict:
@@ -90,4 +104,4 @@ class RunOptions(Options):
         return Path(self.output_root) / self.dataset_name
 
     def for_class(self, class_name: str) -> RunOptions:
-        return dataclasses.replace(self, class_name=class_name)
+        return self.replace(class_name=class_name)

@@ -34,6 +34,7 @@ import numpy as np
 
 from common.errors import DataError, exit_on_user_error
 from common.io import write_json
+from mad.images import odd_sizes
 from mad.layout import GOOD, TRANSFORMS_FILE, list_images
 from mad.options import SfmOptions
 from mad.sfm.colmap import SfmSettings, default_threads, read_matched_pairs, run_sfm
@@ -99,12 +100,11 @@ def recover_poses(class_dir: Path, opts: SfmOptions = SfmOptions(), *, out: Path
     if len(paths) < 3:
         raise DataError(f"{image_dir}: {len(paths)} images; structure-from-motion needs at least 3 views")
     names = [p.name for p in paths]
-    width, height = _image_size(paths[0])
-    for p in paths[1:]:
-        w, h = _image_size(p)
-        if (w, h) != (width, height):
-            raise DataError(f"{p}: image size {w}x{h} differs from {width}x{height} of {paths[0]} "
-                            "(one shared camera needs one image size)")
+    sizes = [_image_size(p) for p in paths]
+    odd = odd_sizes(paths, sizes, "views")
+    if odd:
+        raise DataError("\n".join(odd))
+    width, height = sizes[0]
 
     start = time.perf_counter()
     sfm = run_sfm(image_dir, names, work_dir, _settings(opts, width), progress=progress, verbose=verbose)

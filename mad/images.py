@@ -4,6 +4,8 @@ Masks need not be exactly binary: `binarize_mask` states the rule. Every problem
 one line naming the file."""
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 
 import cv2
@@ -118,3 +120,12 @@ def check_downscale(factor: int, width: int, height: int, path: Path) -> None:
         raise DataError(f"downscale must be an integer >= 1, got {factor!r}")
     if width < factor or height < factor:
         raise DataError(f"{path}: image {width}x{height} is too small to load at 1/{factor} resolution")
+
+
+def odd_sizes(paths: Sequence[Path], sizes: Sequence[tuple[int, int]], what: str) -> list[str]:
+    """One problem line for each image whose (width, height) differs from the most common size among `sizes`
+    (so the odd file is named, not the first one read); none when all agree."""
+    counts = Counter(sizes)
+    (width, height), n = counts.most_common(1)[0] if counts else ((0, 0), 0)
+    return [f"{p}: image size {w}x{h} differs from the {width}x{height} of {n} of the {len(sizes)} {what} "
+            f"(they must share one size)" for p, (w, h) in zip(paths, sizes, strict=True) if (w, h) != (width, height)]

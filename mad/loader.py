@@ -19,7 +19,14 @@ import numpy as np
 from common.camera import Intrinsics
 from common.errors import DataError
 from common.run import RunOptions
-from mad.images import check_downscale, downscale_image, downscale_mask, read_image_file, read_mask_file
+from mad.images import (
+    check_downscale,
+    downscale_image,
+    downscale_mask,
+    odd_sizes,
+    read_image_file,
+    read_mask_file,
+)
 from mad.layout import GOOD, list_images, mask_path, resolve_class_dir, sample_order_key
 from mad.transforms import frame_image_path, frame_pose, read_intrinsics, read_transforms
 
@@ -91,14 +98,14 @@ def load_train_views(class_dir, downscale: int = 1, white_bkgd: bool = True) -> 
     intrinsics = read_intrinsics(meta, tpath, w0, h0)  # bad intrinsics stop us before the other images load
     check_downscale(downscale, w0, h0, paths[0])
 
-    def load(p: Path) -> np.ndarray:  # downscaled as it is read: full-size photos never pile up in memory
-        img = first if p == paths[0] else read_image_file(p, white_bkgd)
-        if img.shape[:2] != (h0, w0):
-            raise DataError(f"{p}: image size {img.shape[1]}x{img.shape[0]} differs from "
-                            f"{w0}x{h0} of {paths[0]} (all training images must share one size)")
-        return downscale_image(img, downscale)
+    def load(p: Path) -> tuple[tuple[int, int], np.ndarray | None]:  # downscaled as it is read: full-size
+        img = first if p == paths[0] else read_image_file(p, white_bkgd)  # photos never pile up in memory
+        size = (img.shape[1], img.shape[0])
+        return size, downscale_image(img, downscale) if size == (w0, h0) else None
 
-    images = _parallel_map(load, paths)
+    loaded = _parallel_map(load, paths)
+    raise_problems(odd_sizes(paths, [size for size, _ in loaded], "training images"))
+    images = [image for _, image in loaded]
     height, width = images[0].shape[:2]
     return TrainViews(
         images=np.stack(images).astype(np.float32, copy=False),
@@ -172,10 +179,8 @@ def load_test_set(class_dir, downscale: int = 1, white_bkgd: bool = True,
     samples = [s for _, s in filter(None, loaded)]
     problems += load_problems
     if samples:
-        h0, w0 = samples[0].image.shape[:2]
-        problems += [f"{s.path}: image size {s.image.shape[1]}x{s.image.shape[0]} differs from {w0}x{h0} of "
-                     f"{samples[0].path} (all test images must share one size)"
-                     for s in samples if s.image.shape[:2] != (h0, w0)]
+        problems += odd_sizes([s.path for s in samples], [(s.image.shape[1], s.image.shape[0]) for s in samples],
+                              "test images")
     raise_problems(problems)
     warn_non_binary([note for note, _ in filter(None, loaded) if note])
     return samples

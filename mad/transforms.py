@@ -18,6 +18,9 @@ from common.camera import Intrinsics
 from common.errors import DataError
 from mad.layout import GOOD, IMAGE_EXTENSIONS, TRANSFORMS_FILE
 
+# How far a pose's rotation block may be from orthonormal with determinant +1 (poses written with 6-7 digits, as
+# Blender and COLMAP exports are, stay within 1e-5).
+ROTATION_TOLERANCE = 1e-3
 
 def read_transforms(class_dir: Path) -> tuple[dict, list[dict], Path]:
     path = class_dir / TRANSFORMS_FILE
@@ -116,6 +119,13 @@ def frame_pose(frame, index: int, path: Path) -> np.ndarray:
         raise DataError(f"{where}: 'transform_matrix' has shape {pose.shape}, expected (4, 4)")
     if not np.all(np.isfinite(pose)):
         raise DataError(f"{where}: 'transform_matrix' contains non-finite values")
+    rotation = pose[:3, :3]
+    off = float(np.abs(rotation.T @ rotation - np.eye(3)).max())
+    det = float(np.linalg.det(rotation))
+    if off > ROTATION_TOLERANCE or abs(det - 1.0) > ROTATION_TOLERANCE:
+        raise DataError(f"{where}: 'transform_matrix' has a rotation block that is not a rotation (|R^T R - I| up to "
+                        f"{off:.3g}, det {det:.4g}; tolerance {ROTATION_TOLERANCE:g}): a camera-to-world pose needs "
+                        "an orthonormal R with det +1 (no scale, no reflection)")
     return pose
 
 

@@ -45,6 +45,12 @@ def read_checkpoint(path: Path, device: torch.device | str = "cpu") -> dict[str,
         raise PadError(_unreadable(path, err)) from None
     if not isinstance(state, dict) or "model" not in state or "arch" not in state:
         raise PadError(f"{path} is not a NeRF checkpoint written by train_nerf.py (missing 'model'/'arch')")
+    broken = [name for name, value in state["model"].items()
+              if torch.is_tensor(value) and value.is_floating_point() and not bool(torch.isfinite(value).all())]
+    if broken:
+        raise PadError(f"NeRF checkpoint {path} has non-finite weights (NaN or inf in {', '.join(broken[:3])}"
+                       f"{', ...' if len(broken) > 3 else ''}): its training diverged; retrain, e.g. with a lower "
+                       "lrate")
     return state
 
 

@@ -334,7 +334,9 @@ def _seconds(minutes: float) -> float:
 @contextlib.contextmanager
 def _deferred_sigint():
     """Within the block, a first Ctrl-C only sets a flag (checked between steps); a second one interrupts
-    at once. Yields the flag reader. Outside the main thread signals cannot be handled: no-op."""
+    at once. SIGTERM (what `kill` and a scheduler send) does the same, unless someone else already handles it
+    (submitit in a SLURM job: its own handlers decide). Yields the flag reader. Outside the main thread signals
+    cannot be handled: no-op."""
     flag = threading.Event()
     if threading.current_thread() is not threading.main_thread():
         yield flag.is_set
@@ -345,8 +347,10 @@ def _deferred_sigint():
             raise KeyboardInterrupt
         flag.set()
 
-    previous = signal.signal(signal.SIGINT, handler)
+    signals = [signal.SIGINT] + ([signal.SIGTERM] if signal.getsignal(signal.SIGTERM) == signal.SIG_DFL else [])
+    previous = {sig: signal.signal(sig, handler) for sig in signals}
     try:
         yield flag.is_set
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for sig, old in previous.items():
+            signal.signal(sig, old)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import difflib
+import io
 import re
 import sys
 from collections.abc import Sequence
@@ -180,6 +181,35 @@ def check_presets(namespace: argparse.Namespace, given: dict[str, str]) -> None:
         print(line)
 
 
+class StrictConfigFileParser(configargparse.DefaultConfigFileParser):
+    """configargparse's `key = value` files, with what it would misread refused first, as one line naming the
+    file and the line: a section header (`[nerf]`: files are flat), a line that is not `key = value` (or
+    `key: value`), and a key given twice (configargparse silently keeps the last)."""
+
+    def parse(self, stream):
+        path = getattr(stream, "name", "config file")
+        text = stream.read()
+        first_line: dict[str, int] = {}
+        for number, raw in enumerate(text.splitlines(), 1):
+            line = raw.strip()
+            if not line or line.startswith(("#", ";")):
+                continue
+            where = f"{path}:{number}"
+            if line.startswith("["):
+                raise ConfigError(f"{where}: section header {line!r}: config files are flat `key = value` lines")
+            match = KEY_LINE.match(line)
+            if match is None:
+                raise ConfigError(f"{where}: {line!r} is not a `key = value` line")
+            key = match.group(1)
+            if key in first_line:
+                raise ConfigError(f"{where}: key '{key}' given twice (first on line {first_line[key]}); keep one")
+            first_line[key] = number
+        return super().parse(io.StringIO(text))
+
+
+KEY_LINE = re.compile(r"([A-Za-z_][\w-]*)\s*[=:]")
+
+
 def _shown(value) -> str:
     return str(list(value)) if isinstance(value, tuple) else str(value)
 
@@ -190,7 +220,7 @@ def _config_keys(path: str) -> set[str]:
         text = Path(path).read_text()
     except OSError:
         return set()
-    return {m.group(1) for m in re.finditer(r"^\s*([A-Za-z_][\w-]*)\s*[=:]", text, flags=re.M)}
+    return {m.group(1) for line in text.splitlines() if (m := KEY_LINE.match(line.strip()))}
 
 
 def build_parser(description: str = "OmniposeAD") -> configargparse.ArgumentParser:
@@ -198,7 +228,7 @@ def build_parser(description: str = "OmniposeAD") -> configargparse.ArgumentPars
     parser = ConfigParser(
         description=description,
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-        config_file_parser_class=configargparse.DefaultConfigFileParser,
+        config_file_parser_class=StrictConfigFileParser,
     )
     parser.add_argument("--config", is_config_file=True, help="config .txt file (key = value lines)")
     for stage in STAGES.values():

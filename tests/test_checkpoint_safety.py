@@ -53,3 +53,16 @@ def test_a_damaged_checkpoint_is_one_line_naming_the_file(tmp_path):
         read_checkpoint(path)
     assert str(err.value).startswith(f"cannot read NeRF checkpoint {path}: the file is damaged")
     assert "\n" not in str(err.value)
+
+
+def test_a_checkpoint_with_non_finite_weights_is_refused_at_load(tmp_path):
+    """A diverged training's NaN weights made NaN maps, and the error then blamed a map (issue 38)."""
+    path = tmp_path / "nerf.pt"
+    torch.save({"model": {"a": torch.zeros(2), "b": torch.tensor([1.0, float("nan")]), "step": torch.tensor(3)},
+                "arch": {}}, path)
+    with pytest.raises(PadError) as err:
+        read_checkpoint(path)
+    assert str(err.value) == (f"NeRF checkpoint {path} has non-finite weights (NaN or inf in b): its training "
+                              "diverged; retrain, e.g. with a lower lrate")
+    torch.save({"model": {"a": torch.zeros(2), "step": torch.tensor(3)}, "arch": {}}, path)
+    assert read_checkpoint(path)["model"]["a"].tolist() == [0.0, 0.0]

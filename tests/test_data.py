@@ -328,6 +328,10 @@ def _drop_frame0(key):
     (_set_frame0("transform_matrix", [[1, 0, 0], [0, 1, 0], [0, 0, 1]]), r"frame 0: .*shape \(3, 3\)"),
     (_set_frame0("transform_matrix", [[1, 0, 0, 0]] * 3 + [[0, 0, 0, "x"]]), r"frame 0: .*not a numeric"),
     (_set_frame0("transform_matrix", [[float("nan")] * 4] * 4), r"frame 0: .*non-finite"),
+    (_set_frame0("transform_matrix", [[2, 0, 0, 0], [0, 2, 0, 0], [0, 0, 2, 4], [0, 0, 0, 1]]),
+     r"frame 0: 'transform_matrix' has a rotation block that is not a rotation .*det 8"),
+    (_set_frame0("transform_matrix", [[-1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 4], [0, 0, 0, 1]]),
+     r"frame 0: .*not a rotation .*det -1;.*no reflection"),
     (_set_frame0("file_path", "train/good/99.png"), r"99\.png: image referenced by frame 0 .* not found"),
 ])
 def test_bad_transforms(tmp_path, edit, message):
@@ -371,8 +375,19 @@ def test_corrupt_image(tmp_path):
 def test_train_size_mismatch(tmp_path):
     cdir = make_class(tmp_path)
     _write(cdir / "train" / "good" / "2.png", np.zeros((5, 8, 3), np.uint8))
-    with pytest.raises(DataError, match=r"good/2\.png: image size 8x5 differs from 8x6"):
+    with pytest.raises(DataError, match=r"good/2\.png: image size 8x5 differs from the 8x6 of 2 of the 3 training"):
         load_train_views(cdir)
+
+
+def test_the_odd_size_is_named_even_when_it_is_read_first(tmp_path):
+    """Sizes are compared with the most common one: an odd first image is named, not every image after it."""
+    cdir = make_class(tmp_path)
+    _write(cdir / "train" / "good" / "0.png", np.zeros((5, 8, 3), np.uint8))
+    with pytest.raises(DataError) as err:
+        load_train_views(cdir)
+    odd = cdir / "train" / "good" / "0.png"
+    line = f"{odd}: image size 8x5 differs from the 8x6 of 2 of the 3 training images (they must share one size)"
+    assert str(err.value).splitlines() == [line]
 
 
 def test_defect_image_without_mask(tmp_path):

@@ -77,7 +77,7 @@ def test_several_problems_are_listed_together_one_line_each(tmp_path):
 def test_test_image_of_another_size_is_named(tmp_path):
     cdir = make_class(tmp_path)
     cv2.imwrite(str(cdir / "test" / "good" / "1.png"), np.zeros((6, 10, 3), np.uint8))
-    with pytest.raises(DataError, match=r"good/1\.png: image size 10x6 differs from 8x6"):
+    with pytest.raises(DataError, match=r"good/1\.png: image size 10x6 differs from the 8x6 of"):
         load_test_set(cdir)
 
 
@@ -245,7 +245,7 @@ def _weights(path: Path) -> dict:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL], ids=["SIGINT", "SIGKILL"])
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL], ids=["SIGINT", "SIGTERM", "SIGKILL"])
 def test_resume_after_a_signal_is_bitwise_exact(tmp_path, sig):
     """Kill `python train_nerf.py` mid-run, rerun it: the weights equal an uninterrupted run's."""
     data_root = tmp_path / "spheres"
@@ -265,7 +265,7 @@ def test_resume_after_a_signal_is_bitwise_exact(tmp_path, sig):
     _, err = proc.communicate(timeout=300)
     cut = _weights(ckpt)
     assert 0 < cut["step"] < n_iters and not cut["finished"]
-    if sig == signal.SIGINT:
+    if sig in (signal.SIGINT, signal.SIGTERM):            # SIGTERM saves and says so, as Ctrl-C does
         assert proc.returncode == 130
         assert err.strip().splitlines()[-1].startswith(f"interrupted: NeRF training of sphere stopped at step "
                                                        f"{cut['step']}/{n_iters}; the checkpoint {ckpt} holds it")
@@ -350,3 +350,71 @@ def test_progress_bars_redraw_slowly_in_log_files_only():
     out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True,
                          cwd=Path(__file__).resolve().parents[1])
     assert out.stdout.strip() == "2.0"
+
+
+@pytest.mark.parametrize("name", ["../../../x", "a/b", "/tmp/x", "..", ".", "ok,../x", "c:x"])
+def test_a_class_name_that_leaves_its_roots_is_refused_before_anything_is_created(tmp_path, name, capsys):
+    """Issue 38: `--class_name ../../../x` wrote checkpoints, caches, maps and metrics outside the roots."""
+    roots = ["--data_root", str(tmp_path / "data" / "synthetic"), "--ckpt_root", str(tmp_path / "ck"),
+             "--output_root", str(tmp_path / "out")]
+    err = "\n".join(_main_fails(anomaly_nerf_lego.main, [*roots, "--class_name", name], capsys))
+    assert "class_name must name folders inside data_root" in err and "Traceback" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == []                # nothing created, in or out of the roots
+
+
+def test_class_names_and_lists_inside_the_roots_are_accepted():
+    from common.run import RunOptions
+
+    for name in ("01Gorilla", "all", "a,b", "demo_s1", "x.y"):
+        assert RunOptions(class_name=name).validated().class_name == name
+    with pytest.raises(Exception, match="class_name"):
+        RunOptions().for_class("../x")
+
+
+def test_a_device_that_is_not_one_is_one_line_at_parse_time(capsys):
+    """`--device gpu` ended in a traceback; `cuda` on a machine without CUDA is one line where the work starts
+    (not at parse time: a SLURM submission host may have no GPU while its jobs do)."""
+    from common.errors import ConfigError
+    from common.runtime import resolve_device
+
+    err = "\n".join(_main_fails(anomaly_nerf_lego.main, ["--device", "gpu", "--class_name", "tiny"], capsys))
+    assert "device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got 'gpu'" in err and "Traceback" not in err
+    assert resolve_device("cpu").type == "cpu"
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="no CUDA device"):
+            resolve_device("cuda")
+    with pytest.raises(ConfigError, match="CUDA device"):
+        resolve_device(f"cuda:{torch.cuda.device_count() + 3}")
+
+
+@pytest.mark.parametrize("text, message", [
+    ("lrate = 1e-3\nN_samples = 8\nlrate = 2e-3\n", r"cfg\.txt:3: key 'lrate' given twice \(first on line 1\)"),
+    ("N_samples = 8\n# a comment\noccupancy_grid\n", r"cfg\.txt:3: 'occupancy_grid' is not a `key = value` line"),
+    ("[nerf]\nN_samples = 8\n", r"cfg\.txt:1: section header '\[nerf\]'"),
+])
+def test_a_config_line_that_would_be_misread_is_one_line_with_its_number(tmp_path, text, message, capsys):
+    """configargparse silently keeps a duplicate key's last value and reads a bare word as an unknown option."""
+    from common.errors import ConfigError
+    from omniposead.config import parse_config
+
+    config = tmp_path / "cfg.txt"
+    config.write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        parse_config(["--config", str(config)])
+    lines = _main_fails(anomaly_nerf_lego.main, ["--config", str(config)], capsys)
+    assert len(lines) == 1 and lines[0].startswith(f"error: {config}:")
+    config.write_text("lrate = 1e-3\nN_samples: 8\n\n; another comment\n")
+    assert parse_config(["--config", str(config)]).nerf.N_samples == 8
+
+
+def test_an_unreadable_or_non_finite_map_counts_as_not_done(tmp_path):
+    """Such a map was never remade, and every rerun repeated the evaluation's error (issue 38)."""
+    from anomaly.results import is_done, result_paths
+
+    record = {"image_score": 1.0, "label": 1, "defect_type": "Burrs", "backbone": "b"}
+    save_result(tmp_path, "Burrs/0", np.ones((4, 4), np.float32), record)
+    assert is_done(tmp_path, "Burrs/0")
+    save_result(tmp_path, "Burrs/0", np.full((4, 4), np.nan, np.float32), record)
+    assert not is_done(tmp_path, "Burrs/0")
+    result_paths(tmp_path, "Burrs/0").map.write_bytes(b"not a numpy file")
+    assert not is_done(tmp_path, "Burrs/0")
