@@ -48,7 +48,7 @@ def remove_stale_temps(folder: str | os.PathLike) -> list[Path]:
     for tmp in folder.rglob(f".*{TEMP_SUFFIX}"):
         parts = tmp.name[:-len(TEMP_SUFFIX)].split(".")
         pid = next((int(p) for p in reversed(parts[:-1]) if p.isdigit()), None)
-        if pid is not None and pid != os.getpid() and _pid_alive(pid):
+        if pid is not None and pid != os.getpid() and pid_alive(pid):
             continue
         try:
             tmp.unlink()
@@ -58,7 +58,8 @@ def remove_stale_temps(folder: str | os.PathLike) -> list[Path]:
     return removed
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process `pid` exists on this host (one of another user counts as alive)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

@@ -26,6 +26,7 @@ from anomaly.results import discard_result, is_done, load_run_record, save_resul
 from anomaly.scorer import anomaly_map, image_scores
 from common.errors import DataError, Interrupted
 from common.io import ensure_writable, remove_stale_temps
+from common.lock import run_lock
 from common.progress import progress_bar
 from common.runtime import resolve_device, seed_everything
 from evaluation.plots import overlay_heatmap
@@ -272,9 +273,15 @@ class ClassMaps:
 
 
 def run_class(cfg: OmniposeConfig, device: torch.device | None = None, progress: bool = True) -> ClassMaps:
-    """Write the anomaly maps of every test image of `cfg.run.class_name`."""
+    """Write the anomaly maps of every test image of `cfg.run.class_name`; one run per class at a time (a lock
+    under its output folder: common.lock)."""
     out_dir = cfg.run.output_dir
     ensure_writable(out_dir, "output")
+    with run_lock(out_dir, f"the maps of {cfg.run.class_name}"):
+        return _run_class(cfg, out_dir, device, progress)
+
+
+def _run_class(cfg: OmniposeConfig, out_dir: Path, device: torch.device | None, progress: bool) -> ClassMaps:
     remove_stale_temps(out_dir)
     assets = load_class(cfg, device, require_labels=cfg.pipeline.evaluate, progress=progress)
     record, saved = run_record(assets), load_run_record(out_dir)

@@ -418,3 +418,47 @@ def test_an_unreadable_or_non_finite_map_counts_as_not_done(tmp_path):
     assert not is_done(tmp_path, "Burrs/0")
     result_paths(tmp_path, "Burrs/0").map.write_bytes(b"not a numpy file")
     assert not is_done(tmp_path, "Burrs/0")
+
+
+def test_one_run_per_class_a_second_is_refused_and_a_dead_holder_is_taken_over(tiny_class_dir, tmp_path, capsys):
+    """Two runs of one class overwrote each other's maps (issue 38). A second process holds the class's lock: the
+    pipeline is refused in one line naming it, before any work; once that process is killed (its lock left
+    behind), the lock is taken over with a notice."""
+    from common.lock import LOCK_NAME, run_lock
+
+    out_dir = tmp_path / "outputs" / "synthetic" / "tiny"
+    out_dir.mkdir(parents=True)
+    script = ("import time; from pathlib import Path; from common.lock import run_lock\n"
+              f"with run_lock(Path({str(out_dir)!r}), 'x'):\n    print('held', flush=True); time.sleep(120)")
+    holder = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, env=_env(), stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        lines = _main_fails(anomaly_nerf_lego.main, [*_paths(tmp_path, tiny_class_dir.parent), "--class_name", "tiny",
+                                                     *PIPELINE_TINY], capsys)
+        assert len(lines) == 1 and f"process {holder.pid} on " in lines[0]
+        assert lines[0].startswith(f"error: {out_dir / LOCK_NAME}: the maps of tiny is being made by another run")
+        assert not (tmp_path / "ckpts").exists()                              # refused before any training
+    finally:
+        holder.kill()
+        holder.wait()
+    assert (out_dir / LOCK_NAME).is_file()                                    # left behind by the killed holder
+    with run_lock(out_dir, "the maps of tiny"):
+        assert json.loads((out_dir / LOCK_NAME).read_text())["pid"] == os.getpid()
+    assert "taking over the lock of the maps of tiny left by process" in capsys.readouterr().err
+    assert not (out_dir / LOCK_NAME).exists()                                 # released at the end
+
+
+def test_a_requeued_slurm_job_takes_over_its_own_lock_from_another_node(tmp_path, monkeypatch, capsys):
+    from common.lock import LOCK_NAME, LockedError, run_lock
+
+    lock = tmp_path / LOCK_NAME
+    lock.write_text(json.dumps({"pid": 1, "host": "node-a", "started": "2026-12-06 10:00:00", "slurm_job": "77_3"}))
+    monkeypatch.setenv("SLURM_JOB_ID", "78")
+    monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "3")
+    held_elsewhere = r"another run \(process 1 on node-a, since 2026-12-06 10:00:00\)"
+    with pytest.raises(LockedError, match=held_elsewhere), run_lock(tmp_path, "the maps of c"):
+        pass
+    monkeypatch.setenv("SLURM_JOB_ID", "77")
+    with run_lock(tmp_path, "the maps of c"):
+        assert json.loads(lock.read_text())["slurm_job"] == "77_3"
+    assert "this SLURM job's earlier run" in capsys.readouterr().err and not lock.exists()
