@@ -119,6 +119,11 @@ def _refine_jobs(renderer, images, starts, jobs, intrinsics, opts, device, seed,
     return out
 
 
+def work_of(refinements) -> tuple[int, int]:
+    """(rays, field evaluations) summed over `refinements` [(PoseRefinement, row)]: a query's iNeRF work."""
+    return (sum(int(r.rays[i]) for r, i in refinements), sum(int(r.samples[i]) for r, i in refinements))
+
+
 def _starts_of(jobs, q: int) -> list[int]:
     """The training views query q was started from, in job order."""
     return [view for qq, view in jobs if qq == q]
@@ -201,7 +206,8 @@ def estimate_poses(renderer, database, train_views, images, opts: InerfOptions, 
         curve = head.loss_curves[row] if last is head else np.concatenate([head.loss_curves[row],
                                                                            last.loss_curves[last_row]])
         starts = _starts_of(jobs, q)
-        mine = [results[j] for j, (qq, _) in enumerate(jobs) if qq == q] + ([finals[q]] if q in finals else [])
+        rays, samples = work_of([results[j] for j, (qq, _) in enumerate(jobs) if qq == q]
+                                + ([finals[q]] if q in finals else []))
         out.append(PoseEstimate(
             coarse_pose=train_poses[ranked_idx[q, 0]].copy(),
             refined_pose=last.poses[last_row],
@@ -217,7 +223,7 @@ def estimate_poses(renderer, database, train_views, images, opts: InerfOptions, 
             confidence_loss=float(last.final_trimmed[last_row]),
             loss_curve=curve,
             sampling=head.sampling[row],
-            work_rays=sum(int(r.rays[i]) for r, i in mine),
-            work_samples=sum(int(r.samples[i]) for r, i in mine),
+            work_rays=rays,
+            work_samples=samples,
         ))
     return out

@@ -26,7 +26,7 @@ import torch
 
 from common.camera import Intrinsics
 from common.rotations import rotation_error_deg
-from inerf.estimate import PoseEstimate, further_starts
+from inerf.estimate import PoseEstimate, further_starts, work_of
 from inerf.optimize import refine_poses
 from inerf.options import InerfOptions
 from nerf.rays import camera_directions, rays_from_poses
@@ -161,10 +161,9 @@ def global_fallback(renderer, candidates: CandidateViews, images: np.ndarray, es
     for q in lost:
         best = min((j for j, (qq, _) in enumerate(jobs) if qq == q),
                    key=lambda j: float(results[j][0].final_trimmed[results[j][1]]), default=None)
-        mine = [results[j] for j, (qq, _) in enumerate(jobs) if qq == q]
-        estimate = dataclasses.replace(out[q], fallback_tried=True,
-                                       work_rays=out[q].work_rays + sum(int(r.rays[i]) for r, i in mine),
-                                       work_samples=out[q].work_samples + sum(int(r.samples[i]) for r, i in mine))
+        rays, samples = work_of([results[j] for j, (qq, _) in enumerate(jobs) if qq == q])
+        estimate = dataclasses.replace(out[q], fallback_tried=True, work_rays=out[q].work_rays + rays,
+                                       work_samples=out[q].work_samples + samples)
         if best is not None:
             refined, row = results[best]
             if float(refined.final_trimmed[row]) < judged_loss(estimate):

@@ -133,10 +133,11 @@ def refine_poses(renderer, images, init_poses, intrinsics: Intrinsics, opts: Ine
     optimizer = torch.optim.Adam([twist], lr=learning_rate(opts, first_step))
     curves = torch.zeros(b, steps, device=device)
     march = opts.inerf_march_samples
-    # Converged queries stop (inerf_converge_deg): `active` [B] on the host, the steps each one ran, and the
-    # render calls of the active ones (the batch's slices while every query is active, as before)
+    # Converged queries stop (inerf_converge_deg): `active` [B] on the host, `stopped` its complement on the device
+    # (None while every query is active), the steps each one ran, and the render calls of the active ones (the
+    # batch's slices while every query is active, as before)
     active, steps_run, calls = np.ones(b, dtype=bool), np.zeros(b, dtype=np.int64), groups
-    last_check = None
+    stopped, last_check = None, None
 
     params = list(renderer.parameters()) if hasattr(renderer, "parameters") else []
     flags = [p.requires_grad for p in params]
@@ -149,27 +150,28 @@ def refine_poses(renderer, images, init_poses, intrinsics: Intrinsics, opts: Ine
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate(opts, first_step + step)
             pixels = sampler.sample(n_rays)
-            if not active.all():
-                curves[~torch.from_numpy(active).to(device), step] = curves[:, step - 1][
-                    ~torch.from_numpy(active).to(device)]          # a stopped query's curve keeps its last loss
+            if stopped is not None:                                # a stopped query's curve keeps its last loss
+                curves[stopped, step] = curves[stopped, step - 1]
             if active.any():
                 optimizer.zero_grad(set_to_none=True)
                 for rows in calls:
                     per_query = _photometric_loss(renderer, twist, init, dirs, targets, pixels, rows, samples, march)
                     per_query.sum().backward()
                     curves[rows, step] = per_query.detach()
-                held = twist.detach().clone()
+                held = twist.detach().clone() if stopped is not None else None
                 optimizer.step()
-                if not active.all():                               # Adam's momentum must not move a stopped query
+                if stopped is not None:                            # Adam's momentum must not move a stopped query
                     with torch.no_grad():
-                        twist.copy_(torch.where(torch.from_numpy(active).to(device)[:, None], twist, held))
+                        twist.copy_(torch.where(stopped[:, None], held, twist))
                 steps_run += active
             if opts.inerf_converge_deg > 0 and first_step + step + 1 >= opts.inerf_lr_hold \
                     and (step + 1) % opts.inerf_converge_window == 0 and active.any():
                 now = apply_correction(twist.detach(), init).cpu().numpy()
                 if last_check is not None:
                     active &= ~(pose_change_deg(last_check, now) < opts.inerf_converge_deg)
-                    calls = _calls(active, n_rays, opts.inerf_chunk, device) if not active.all() else groups
+                    if not active.all():
+                        calls = _calls(active, n_rays, opts.inerf_chunk, device)
+                        stopped = torch.from_numpy(~active).to(device)
                 last_check = now
             if on_step is not None:
                 on_step()

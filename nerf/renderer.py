@@ -87,14 +87,15 @@ class NeRFRenderer(nn.Module):
     def _skipping(self) -> bool:
         return self.grid is not None and self.grid.active
 
-    def _kept(self, field: nn.Module, pts: Tensor, z_vals: Tensor, rays_d: Tensor) -> Tensor | None:
+    def _kept(self, field: nn.Module, pts: Tensor, z_vals: Tensor, rays_d: Tensor,
+              occupied: Tensor | None = None) -> Tensor | None:
         """[R, S] bool: the samples to evaluate (None = all, without an active grid): those in occupied cells,
         and, with early termination while gradients are on (training, iNeRF), only those before the ray's
         transmittance falls below `occupancy_early_stop` (found by a density-only pass without gradients,
         cheaper than the forward and backward passes it saves)."""
         if not self._skipping:
             return None
-        keep = self.grid.occupied_at(pts.detach())
+        keep = self.grid.occupied_at(pts.detach()) if occupied is None else occupied
         if self.early_stop > 0 and torch.is_grad_enabled():
             with torch.no_grad():
                 ray, sample = torch.nonzero(keep, as_tuple=True)
@@ -123,21 +124,24 @@ class NeRFRenderer(nn.Module):
         return rgb, sigma, keep.sum(dim=-1).float()
 
     def _shade(self, field: nn.Module, rays_o: Tensor, rays_d: Tensor, viewdirs: Tensor | None, z_vals: Tensor,
-               raw_noise_std: float, generator: torch.Generator | None) -> dict[str, Tensor]:
-        """Evaluate `field` at the (kept) samples of all rays in one batched call, then composite."""
+               raw_noise_std: float, generator: torch.Generator | None,
+               occupied: Tensor | None = None) -> dict[str, Tensor]:
+        """Evaluate `field` at the (kept) samples of all rays in one batched call, then composite. `occupied`: the
+        grid's mask of these samples when the caller has it already."""
         pts = rays_o[:, None, :] + rays_d[:, None, :] * z_vals[..., None]          # [R, S, 3] fp32
-        rgb, sigma, evaluated = self._query(field, pts, viewdirs, self._kept(field, pts, z_vals, rays_d))
+        rgb, sigma, evaluated = self._query(field, pts, viewdirs, self._kept(field, pts, z_vals, rays_d, occupied))
         out = composite(sigma, rgb, z_vals, rays_d, white_bkgd=self.white_bkgd,
                         raw_noise_std=raw_noise_std, generator=generator)
         return {**out, "samples": evaluated}
 
-    def _march_costs_more(self, rays_o: Tensor, rays_d: Tensor, z: Tensor) -> bool:
-        """Whether the grid's march `z [R, S]` has more samples in occupied cells than plain sampling evaluates
-        (N_samples per ray). A young field, still dense everywhere (the paper's 8x256 MLP kept every cell
-        occupied after 25 s of training on an H200: benchmarks/RESULTS.md, "GPU"), would otherwise make the finer
-        march cost more than no grid at all. One host sync."""
-        pts = rays_o[:, None, :] + rays_d[:, None, :] * z[..., None]
-        return int(self.grid.occupied_at(pts).sum()) > rays_o.shape[0] * self.N_samples
+    def _march_occupancy(self, rays_o: Tensor, rays_d: Tensor, z: Tensor) -> Tensor | None:
+        """The grid's mask [R, S] of the march `z [R, S]`, or None when more of its samples lie in occupied cells
+        than plain sampling evaluates (N_samples per ray). A young field, still dense everywhere (the paper's 8x256
+        MLP kept every cell occupied after 25 s of training on an H200: benchmarks/RESULTS.md, "GPU"), would
+        otherwise make the finer march cost more than no grid at all. One host sync; the mask is reused by the
+        coarse pass."""
+        occupied = self.grid.occupied_at(rays_o[:, None, :] + rays_d[:, None, :] * z[..., None])
+        return None if int(occupied.sum()) > rays_o.shape[0] * self.N_samples else occupied
 
     def render_rays(self, rays_o: Tensor, rays_d: Tensor, *, perturb: bool | float = False,
                     raw_noise_std: float = 0.0, generator: torch.Generator | None = None,
@@ -166,10 +170,13 @@ class NeRFRenderer(nn.Module):
         n_coarse = (march_samples or self.march_samples) if self._skipping else self.N_samples
         z = stratified_samples(self.near, self.far, n_coarse, rays_o.shape[0], perturb=perturb,
                                device=rays_o.device, generator=generator)
-        if march_samples is None and n_coarse > self.N_samples and self._march_costs_more(rays_o, rays_d, z):
-            z = stratified_samples(self.near, self.far, self.N_samples, rays_o.shape[0], perturb=perturb,
-                                   device=rays_o.device, generator=generator)
-        coarse = self._shade(self.coarse, rays_o, rays_d, viewdirs, z, raw_noise_std, generator)
+        occupied = None
+        if march_samples is None and n_coarse > self.N_samples:
+            occupied = self._march_occupancy(rays_o, rays_d, z)
+            if occupied is None:
+                z = stratified_samples(self.near, self.far, self.N_samples, rays_o.shape[0], perturb=perturb,
+                                       device=rays_o.device, generator=generator)
+        coarse = self._shade(self.coarse, rays_o, rays_d, viewdirs, z, raw_noise_std, generator, occupied)
         out = {"rgb_coarse": coarse["rgb"], "samples": coarse["samples"]}
         final = coarse
         if self.fine is not None:
