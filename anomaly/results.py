@@ -7,7 +7,8 @@ For the test sample named ``<defect_type>/<stem>`` (mad.loader.TestSample.name) 
                                       'official': the raw map at the script's 224-px size, before the
                                       test-set min-max normalisation, which auroc_test.py applies)
     <defect_type>/<stem>.json         record: at least image_score, label, defect_type, backbone (+ scorer:
-                                      the scorer settings, ScoreOptions.scorer_record)
+                                      the scorer settings, ScoreOptions.scorer_record; + image_digest: the
+                                      content hash of the test image the map was made from)
                                       (+ name, added here, and any pipeline extras: poses, losses...)
     <defect_type>/<stem>_query.png    the query image (optional)
     <defect_type>/<stem>_ref.png      the NeRF reference rendered at the refined pose (optional)
@@ -30,10 +31,12 @@ import numpy as np
 
 from common.errors import DataError
 from common.io import write_image, write_json, write_npy
+from common.stopwatch import peak_rss_gb
 from mad.layout import sample_order_key
 
 REQUIRED_KEYS = ("image_score", "label", "defect_type", "backbone")
 RUN_RECORD = "run.json"
+STAGE_RECORD = "stages.json"
 
 
 @dataclass(frozen=True)
@@ -92,6 +95,15 @@ def is_done(out_dir: str | Path, sample_name: str) -> bool:
         return False
 
 
+def saved_image_digest(out_dir: str | Path, sample_name: str) -> str | None:
+    """The content hash of the test image a saved map was made from (its record's image_digest); None when the
+    record is unreadable or predates the hash."""
+    try:
+        return load_record(result_paths(out_dir, sample_name).record).get("image_digest")
+    except DataError:
+        return None
+
+
 def discard_result(out_dir: str | Path, sample_name: str) -> None:
     """Remove one sample's result files, the JSON record first (so it no longer counts as done even if
     interrupted half-way): maps made with other settings must not survive a remake."""
@@ -128,6 +140,14 @@ def save_run_record(out_dir: str | Path, record: dict) -> None:
     """Write run.json: what a class's maps were made with (omniposead.pipeline.run_record: data_root and the
     loading settings at the top level, the run identity under "identity")."""
     write_json(Path(out_dir) / RUN_RECORD, record)
+
+
+def save_stage_record(out_dir: str | Path, clock, maps_made: int) -> None:
+    """Write stages.json: this run's wall seconds per stage (common.stopwatch.StageTimes: what was loaded,
+    trained or made in this run; a reused checkpoint costs little), how many maps it made and the process's peak
+    memory."""
+    write_json(Path(out_dir) / STAGE_RECORD, {"seconds": dict(clock.seconds), "maps_made": int(maps_made),
+                                              "peak_rss_gb": peak_rss_gb()})
 
 
 def load_run_record(out_dir: str | Path) -> dict | None:

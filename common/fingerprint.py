@@ -24,6 +24,15 @@ def feed(h, name: str, value: Any) -> None:
         h.update(repr(value).encode())
 
 
+def array_digest(array: np.ndarray) -> str:
+    """BLAKE2b hex digest of an array's dtype, shape and bytes: the content hash of image data (fast on the
+    hundreds of MB of a full-size class's training views)."""
+    array = np.ascontiguousarray(array)
+    h = hashlib.blake2b(f"{array.dtype}{array.shape}".encode(), digest_size=32)
+    h.update(memoryview(array).cast("B"))
+    return h.hexdigest()
+
+
 def digest(named: Iterable[tuple[str, Any]]) -> str:
     """SHA-256 hex digest of (name, value) pairs in the order given."""
     h = hashlib.sha256()

@@ -119,6 +119,12 @@ def evaluate_class(run: RunOptions, score: ScoreOptions, ev: EvalOptions, write_
                         f"{len(samples)} test images of {obj}); run anomaly_nerf_lego.py for this class first")
 
     records = {r.name: r.record for r in load_results(out_dir)}
+    for sample in samples:
+        saved = records[sample.name].get("image_digest")
+        if saved is not None and saved != sample.image_digest:
+            raise DataError(f"{result_paths(out_dir, sample.name).map}: this map was made from another version of "
+                            f"the test image {sample.path} (replaced since); rerun anomaly_nerf_lego.py for {obj} "
+                            "to make its map again")
     scorers = {json.dumps(scorer_of(records[s.name]), sort_keys=True) for s in samples}
     if len(scorers) > 1:
         raise DataError(f"{out_dir}: the maps of {obj} were scored with different settings: {sorted(scorers)}")

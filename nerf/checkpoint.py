@@ -70,6 +70,21 @@ def _unreadable(path: Path, err: Exception) -> str:
             f"({type(err).__name__}); retrain or copy it again")
 
 
+def check_views(path: Path, state: dict[str, Any], views) -> None:
+    """PadError unless the checkpoint was trained on `views` (mad.loader.TrainViews): the fingerprint of the
+    training images, poses and intrinsics saved at training must equal today's. A checkpoint written before
+    fingerprints were saved cannot be checked: one notice says so."""
+    saved = (state.get("data") or {}).get("views")
+    if saved is None:
+        print(f"note: NeRF checkpoint {path} does not record what it was trained on (written by an older "
+              "version), so it cannot be checked against the training views; retrain to have it checked")
+        return
+    if saved != views.fingerprint:
+        raise PadError(f"NeRF checkpoint {path} was trained on other training images or poses than those in "
+                       f"{views.folder} (checkpoint {saved[:12]}, data {views.fingerprint[:12]}): retrain it "
+                       f"(move {path} away) or point the config at the data it was trained on")
+
+
 def weights_digest(model: Mapping[str, torch.Tensor], occupancy: Mapping[str, Any] | None) -> str:
     """SHA-256 of a NeRF's parameters (`state_dict`) and its occupancy grid (`OccupancyGrid.state`, or None):
     equal exactly when the trained models are bitwise equal, whatever the step, seed or file they came from."""

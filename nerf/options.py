@@ -138,15 +138,16 @@ class TrainOptions(Options):
     n_iters: int = option(200000, "training iterations")
     max_train_minutes: float = option(0.0, "stop this run's training after this many minutes of wall clock (0 = no "
                                            "limit); the checkpoint is then marked as stopped by the budget and the "
-                                           "next run continues it")
+                                           "next run continues it", cosmetic=True)
     precrop_iters: int = option(0, "sample rays from the image centre for this many steps")
     precrop_frac: float = option(0.5, "fraction of the image used by precrop")
     holdout_every: int = option(8, "every k-th training view is held out for validation PSNR (0 = none)")
-    i_print: int = option(100, "update the progress bar every N steps")
-    i_val: int = option(5000, "held-out PSNR every N steps")
-    i_weights: int = option(10000, "checkpoint every N steps")
+    i_print: int = option(100, "update the progress bar every N steps", cosmetic=True)
+    i_val: int = option(5000, "held-out PSNR every N steps", cosmetic=True)
+    i_weights: int = option(10000, "checkpoint every N steps", cosmetic=True)
     save_every_minutes: float = option(1.0, "also checkpoint after this many minutes of training since the last "
-                                            "save (0 = only every i_weights steps), so a killed run loses little")
+                                            "save (0 = only every i_weights steps), so a killed run loses little",
+                                       cosmetic=True)
     occupancy_update_every: int = option(16, "with occupancy_grid: update the grid every N steps (Instant-NGP: 16)")
     occupancy_warmup: int = option(256, "with occupancy_grid: plain sampling (N_samples, every cell counts as "
                                         "occupied) for this many steps, while the field learns a first shape; the "

@@ -28,7 +28,15 @@ from common.errors import ConfigError, Interrupted
 from common.io import remove_stale_temps, write_json
 from common.progress import progress_bar, progress_write
 from common.runtime import synchronize
-from nerf.checkpoint import LOG_NAME, check_arch, frozen_renderer, read_checkpoint, save_checkpoint, weights_digest
+from nerf.checkpoint import (
+    LOG_NAME,
+    check_arch,
+    check_views,
+    frozen_renderer,
+    read_checkpoint,
+    save_checkpoint,
+    weights_digest,
+)
 from nerf.options import NeRFOptions, TrainOptions
 from nerf.psnr import heldout_psnr, mean_colour_psnr, psnr_from_mse
 from nerf.ray_bank import RayBank
@@ -114,7 +122,7 @@ class NeRFTrainer:
         if not train_idx:
             raise ConfigError(f"holdout_every={train.holdout_every} leaves no training view out of "
                               f"{len(views.images)}")
-        self.data_info.update(n_train=len(train_idx), n_heldout=len(val_idx))
+        self.data_info.update(n_train=len(train_idx), n_heldout=len(val_idx), views=views.fingerprint)
         self.bank = RayBank.build(views.images[train_idx], views.poses[train_idx], views.intrinsics, self.device)
         self.val_images = torch.as_tensor(views.images[val_idx], dtype=torch.float32, device=self.device)
         self.val_poses = torch.as_tensor(views.poses[val_idx], dtype=torch.float32, device=self.device)
@@ -130,12 +138,13 @@ class NeRFTrainer:
         if state is None and self.path.is_file():
             state = read_checkpoint(self.path, self.device)
         if state is not None:
-            self._restore(state)
+            self._restore(state, views)
 
     # ------------------------------------------------------------------------- state
 
-    def _restore(self, state: dict) -> None:
+    def _restore(self, state: dict, views) -> None:
         check_arch(self.path, state["arch"], self.nerf_opts)
+        check_views(self.path, state, views)
         self.renderer.load_state_dict(state["model"])
         base_lrs = [group["base_lr"] for group in self.optimizer.param_groups]
         self.optimizer.load_state_dict(state["optimizer"])
@@ -167,7 +176,7 @@ class NeRFTrainer:
             "elapsed_s": float(self.elapsed), "arch": self.nerf_opts.architecture(), "finished": self.finished,
             "stop_reason": self.stop_reason,
             "val_history": self.val_history, "rays_per_s": self.rays_per_s, "baseline_psnr": self.baseline,
-            "data": self.data_info, "occupancy": self._grid_state(),
+            "data": self.data_info, "occupancy": self._grid_state(), "train": self.opts.identity(),
         }
 
     def weights_digest(self) -> str:

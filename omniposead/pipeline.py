@@ -15,20 +15,29 @@ from __future__ import annotations
 
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from anomaly.residual import ResidualModel
-from anomaly.results import discard_result, is_done, load_run_record, save_result, save_run_record
+from anomaly.results import (
+    discard_result,
+    is_done,
+    load_run_record,
+    save_result,
+    save_run_record,
+    save_stage_record,
+    saved_image_digest,
+)
 from anomaly.scorer import anomaly_map, image_scores
 from common.errors import DataError, Interrupted
 from common.io import ensure_writable, remove_stale_temps
 from common.lock import run_lock
 from common.progress import progress_bar
 from common.runtime import resolve_device, seed_everything
+from common.stopwatch import StageTimes, peak_rss_gb
 from evaluation.plots import overlay_heatmap
 from features.backbone import FrozenBackbone, load_backbone
 from inerf.estimate import PoseEstimate, estimate_poses
@@ -36,7 +45,7 @@ from inerf.global_search import CandidateViews, global_fallback, lost_queries, w
 from mad.layout import GOOD, resolve_class_dir
 from mad.loader import TestSample, TrainViews, load_test_set, load_train_views
 from mad.view_subset import select_train_views
-from nerf.checkpoint import checkpoint_path, read_checkpoint, renderer_from_state, weights_digest
+from nerf.checkpoint import check_views, checkpoint_path, read_checkpoint, renderer_from_state, weights_digest
 from nerf.renderer import NeRFRenderer
 from nerf.trainer import NeRFTrainer, TrainSummary
 from omniposead.config import OmniposeConfig
@@ -82,7 +91,15 @@ def train_class(cfg: OmniposeConfig, device: torch.device, progress: bool = True
     """Generate the class if asked, then train or resume its NeRF (what `python train_nerf.py` does)."""
     seed_everything(cfg.run.seed)
     views = class_train_views(cfg, prepare_class(cfg))
-    return nerf_trainer(cfg, views, device, progress).run()
+    with training_lock(cfg):
+        return nerf_trainer(cfg, views, device, progress).run()
+
+
+def training_lock(cfg: OmniposeConfig):
+    """One training of a class's NeRF at a time (common.lock, under its checkpoint folder): two would both write
+    nerf.pt, each resuming from the other's saves."""
+    cfg.run.ckpt_dir.mkdir(parents=True, exist_ok=True)
+    return run_lock(cfg.run.ckpt_dir, f"the NeRF of {cfg.run.class_name}")
 
 
 @dataclass
@@ -92,23 +109,46 @@ class TrainedNeRF:
     digest: str              # content hash of its weights and occupancy grid (nerf.checkpoint.weights_digest)
 
     @classmethod
-    def from_state(cls, state: dict, path: Path, cfg: OmniposeConfig, device: torch.device) -> TrainedNeRF:
-        """The frozen NeRF of a checkpoint already read from `path`."""
+    def from_state(cls, state: dict, path: Path, cfg: OmniposeConfig, views: TrainViews,
+                   device: torch.device) -> TrainedNeRF:
+        """The frozen NeRF of a checkpoint already read from `path`, once it is shown to be trained on `views`
+        (nerf.checkpoint.check_views; a training option changed since gets a notice)."""
+        check_views(path, state, views)
+        note_training_changes(cfg, state, path)
         return cls(renderer_from_state(state, path, cfg.nerf, cfg.run.white_bkgd, device), state["step"],
                    weights_digest(state["model"], state.get("occupancy")))
 
 
+def note_training_changes(cfg: OmniposeConfig, state: dict, path: Path) -> None:
+    """One notice when a training option differs from the one the finished NeRF at `path` was trained with:
+    it has no effect on that NeRF unless the user retrains (n_iters only when lowered below the NeRF's step:
+    raised, training goes on)."""
+    saved = state.get("train")
+    if saved is None:
+        return
+    changes = [change.removeprefix("train.") for change in identity_changes({"train": saved},
+                                                                          {"train": cfg.train.identity()})
+               if not change.startswith("train.n_iters ") or cfg.train.n_iters < state["step"]]
+    if changes:
+        print(f"note: training options changed since the NeRF in {path} was trained ({'; '.join(changes)}): "
+              f"they have no effect on it unless you retrain (move {path} away)")
+
+
 def ensure_trained(cfg: OmniposeConfig, views: TrainViews, device: torch.device,
                    progress: bool = True) -> TrainedNeRF:
-    """The class's frozen renderer; trains or resumes first unless the checkpoint has n_iters steps.
-    The checkpoint is read once. A run stopped by its time budget goes on with the NeRF it has (with a
-    warning); the next run continues the training."""
+    """The class's frozen renderer; trains or resumes first unless the checkpoint has n_iters steps (training
+    holds the class's training lock, and reads the checkpoint again under it). A run stopped by its time budget
+    goes on with the NeRF it has (with a warning); the next run continues the training."""
     path = checkpoint_path(cfg.run.ckpt_dir)
     state = read_checkpoint(path, device) if path.is_file() else None
     if state is not None and state["step"] >= cfg.train.n_iters:
-        return TrainedNeRF.from_state(state, path, cfg, device)
-    trainer = nerf_trainer(cfg, views, device, progress, state)
-    summary = trainer.run()
+        return TrainedNeRF.from_state(state, path, cfg, views, device)
+    with training_lock(cfg):
+        state = read_checkpoint(path, device) if path.is_file() else None   # again: a run may have just ended
+        if state is not None and state["step"] >= cfg.train.n_iters:
+            return TrainedNeRF.from_state(state, path, cfg, views, device)
+        trainer = nerf_trainer(cfg, views, device, progress, state)
+        summary = trainer.run()
     if summary.stop_reason == "budget":
         warnings.warn(f"NeRF training of {cfg.run.class_name} stopped by max_train_minutes at step {summary.step} "
                       f"of {cfg.train.n_iters}; using it now, the next run continues the training "
@@ -132,6 +172,7 @@ class ClassAssets:
     residual: ResidualModel | None = None  # the NeRF's normal-residual model (score_normalization = residual)
     pose_calibration: PoseCalibration | None = None  # the pose-unsure threshold (omniposead.pose_calibration)
     _candidates: CandidateViews | None = None        # the global fallback's renders, made when first needed
+    clock: StageTimes = field(default_factory=StageTimes)  # wall seconds of each stage so far
 
     def candidates(self, progress: bool = True) -> CandidateViews:
         if self._candidates is None:
@@ -167,25 +208,32 @@ def load_class(cfg: OmniposeConfig, device: torch.device | None = None, *, train
     device = resolve_device(cfg.run.device) if device is None else device
     run = cfg.run
     seed_everything(run.seed)
-    class_dir = prepare_class(cfg) if train else resolve_class_dir(run.data_root, run.class_name)
-    views = class_train_views(cfg, class_dir)
-    test_set = load_test_set(class_dir, downscale=run.image_downscale, white_bkgd=run.white_bkgd,
-                             allow_empty_masks=run.allow_empty_masks)
-    check_test_set(test_set, views, class_dir, require_labels)
-    ensure_writable(run.ckpt_dir, "checkpoint")
-    remove_stale_temps(run.ckpt_dir)
-    if train:
-        nerf = ensure_trained(cfg, views, device, progress)
-    else:
-        path = checkpoint_path(run.ckpt_dir)
-        nerf = TrainedNeRF.from_state(read_checkpoint(path, device), path, cfg, device)
-    backbone = load_backbone(cfg.backbone, device)
-    database = load_or_build_database(cfg.retrieval, backbone, views, device, run.ckpt_dir / CACHE_NAME)
-    residual = (load_or_fit_residual(cfg, views, nerf.renderer, backbone, device, progress)
-                if cfg.score.score_normalization == "residual" else None)
-    calibration = load_or_calibrate(cfg, views, nerf.renderer, nerf.digest, device) if poses else None
+    clock = StageTimes()
+    with clock.stage("data"):
+        class_dir = prepare_class(cfg) if train else resolve_class_dir(run.data_root, run.class_name)
+        views = class_train_views(cfg, class_dir)
+        test_set = load_test_set(class_dir, downscale=run.image_downscale, white_bkgd=run.white_bkgd,
+                                 allow_empty_masks=run.allow_empty_masks)
+        check_test_set(test_set, views, class_dir, require_labels)
+        ensure_writable(run.ckpt_dir, "checkpoint")
+        remove_stale_temps(run.ckpt_dir)
+    with clock.stage("backbone"):
+        backbone = load_backbone(cfg.backbone, device)     # before training: missing weights are found in seconds
+    with clock.stage("nerf"):
+        if train:
+            nerf = ensure_trained(cfg, views, device, progress)
+        else:
+            path = checkpoint_path(run.ckpt_dir)
+            nerf = TrainedNeRF.from_state(read_checkpoint(path, device), path, cfg, views, device)
+    with clock.stage("retrieval"):
+        database = load_or_build_database(cfg.retrieval, backbone, views, device, run.ckpt_dir / CACHE_NAME)
+    with clock.stage("residual"):
+        residual = (load_or_fit_residual(cfg, views, nerf.renderer, backbone, device, progress)
+                    if cfg.score.score_normalization == "residual" else None)
+    with clock.stage("pose calibration"):
+        calibration = load_or_calibrate(cfg, views, nerf.renderer, nerf.digest, device) if poses else None
     return ClassAssets(cfg, device, class_dir, views, test_set, nerf.renderer, nerf.step, nerf.digest, backbone,
-                       database, residual, calibration)
+                       database, residual, calibration, clock=clock)
 
 
 def estimate_batch_poses(assets: ClassAssets, images: np.ndarray, progress: bool = False) -> list[PoseEstimate]:
@@ -217,6 +265,7 @@ class ImageResult:
         """The JSON record written beside the map (anomaly.results); `scorer`: ScoreOptions.scorer_record()."""
         return {"image_score": self.image_score, "label": self.sample.label,
                 "defect_type": self.sample.defect_type, "backbone": backbone, "scorer": scorer,
+                "image_digest": self.sample.image_digest,
                 **self.pose.record(), "seconds": self.seconds}
 
 
@@ -272,6 +321,19 @@ class ClassMaps:
     test_set: list[TestSample]
 
 
+def keep_current(name: str, out_dir: Path, done: list[TestSample]) -> list[TestSample]:
+    """The samples of `done` whose saved map was made from today's test image; the others (replaced since, or
+    a map made before images were hashed) are discarded, with one line naming them, to be made again."""
+    stale = [s for s in done if saved_image_digest(out_dir, s.name) != s.image_digest]
+    stale_names = {s.name for s in stale}
+    if stale:
+        print(f"[{name}] {len(stale)} test image(s) differ from the ones their maps were made from "
+              f"({', '.join(s.name for s in stale[:5])}{', ...' if len(stale) > 5 else ''}): making their maps again")
+    for sample in stale:
+        discard_result(out_dir, sample.name)
+    return [s for s in done if s.name not in stale_names]
+
+
 def run_class(cfg: OmniposeConfig, device: torch.device | None = None, progress: bool = True) -> ClassMaps:
     """Write the anomaly maps of every test image of `cfg.run.class_name`; one run per class at a time (a lock
     under its output folder: common.lock)."""
@@ -292,7 +354,10 @@ def _run_class(cfg: OmniposeConfig, out_dir: Path, device: torch.device | None, 
         for sample in assets.test_set:      # before the new run.json: an interrupted remake resumes correctly
             discard_result(out_dir, sample.name)
     save_run_record(out_dir, record)
-    pending = [s for s in assets.test_set if redo or not is_done(out_dir, s.name)]
+    done = [] if redo else [s for s in assets.test_set if is_done(out_dir, s.name)]
+    done = keep_current(cfg.run.class_name, out_dir, done)
+    done_names = {s.name for s in done}
+    pending = [s for s in assets.test_set if s.name not in done_names]
     name, description = cfg.run.class_name, assets.backbone.description
     total = len(assets.test_set)
     print(f"[{name}] {total} test images, {total - len(pending)} already done, backbone: {description}")
@@ -300,7 +365,8 @@ def _run_class(cfg: OmniposeConfig, out_dir: Path, device: torch.device | None, 
     unsure: list[str] = []
     searched = 0
     try:
-        with progress_bar(total=len(pending), desc=f"{name} maps", unit="img", disable=not progress) as bar:
+        with assets.clock.stage("maps"), progress_bar(total=len(pending), desc=f"{name} maps", unit="img",
+                                                      disable=not progress) as bar:
             for start in range(0, len(pending), batch):
                 chunk = pending[start:start + batch]
                 bar.set_postfix_str(f"images {start + 1}-{start + len(chunk)}: pose, reference, map")
@@ -325,4 +391,8 @@ def _run_class(cfg: OmniposeConfig, out_dir: Path, device: torch.device | None, 
               + (f" ({', '.join(unsure)})" if unsure else "") + f"; global search for {searched} "
               f"(threshold {assets.pose_calibration.threshold:.3g} = {cfg.inerf.pose_unsure_factor:g} x the "
               f"held-out median {assets.pose_calibration.median_loss:.3g})")
+    save_stage_record(out_dir, assets.clock, len(pending))
+    print(f"[{name}] stages: {assets.clock.line()}"
+          + (f" ({assets.clock.seconds['maps'] / len(pending):.2f} s per map made)" if pending else "")
+          + f"; peak memory {peak_rss_gb():.2f} GB")
     return ClassMaps(out_dir, assets.test_set)

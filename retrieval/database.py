@@ -135,19 +135,19 @@ class DescriptorDatabase:
                    notes=state.get("notes"), batch_size=batch_size)
 
 
-def database_fingerprint(images, backbone, desc_dim: int, retrieval_size: int) -> str:
-    """Hash of the training image array, backbone (description + weights), desc_dim and retrieval_size."""
-    arr = np.ascontiguousarray(np.asarray(images, dtype=np.float32))
+def database_fingerprint(train_views, backbone, desc_dim: int, retrieval_size: int) -> str:
+    """Hash of the training images (mad.loader.TrainViews.image_digest), backbone (description + weights),
+    desc_dim and retrieval_size."""
     h = hashlib.sha256()
-    h.update(f"v{FORMAT_VERSION}|{arr.shape}|{int(desc_dim)}|{int(retrieval_size)}|".encode())
+    h.update(f"v{FORMAT_VERSION}|{int(desc_dim)}|{int(retrieval_size)}|".encode())
     h.update(backbone_signature(backbone).encode())
-    h.update(hashlib.blake2b(arr.tobytes(), digest_size=32).digest())
+    h.update(train_views.image_digest.encode())
     return h.hexdigest()
 
 
 def load_or_build_database(opts: RetrievalOptions, backbone, train_views, device, path: Path) -> DescriptorDatabase:
     """The database cached at `path` when its fingerprint matches, else a freshly built (and saved) one."""
-    fingerprint = database_fingerprint(train_views.images, backbone, opts.desc_dim, opts.retrieval_size)
+    fingerprint = database_fingerprint(train_views, backbone, opts.desc_dim, opts.retrieval_size)
     path = Path(path)
     if path.is_file():
         try:

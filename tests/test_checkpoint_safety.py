@@ -66,3 +66,18 @@ def test_a_checkpoint_with_non_finite_weights_is_refused_at_load(tmp_path):
                               "diverged; retrain, e.g. with a lower lrate")
     torch.save({"model": {"a": torch.zeros(2), "step": torch.tensor(3)}, "arch": {}}, path)
     assert read_checkpoint(path)["model"]["a"].tolist() == [0.0, 0.0]
+
+
+def test_check_views_refuses_other_views_and_notes_an_unchecked_checkpoint(tmp_path, capsys):
+    from types import SimpleNamespace
+
+    from nerf.checkpoint import check_views
+
+    views = SimpleNamespace(fingerprint="a" * 64, folder=tmp_path / "train")
+    check_views(tmp_path / "nerf.pt", {"data": {"views": "a" * 64}}, views)            # the same: silent
+    assert capsys.readouterr().out == ""
+    with pytest.raises(PadError, match=r"nerf\.pt was trained on other training images or poses than those in "
+                                       r".*train \(checkpoint bbbbbbbbbbbb, data aaaaaaaaaaaa\)"):
+        check_views(tmp_path / "nerf.pt", {"data": {"views": "b" * 64}}, views)
+    check_views(tmp_path / "nerf.pt", {"data": {}}, views)                               # older: a notice
+    assert "does not record what it was trained on" in capsys.readouterr().out

@@ -462,3 +462,99 @@ def test_a_requeued_slurm_job_takes_over_its_own_lock_from_another_node(tmp_path
     with run_lock(tmp_path, "the maps of c"):
         assert json.loads(lock.read_text())["slurm_job"] == "77_3"
     assert "this SLURM job's earlier run" in capsys.readouterr().err and not lock.exists()
+
+
+# ----------------------------------------------------------------------------- results bound to their inputs
+
+def test_the_views_fingerprint_covers_images_poses_and_intrinsics(tiny_class_dir):
+    import dataclasses
+
+    from common.camera import Intrinsics
+    from mad.loader import load_train_views
+
+    views = load_train_views(tiny_class_dir)
+    again = load_train_views(tiny_class_dir)
+    assert views.fingerprint == again.fingerprint
+    pixel = views.images.copy()
+    pixel[3, 5, 5, 1] += 1 / 255
+    poses = views.poses.copy()
+    poses[0, 0, 3] += 1e-3
+    k = views.intrinsics
+    for changed in (dataclasses.replace(views, images=pixel), dataclasses.replace(views, poses=poses),
+                    dataclasses.replace(views, intrinsics=Intrinsics(k.fx * 1.01, k.fy, k.cx, k.cy))):
+        assert changed.fingerprint != views.fingerprint
+
+
+@pytest.mark.slow
+def test_checkpoints_and_maps_are_bound_to_their_inputs(tiny_class_dir, tmp_path, capsys):
+    """Issue 38's silent-wrong cases: a NeRF trained on other images was used without a word, and a test image
+    replaced after its map existed was scored by the old map (the rerun said 'already done', auroc_test agreed).
+    Now the NeRF is refused in one line naming both, a replaced image's map is made again, auroc_test refuses the
+    old map, and a training option changed after training gets a notice."""
+    data_root = tmp_path / "synthetic"
+    shutil.copytree(tiny_class_dir, data_root / "tiny")
+    args = [*_paths(tmp_path, data_root), "--class_name", "tiny", *PIPELINE_TINY]
+    anomaly_nerf_lego.main(args)
+    capsys.readouterr()
+    out_dir = tmp_path / "outputs" / "synthetic" / "tiny"
+    stages = json.loads((out_dir / "stages.json").read_text())            # where the run's time went
+    assert list(stages["seconds"])[:3] == ["data", "backbone", "nerf"] and stages["seconds"]["maps"] > 0
+    assert stages["maps_made"] == 8 and stages["peak_rss_gb"] > 0.1
+    record = json.loads((out_dir / "good" / "0.json").read_text())
+    untouched = json.loads((out_dir / "good" / "1.json").read_text())
+
+    image_path = data_root / "tiny" / "test" / "good" / "0.png"
+    cv2.imwrite(str(image_path), cv2.imread(str(image_path))[::-1].copy())           # replaced by another photo
+    lines = [line for line in _main_fails(auroc_test.main, ["--output_root", str(tmp_path / "outputs"),
+                                                            "--class_name", "tiny"], capsys) if "error" in line]
+    assert len(lines) == 1 and lines[0].startswith(f"error: {out_dir / 'good' / '0.npy'}: this map was made from "
+                                                   f"another version of the test image {image_path}")
+    anomaly_nerf_lego.main(args)
+    out = capsys.readouterr().out
+    assert "1 test image(s) differ from the ones their maps were made from (good/0): making their maps again" in out
+    assert json.loads((out_dir / "good" / "0.json").read_text())["image_digest"] != record["image_digest"]
+    assert json.loads((out_dir / "good" / "1.json").read_text()) == untouched          # not made again
+    assert json.loads((out_dir / "stages.json").read_text())["maps_made"] == 1
+    auroc_test.main(["--output_root", str(tmp_path / "outputs"), "--class_name", "tiny"])
+
+    anomaly_nerf_lego.main([*args, "--lrate", "1e-3"])                               # after training: no effect
+    out = capsys.readouterr().out
+    assert "note: training options changed since the NeRF in " in out
+    assert "(lrate 0.005 -> 0.001): they have no effect on it unless you retrain" in out
+    anomaly_nerf_lego.main(args)
+    assert "note: training options changed" not in capsys.readouterr().out
+
+    train_image = sorted((data_root / "tiny" / "train" / "good").glob("*.png"))[0]
+    cv2.imwrite(str(train_image), 255 - cv2.imread(str(train_image)))                 # another object's photo
+    ckpt = tmp_path / "ckpts" / "synthetic" / "tiny" / "nerf.pt"
+    lines = _main_fails(anomaly_nerf_lego.main, args, capsys)
+    assert len(lines) == 1 and lines[0].startswith(f"error: NeRF checkpoint {ckpt} was trained on other training "
+                                                   "images or poses than those in ")
+    assert "(checkpoint " in lines[0] and ", data " in lines[0]
+    lines = _main_fails(nerf_train.main, [*_paths(tmp_path, data_root), "--class_name", "tiny", *PIPELINE_TINY,
+                                          "--n_iters", "4"], capsys)                    # resuming it too
+    assert len(lines) == 1 and "was trained on other training images or poses" in lines[0]
+
+
+def test_a_second_training_of_one_class_is_refused(tmp_path, capsys):
+    """Two trainings of one class both wrote nerf.pt, each resuming from the other's saves: the second is refused
+    in one line naming the first (another process holds the lock under the checkpoint folder)."""
+    from common.lock import LOCK_NAME
+
+    data_root = tmp_path / "spheres"
+    write_sphere_class(data_root)
+    ckpt_dir = tmp_path / "ck" / "spheres" / "sphere"
+    ckpt_dir.mkdir(parents=True)
+    script = ("import time; from pathlib import Path; from common.lock import run_lock\n"
+              f"with run_lock(Path({str(ckpt_dir)!r}), 'x'):\n    print('held', flush=True); time.sleep(120)")
+    holder = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, env=_env(), stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        lines = _main_fails(nerf_train.main, ["--data_root", str(data_root), "--class_name", "sphere", "--ckpt_root",
+                                              str(tmp_path / "ck"), *TINY, "--n_iters", "3"], capsys)
+        assert len(lines) == 1 and lines[0].startswith(f"error: {ckpt_dir / LOCK_NAME}: the NeRF of sphere is being "
+                                                       f"made by another run (process {holder.pid} on ")
+        assert not (ckpt_dir / "nerf.pt").exists()
+    finally:
+        holder.kill()
+        holder.wait()

@@ -1,8 +1,8 @@
 """Coarse-pose retrieval database: exact self-retrieval, ordering, caching and fingerprint rebuilds."""
 import copy
+import dataclasses
 import warnings
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -11,6 +11,7 @@ import torch
 from common.camera import Intrinsics
 from common.run import RunOptions
 from features.backbone import random_backbone_for_tests
+from mad.loader import TrainViews
 from retrieval import database as dbmod
 from retrieval.database import CACHE_NAME, DescriptorDatabase, load_or_build_database
 from retrieval.options import RetrievalOptions
@@ -33,8 +34,8 @@ def make_views(n=N, size=48, seed=0):
             img[r:r + rng.integers(6, 16), c:c + rng.integers(6, 16)] = rng.random(3)
     poses = np.tile(np.eye(4, dtype=np.float32), (n, 1, 1))
     poses[:, 0, 3] = np.arange(n)
-    return SimpleNamespace(images=images, poses=poses, intrinsics=Intrinsics.centred(50.0, size, size), height=size,
-                           width=size, paths=[Path(f"train/good/{i}.png") for i in range(n)])
+    return TrainViews(images=images, poses=poses, intrinsics=Intrinsics.centred(50.0, size, size), height=size,
+                      width=size, paths=[Path(f"train/good/{i}.png") for i in range(n)])
 
 
 def make_cfg(tmp_path, class_name="demo", **kw):
@@ -120,11 +121,14 @@ def test_cache_reused_and_rebuilt_on_fingerprint_change(tmp_path, backbone, monk
 
 def test_fingerprint_depends_on_inputs(backbone):
     views = make_views(n=4)
-    fp = dbmod.database_fingerprint(views.images, backbone, 64, 224)
-    assert fp == dbmod.database_fingerprint(views.images.copy(), backbone, 64, 224)
-    assert fp != dbmod.database_fingerprint(views.images, backbone, 32, 224)
-    assert fp != dbmod.database_fingerprint(views.images, backbone, 64, 128)
-    assert fp != dbmod.database_fingerprint(views.images[:3], backbone, 64, 224)
+    fp = dbmod.database_fingerprint(views, backbone, 64, 224)
+    assert fp == dbmod.database_fingerprint(dataclasses.replace(views, images=views.images.copy()), backbone, 64, 224)
+    assert fp != dbmod.database_fingerprint(views, backbone, 32, 224)
+    assert fp != dbmod.database_fingerprint(views, backbone, 64, 128)
+    assert fp != dbmod.database_fingerprint(dataclasses.replace(views, images=views.images[:3]), backbone, 64, 224)
+    brighter = views.images.copy()
+    brighter[0, 0, 0, 0] = 0.5                            # one value of one pixel
+    assert fp != dbmod.database_fingerprint(dataclasses.replace(views, images=brighter), backbone, 64, 224)
 
 
 def test_on_generated_class(tiny_class_dir, tmp_path, backbone):
