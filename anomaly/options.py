@@ -11,6 +11,7 @@ from common.options import Options, option, require
 N_STAGES = 5
 PROTOCOLS = ("paper", "official")
 NORMALIZATIONS = ("none", "residual")
+REFERENCES = ("nerf", "reprojected")
 # What a protocol fixes, whatever the options say: 'official' is the PAD authors' evaluation script
 # (README, "Scoring"): EfficientNet-B4 blocks 1, 5, 9, 21 (UniAD's layers 1-4) + RGB, unweighted, sigma 4,
 # plain max. A value given explicitly (config file or command line) that differs is an error
@@ -36,9 +37,19 @@ class ScoreOptions(Options):
                                               "this NeRF (per-channel statistics of its error on held-out training "
                                               "views, cached in the class's checkpoint folder); 'none': raw "
                                               "differences", choices=NORMALIZATIONS)
+    residual_views: int = option(0, "held-out training views the residual model is fitted on, evenly chosen (0 = "
+                                    "every one; each costs a full render and a backbone pass)")
     residual_fallback_views: int = option(8, "training views used to fit the residual model when holdout_every = 0 "
                                              "(the NeRF has seen them: its error there is optimistic; a warning "
                                              "says so)")
+    reference: str = option("nerf", "what a query is compared with: 'nerf' = the NeRF's render at the refined pose "
+                                    "(the paper); 'reprojected' = the nearest training views (anomaly-free "
+                                    "photographs) warped to that pose with the NeRF's depth, the NeRF's colour "
+                                    "where none sees a pixel: it keeps the fine detail the NeRF blurs",
+                            choices=REFERENCES)
+    reference_views: int = option(3, "reference = reprojected: training views tried per pixel, nearest camera first")
+    reference_tolerance: float = option(0.01, "reference = reprojected: a training view sees a point when its NeRF "
+                                              "depth there is within this fraction of the point's depth")
     score_stages: tuple[int, ...] = option((1, 2, 3, 4, 5), "backbone stages (1..5) whose features are compared")
     score_include_rgb: bool = option(True, "append the RGB image to the features")
     score_stage_weights: tuple[float, ...] = option((), "optional weight per compared stage (empty = all 1, the "
@@ -65,6 +76,10 @@ class ScoreOptions(Options):
                 f"score_protocol must be one of {', '.join(PROTOCOLS)}, got {self.score_protocol!r}")
         require(self.score_normalization in NORMALIZATIONS,
                 f"score_normalization must be one of {', '.join(NORMALIZATIONS)}, got {self.score_normalization!r}")
+        require(self.reference in REFERENCES,
+                f"reference must be one of {', '.join(REFERENCES)}, got {self.reference!r}")
+        require(self.reference_views >= 1, f"reference_views must be >= 1, got {self.reference_views}")
+        require(self.reference_tolerance > 0, f"reference_tolerance must be > 0, got {self.reference_tolerance}")
         require(self.residual_fallback_views >= 1,
                 f"residual_fallback_views must be >= 1, got {self.residual_fallback_views}")
         return self
@@ -109,7 +124,9 @@ class ScoreOptions(Options):
         return {"score_protocol": self.score_protocol, "score_normalization": self.score_normalization,
                 "score_stages": list(self.compared_stages()), "score_include_rgb": self.compares_rgb(),
                 "score_stage_weights": list(self._setting("score_stage_weights")),
-                "score_sigma": self.smoothing_sigma()}
+                "score_sigma": self.smoothing_sigma(),
+                **({"reference": self.reference, "reference_views": self.reference_views,
+                    "reference_tolerance": self.reference_tolerance} if self.reference != "nerf" else {})}
 
     def term_weights(self) -> tuple[list[float], float]:
         """(weight per stage, weight of the RGB term). All 1 by default (the plain L2 formula)."""

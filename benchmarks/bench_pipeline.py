@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 
 import anomaly_nerf_lego
+from anomaly.results import STAGE_RECORD
 from common.errors import exit_on_user_error
 from common.io import atomic_write, write_json
 from common.runtime import resolve_device
@@ -52,7 +53,8 @@ def run_one(config: str, extra: list[str], decompose: bool = False) -> dict:
            "pixel_aupro": metrics["pixel_aupro"], "per_defect": metrics["per_defect"],
            "backbone": metrics["backbone"], "pose": poses["stages"], "n_images": metrics["n_images"],
            "field": cfg.nerf.field, "nerf_seconds": train_log["seconds"], "heldout_psnr": train_log["val_psnr"],
-           "output_dir": str(cfg.run.output_dir)}
+           "output_dir": str(cfg.run.output_dir),
+           "stages": json.loads((cfg.run.output_dir / STAGE_RECORD).read_text())}
     if decompose:
         rows = decompose_class(cfg, resolve_device(cfg.run.device), progress=False)["rows"]
         row["decomposition"] = rows
@@ -94,6 +96,20 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def stage_table(rows: list[dict]) -> str:
+    """Seconds per stage of each class's run (stages.json; a reused checkpoint or maps cost little), seconds
+    per map made, and the pipeline process's peak memory."""
+    names = list(dict.fromkeys(name for r in rows for name in r["stages"]["seconds"]))
+    lines = ["| class | " + " | ".join(f"{name} (s)" for name in names) + " | s per map | peak RSS (GB) |",
+             "|---" * (len(names) + 3) + "|"]
+    for r in rows:
+        seconds, made = r["stages"]["seconds"], r["stages"]["maps_made"]
+        per_map = f"{seconds['maps'] / made:.2f}" if made and "maps" in seconds else "n/a"
+        lines.append(f"| {r['class']} | " + " | ".join(f"{seconds.get(name, 0.0):.1f}" for name in names)
+                     + f" | {per_map} | {r['stages']['peak_rss_gb']:.2f} |")
+    return "\n".join(lines)
+
+
 @exit_on_user_error
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
@@ -110,7 +126,7 @@ def main(argv: list[str] | None = None) -> None:
             for config in args.configs for seed in (args.seeds or [None])]
     on_gpu = torch.cuda.is_available() and args.device != "cpu"
     device = torch.cuda.get_device_name() if on_gpu else platform.processor() or "cpu"
-    text = f"device: {device}; date: {time.strftime('%Y-%m-%d')}\n\n{table(rows)}\n"
+    text = f"device: {device}; date: {time.strftime('%Y-%m-%d')}\n\n{table(rows)}\n\n{stage_table(rows)}\n"
     print(text)
     out = Path(rows[0]["output_dir"]).parent / ("pipeline_benchmark" + (f"_{args.tag}" if args.tag else ""))
     atomic_write(out.with_suffix(".md"), lambda tmp: tmp.write_text(text))

@@ -20,7 +20,9 @@ writes, in exactly the MAD layout (see mad/loader.py),
 Scene: coloured axis-aligned boxes ("bricks" with studs), stacked irregularly from the seed and scaled
 into the unit sphere. Shading: Lambert from two fixed world-space directional lights + ambient, no
 specular (view independent), on a pure white background, anti-aliased by supersampling (s x s
-sub-pixel samples placed symmetrically around each pixel centre).
+sub-pixel samples placed symmetrically around each pixel centre). `--detail` (mad.synth.detail) adds fine
+structure like MAD's toys: small parts and seams (extra boxes), printed high-contrast marks, and a
+view-dependent Blinn-Phong highlight.
 
 Cameras (Blender / NeRF-synthetic convention): on a sphere of radius `radius` (default 4) looking at the
 origin with world up = +z, no roll; elevation in [elev_min, elev_max] (default [-30, 80] degrees),

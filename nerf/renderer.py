@@ -195,6 +195,13 @@ class NeRFRenderer(nn.Module):
                      chunk: int | None = None) -> Tensor:
         """Render one view (no jitter, no noise, no grad) in chunks of rays -> [H, W, 3] float32 in [0, 1]; with an
         active grid the march has render_samples steps (the images that are scored and compared)."""
+        return self.render_buffers(c2w, height, width, intrinsics, chunk)["rgb"]
+
+    @torch.no_grad()
+    def render_buffers(self, c2w: Tensor | np.ndarray, height: int, width: int, intrinsics: Intrinsics,
+                       chunk: int | None = None) -> dict[str, Tensor]:
+        """render_image's view with its depth and opacity: {"rgb" [H, W, 3] in [0, 1], "depth" [H, W] (expected
+        depth along the optical axis, weighted by opacity: divide by acc for the surface), "acc" [H, W]}."""
         device = self.device
         c2w = torch.as_tensor(np.asarray(c2w) if not torch.is_tensor(c2w) else c2w,
                               dtype=torch.float32, device=device)
@@ -203,6 +210,8 @@ class NeRFRenderer(nn.Module):
         chunk = chunk or self.chunk
         # render_samples, when set, is a finer march asked for on purpose; otherwise the training march and its rule
         march = self.image_march_samples if self.image_march_samples != self.march_samples else None
-        rgb = [self.render_rays(rays_o[i:i + chunk], rays_d[i:i + chunk], march_samples=march)["rgb"]
-               for i in range(0, rays_o.shape[0], chunk)]
-        return torch.cat(rgb).reshape(height, width, 3).clamp(0.0, 1.0)
+        parts = [self.render_rays(rays_o[i:i + chunk], rays_d[i:i + chunk], march_samples=march)
+                 for i in range(0, rays_o.shape[0], chunk)]
+        return {"rgb": torch.cat([p["rgb"] for p in parts]).reshape(height, width, 3).clamp(0.0, 1.0),
+                "depth": torch.cat([p["depth"] for p in parts]).reshape(height, width),
+                "acc": torch.cat([p["acc"] for p in parts]).reshape(height, width)}

@@ -57,14 +57,20 @@ def split_views(n_views: int, holdout_every: int) -> tuple[list[int], list[int]]
     return train, held
 
 
+def evenly_chosen(indices: list[int], count: int) -> list[int]:
+    """At most `count` of `indices`, evenly spaced from the first to the last (all of them when count <= 0)."""
+    if count <= 0 or len(indices) <= count:
+        return list(indices)
+    return [int(indices[int(i)]) for i in np.linspace(0, len(indices) - 1, count).round()]
+
+
 def heldout_view_indices(n_views: int, holdout_every: int, fallback_views: int) -> tuple[list[int], bool]:
     """(training views to measure the NeRF on: the held-out split, whether they are instead `fallback_views`
     evenly spaced views it was trained on, because there is no split)."""
     _, held = split_views(n_views, holdout_every)
     if held:
         return held, False
-    count = max(1, min(int(fallback_views), n_views))
-    return sorted({int(i) for i in np.linspace(0, n_views - 1, count).round()}), True
+    return evenly_chosen(list(range(n_views)), max(1, int(fallback_views))), True
 
 
 def build_renderer(opts: NeRFOptions, white_bkgd: bool, seed: int, device: torch.device) -> NeRFRenderer:
@@ -124,8 +130,9 @@ class NeRFTrainer:
                               f"{len(views.images)}")
         self.data_info.update(n_train=len(train_idx), n_heldout=len(val_idx), views=views.fingerprint)
         self.bank = RayBank.build(views.images[train_idx], views.poses[train_idx], views.intrinsics, self.device)
-        self.val_images = torch.as_tensor(views.images[val_idx], dtype=torch.float32, device=self.device)
-        self.val_poses = torch.as_tensor(views.poses[val_idx], dtype=torch.float32, device=self.device)
+        shown = evenly_chosen(val_idx, train.val_views)      # the PSNR's views (a full render each)
+        self.val_images = torch.as_tensor(views.images[shown], dtype=torch.float32, device=self.device)
+        self.val_poses = torch.as_tensor(views.poses[shown], dtype=torch.float32, device=self.device)
         self.baseline = mean_colour_psnr(self.bank.images, self.val_images) if val_idx else None
 
         self.renderer = build_renderer(nerf, white_bkgd, seed, self.device)

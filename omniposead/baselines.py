@@ -43,7 +43,7 @@ from mad.layout import GOOD
 from nerf.checkpoint import LOG_NAME
 from nerf.trainer import heldout_view_indices
 from omniposead.config import OmniposeConfig
-from omniposead.decomposition import METRICS, nerf_references, reference_maps, render_at, score_maps
+from omniposead.decomposition import METRICS, nerf_references, reference_maps, score_maps
 from omniposead.pipeline import ClassAssets, load_class, run_class
 from retrieval.database import DescriptorDatabase
 
@@ -120,8 +120,8 @@ def nerf_train_seconds(cfg: OmniposeConfig) -> float | None:
 
 
 def _render(assets: ClassAssets, poses: np.ndarray) -> np.ndarray:
-    views = assets.views
-    return render_at(assets.renderer, poses, views.height, views.width, views.intrinsics, assets.device)
+    """The class's references (omniposead.reference) at `poses` [N,4,4] -> [N,H,W,3]."""
+    return np.stack([assets.reference(pose).cpu().numpy() for pose in poses])
 
 
 def pipeline_maps(out_dir: Path, names: list[str]) -> tuple[np.ndarray, float]:
@@ -172,8 +172,7 @@ def compare_class(cfg: OmniposeConfig, pc_opts: PatchcoreOptions | None, device:
         ret_q + (timer.seconds["render_retrieved"] + timer.seconds["score_retrieved"]) / n)
     ours, ours_q = pipeline_maps(cfg.run.output_dir, names)
     add("pipeline", ours, nerf_setup, ours_q, note="residual fit and pose calibration not in setup_s")
-    truth = timer.run("render_truth", nerf_references, assets.renderer, assets.class_dir, names, views.height,
-                      views.width, views.intrinsics, assets.device)
+    truth = timer.run("render_truth", nerf_references, assets.reference, assets.class_dir, names)
     if truth is None:
         add("nerf_true_pose", None, None, None, note="no test_poses.json")
     else:

@@ -1,7 +1,7 @@
 """Where quality is lost: the class's test set scored against three references, with the config's scorer.
 
 * oracle          the generator's anomaly-free render at the true test pose (generated classes only:
-                  <class>/synth_stats.json and test_poses.json; make_scene(seed) + render_view);
+                  <class>/synth_stats.json and test_poses.json; class_scene(seed, ...) + render_view);
 * nerf_true_pose  the class's NeRF rendered at the true test pose (any class with test_poses.json);
 * pipeline        the references the pipeline saved (outputs/<dataset>/<class>/<defect>/<stem>_ref.png,
                   rendered at the retrieval + iNeRF pose by anomaly_nerf_lego.py).
@@ -51,30 +51,25 @@ def oracle_references(class_dir: Path, names: list[str], height: int, width: int
     stats_path = class_dir / SYNTH_STATS_FILE
     if not stats_path.is_file() or not (class_dir / TEST_POSES_FILE).is_file():
         return None
+    from mad.synth.detail import class_scene
     from mad.synth.render import render_view
-    from mad.synth.scene import make_scene
 
     stats = json.loads(stats_path.read_text())
-    scene = make_scene(int(stats["seed"]), textured=bool(stats.get("textured", False)))
+    scene = class_scene(int(stats["seed"]), textured=bool(stats.get("textured", False)),
+                        detail=bool(stats.get("detail", False)))
     truth = load_test_poses(class_dir)
     renders = [render_view(scene, np.asarray(truth[name], dtype=np.float64), height, width, intrinsics.fx,
                            int(stats.get("supersample", 1))) for name in names]
     return np.stack(renders).astype(np.float32) / 255.0
 
 
-def nerf_references(renderer, class_dir: Path, names: list[str], height: int, width: int,
-                    intrinsics: Intrinsics, device) -> np.ndarray | None:
-    """The NeRF's renders [N,H,W,3] at the true test poses; None without test_poses.json."""
+def nerf_references(reference, class_dir: Path, names: list[str]) -> np.ndarray | None:
+    """The class's references [N,H,W,3] (omniposead.reference.ReferenceMaker: the NeRF's render, or the warped
+    training views) at the true test poses; None without test_poses.json."""
     if not (class_dir / TEST_POSES_FILE).is_file():
         return None
     truth = load_test_poses(class_dir)
-    return render_at(renderer, [truth[name] for name in names], height, width, intrinsics, device)
-
-
-def render_at(renderer, poses, height: int, width: int, intrinsics: Intrinsics, device) -> np.ndarray:
-    """The renderer's views [N,H,W,3] at camera-to-world `poses` [N,4,4]."""
-    return np.stack([renderer.render_image(torch.as_tensor(np.asarray(p), dtype=torch.float32, device=device),
-                                           height, width, intrinsics).cpu().numpy() for p in poses])
+    return np.stack([reference(truth[name]).cpu().numpy() for name in names])
 
 
 def pipeline_references(out_dir: Path, names: list[str], white_bkgd: bool) -> np.ndarray | None:
@@ -125,8 +120,7 @@ def decompose_class(cfg: OmniposeConfig, device=None, progress: bool = True) -> 
     size = (views.height, views.width)
     references = {
         "oracle": oracle_references(assets.class_dir, names, *size, views.intrinsics),
-        "nerf_true_pose": nerf_references(assets.renderer, assets.class_dir, names, *size, views.intrinsics,
-                                          assets.device),
+        "nerf_true_pose": nerf_references(assets.reference, assets.class_dir, names),
         "pipeline": pipeline_references(run.output_dir, names, run.white_bkgd),
     }
     images = np.stack([s.image for s in test_set])

@@ -50,6 +50,7 @@ from nerf.renderer import NeRFRenderer
 from nerf.trainer import NeRFTrainer, TrainSummary
 from omniposead.config import OmniposeConfig
 from omniposead.pose_calibration import PoseCalibration, load_or_calibrate, load_or_render_candidates
+from omniposead.reference import ReferenceMaker
 from omniposead.residual_fit import load_or_fit_residual
 from omniposead.run_identity import identity_changes, run_identity
 from retrieval.database import CACHE_NAME, DescriptorDatabase, load_or_build_database
@@ -169,6 +170,7 @@ class ClassAssets:
     nerf_digest: str
     backbone: FrozenBackbone
     database: DescriptorDatabase
+    reference: ReferenceMaker                # the anomaly-free reference at a pose (omniposead.reference)
     residual: ResidualModel | None = None  # the NeRF's normal-residual model (score_normalization = residual)
     pose_calibration: PoseCalibration | None = None  # the pose-unsure threshold (omniposead.pose_calibration)
     _candidates: CandidateViews | None = None        # the global fallback's renders, made when first needed
@@ -227,13 +229,14 @@ def load_class(cfg: OmniposeConfig, device: torch.device | None = None, *, train
             nerf = TrainedNeRF.from_state(read_checkpoint(path, device), path, cfg, views, device)
     with clock.stage("retrieval"):
         database = load_or_build_database(cfg.retrieval, backbone, views, device, run.ckpt_dir / CACHE_NAME)
+    reference = ReferenceMaker(nerf.renderer, views, cfg.score, cfg.train.holdout_every, device)
     with clock.stage("residual"):
-        residual = (load_or_fit_residual(cfg, views, nerf.renderer, backbone, device, progress)
+        residual = (load_or_fit_residual(cfg, views, reference, backbone, device, progress)
                     if cfg.score.score_normalization == "residual" else None)
     with clock.stage("pose calibration"):
         calibration = load_or_calibrate(cfg, views, nerf.renderer, nerf.digest, device) if poses else None
     return ClassAssets(cfg, device, class_dir, views, test_set, nerf.renderer, nerf.step, nerf.digest, backbone,
-                       database, residual, calibration, clock=clock)
+                       database, reference, residual, calibration, clock=clock)
 
 
 def estimate_batch_poses(assets: ClassAssets, images: np.ndarray, progress: bool = False) -> list[PoseEstimate]:
@@ -276,15 +279,12 @@ def to_chw(images: np.ndarray, device: torch.device) -> torch.Tensor:
 def process_batch(assets: ClassAssets, samples: list[TestSample], progress: bool = False) -> list[ImageResult]:
     """Pose -> reference render -> anomaly map -> image score for a batch of test images
     (progress: a bar over the iNeRF steps)."""
-    cfg, device, views = assets.cfg, assets.device, assets.views
+    cfg, device = assets.cfg, assets.device
     images = np.stack([sample.image for sample in samples])
     t0 = time.perf_counter()
     poses = estimate_batch_poses(assets, images, progress=progress)
     t1 = time.perf_counter()
-    references = torch.stack([
-        assets.renderer.render_image(torch.as_tensor(p.refined_pose, dtype=torch.float32, device=device),
-                                     views.height, views.width, views.intrinsics)
-        for p in poses]).permute(0, 3, 1, 2)
+    references = torch.stack([assets.reference(p.refined_pose) for p in poses]).permute(0, 3, 1, 2)
     t2 = time.perf_counter()
     maps = anomaly_map(assets.backbone, to_chw(images, device), references, cfg.score, residual=assets.residual)
     scores = image_scores(maps, cfg.score.image_pool())

@@ -27,7 +27,7 @@ from inerf.global_search import CandidateViews
 from inerf.optimize import refine_poses
 from mad.loader import TrainViews
 from mad.sfm.geometry import axis_angle
-from nerf.trainer import heldout_view_indices
+from nerf.trainer import evenly_chosen, heldout_view_indices
 from omniposead.config import OmniposeConfig
 
 CALIBRATION_NAME = "pose_calibration.json"
@@ -64,9 +64,7 @@ def calibration_views(cfg: OmniposeConfig, n_views: int) -> tuple[list[int], boo
     """(at most pose_calibration_views of the held-out views, evenly chosen; whether they were seen in training)."""
     count = cfg.inerf.pose_calibration_views
     indices, seen = heldout_view_indices(n_views, cfg.train.holdout_every, count)
-    if len(indices) > count:
-        indices = [indices[int(i)] for i in np.linspace(0, len(indices) - 1, count).round()]
-    return [int(i) for i in indices], seen
+    return evenly_chosen(indices, count), seen
 
 
 def calibrate(cfg: OmniposeConfig, views: TrainViews, renderer, nerf_digest: str, device) -> PoseCalibration:

@@ -21,8 +21,9 @@ from common.progress import progress_bar
 from features.backbone import backbone_signature
 from mad.loader import TrainViews
 from nerf.renderer import NeRFRenderer
-from nerf.trainer import heldout_view_indices
+from nerf.trainer import evenly_chosen, heldout_view_indices
 from omniposead.config import OmniposeConfig
+from omniposead.reference import ReferenceMaker
 
 
 def residual_fingerprint(cfg: OmniposeConfig, renderer: NeRFRenderer, backbone, views: TrainViews,
@@ -33,7 +34,9 @@ def residual_fingerprint(cfg: OmniposeConfig, renderer: NeRFRenderer, backbone, 
     h = hashlib.sha256()
     h.update(json.dumps({"protocol": score.score_protocol, "stages": list(score.compared_stages()),
                          "rgb": score.compares_rgb(), "views": list(indices), "white_bkgd": cfg.run.white_bkgd,
-                         "nerf": repr(cfg.nerf)}, sort_keys=True).encode())
+                         "nerf": repr(cfg.nerf), "reference": [score.reference, score.reference_views,
+                                                               score.reference_tolerance]},
+                        sort_keys=True).encode())
     h.update(digest(renderer.state_dict().items()).encode())
     h.update(backbone_signature(backbone).encode())
     h.update(np.ascontiguousarray(views.images[indices], dtype=np.float32).tobytes())
@@ -41,18 +44,19 @@ def residual_fingerprint(cfg: OmniposeConfig, renderer: NeRFRenderer, backbone, 
     return h.hexdigest()
 
 
-def load_or_fit_residual(cfg: OmniposeConfig, views: TrainViews, renderer: NeRFRenderer, backbone,
+def load_or_fit_residual(cfg: OmniposeConfig, views: TrainViews, reference: ReferenceMaker, backbone,
                          device: torch.device, progress: bool = True) -> ResidualModel:
     """The class's residual model from ckpts/<dataset>/<class>/residual.pt when its fingerprint matches the
     NeRF and scorer options; otherwise fitted on the held-out training views and saved there atomically."""
     indices, fallback = heldout_view_indices(len(views.images), cfg.train.holdout_every,
                                               cfg.score.residual_fallback_views)
+    indices = evenly_chosen(indices, cfg.score.residual_views)
     if fallback:
         warnings.warn(f"holdout_every = 0: the residual model of {cfg.run.class_name} is fitted on {len(indices)} "
                       "views the NeRF was trained on; its error there is smaller than on new views, so normal "
                       "test images may score high. Set holdout_every > 0 and retrain for a fair model.",
                       stacklevel=2)
-    fingerprint = residual_fingerprint(cfg, renderer, backbone, views, indices)
+    fingerprint = residual_fingerprint(cfg, reference.renderer, backbone, views, indices)
     path = cfg.run.ckpt_dir / RESIDUAL_NAME
     model = load_residual_model(path, fingerprint)
     if model is not None:
@@ -60,8 +64,7 @@ def load_or_fit_residual(cfg: OmniposeConfig, views: TrainViews, renderer: NeRFR
 
     def batches():
         for i in progress_bar(indices, desc=f"{cfg.run.class_name} residual model", unit="view", disable=not progress):
-            render = renderer.render_image(torch.as_tensor(views.poses[i], dtype=torch.float32, device=device),
-                                           views.height, views.width, views.intrinsics)
+            render = reference(views.poses[i])
             photo = torch.as_tensor(views.images[i], dtype=torch.float32, device=device)
             yield term_differences(backbone, photo.permute(2, 0, 1)[None], render.permute(2, 0, 1)[None], cfg.score)
 

@@ -117,6 +117,7 @@ def test_rgb_only_is_the_pixel_colour_distance(backbone):
 
 def test_options_from_config_and_validation(backbone):
     cfg = argparse.Namespace(score_protocol="paper", score_normalization="none", residual_fallback_views=8,
+                             residual_views=0, reference="nerf", reference_views=3, reference_tolerance=0.01,
                              score_stages=[1, 3], score_include_rgb=False, score_stage_weights=[],
                              score_sigma=0.0, image_score_pool=32)
     assert ScoreOptions.from_config(cfg) == ScoreOptions(score_stages=(1, 3), score_include_rgb=False,
@@ -241,3 +242,12 @@ def test_residual_views_are_the_trainers_heldout_split_or_a_flagged_fallback():
     assert heldout_view_indices(20, 8, fallback_views=5) == ([0, 8, 16], False)  # nerf.trainer.split_views
     assert heldout_view_indices(20, 0, fallback_views=5) == ([0, 5, 10, 14, 19], True)
     assert heldout_view_indices(3, 0, fallback_views=8) == ([0, 1, 2], True)
+
+
+def test_a_cap_on_views_keeps_the_first_the_last_and_even_spacing():
+    from nerf.trainer import evenly_chosen
+
+    held = list(range(0, 200, 8))                                     # 25 held-out views of 200
+    assert evenly_chosen(held, 4) == [0, 64, 128, 192]
+    assert evenly_chosen(held, 0) == held and evenly_chosen(held, 30) == held
+    assert evenly_chosen([3, 9], 1) == [3]

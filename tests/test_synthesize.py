@@ -1,8 +1,10 @@
 """The synthetic MAD-format generator: layout, determinism, masks, camera convention."""
 from __future__ import annotations
 
+import hashlib
 import json
 import math
+from dataclasses import replace
 
 import cv2
 import numpy as np
@@ -11,9 +13,26 @@ import pytest
 from common.camera import Intrinsics
 from common.errors import DataError
 from mad.loader import load_test_set, load_train_views
-from mad.synth.cameras import BLENDER_CAMERA_ANGLE_X, focal_from_angle, spherical_pose, train_poses
-from mad.synth.defects import DEFECT_TYPES
-from mad.synth.render import camera_dirs, render_view
+from mad.synth.cameras import (
+    BLENDER_CAMERA_ANGLE_X,
+    focal_from_angle,
+    look_at_pose,
+    random_pose,
+    spherical_pose,
+    train_poses,
+)
+from mad.synth.defects import DEFECT_TYPES, _make_burrs, _make_missing, _make_stain
+from mad.synth.detail import (
+    KIND_DETAIL,
+    MAX_GREEBLES,
+    MAX_SEAMS,
+    SPEC_STRENGTH,
+    class_scene,
+    printed_albedo,
+    specular,
+)
+from mad.synth.generate import SPLIT_CODE
+from mad.synth.render import camera_dirs, render_view, render_with_buffers
 from mad.synth.scene import PALETTE, Scene, make_scene
 from mad.synth.texture import surface_texture
 from tests.conftest import (
@@ -253,3 +272,215 @@ def test_textured_class_masks_are_exact(tmp_path):
         checked += 1
     assert checked == 3 * TINY_N_TEST_DEFECT
     assert json.loads((root / "synth_stats.json").read_text())["textured"] is True
+
+
+# ---------------------------------------------------------------------------- synth_detail
+
+# sha256 of the flat and textured outputs, computed with the generator before synth_detail existed: the
+# detail mode draws from its own random stream and adds nothing to these classes. (Exact bytes: a numpy or
+# BLAS build that rounds differently would also change them; regenerate them from the code before a change.)
+_BEFORE_DETAIL = {
+    (False, "view"): "c9514c2186d3bafbc3913782992e7faab5c0b46eb44591290d83dbf06af181a4",
+    (True, "view"): "516ea517000e2e396e2ca99574702a9ba91af941d337bf7e26b62ece04cfe845",
+    (False, "class"): "64e7b43ad431ad0f9a072ba084fbe28dced79562db3f377ed657819c47719b84",
+    (True, "class"): "c0d719e3edafc6b39f4dd99bfe6f2250915eefa6222b7e015942477fd195179d",
+}
+
+
+def _sha256_files(root) -> str:
+    h = hashlib.sha256()
+    for name, data in _files(root).items():
+        h.update(name.encode())
+        h.update(data)
+    return h.hexdigest()
+
+
+def test_flat_and_textured_output_unchanged_by_detail_mode(tmp_path):
+    for textured in (False, True):
+        scene = make_scene(0, textured=textured)
+        assert scene.detail_seed is None and not (scene.kind == KIND_DETAIL).any()
+        pose = train_poses(3, 4.0, seed=0)[1]
+        image = render_view(scene, pose, 32, 32, focal_from_angle(32, BLENDER_CAMERA_ANGLE_X), 2)
+        assert hashlib.sha256(image.tobytes()).hexdigest() == _BEFORE_DETAIL[textured, "view"], textured
+        root = generate_tiny(tmp_path / f"synthetic_{textured}", textured=textured, size=48)
+        assert _sha256_files(root) == _BEFORE_DETAIL[textured, "class"], textured
+        assert "detail" not in json.loads((root / "synth_stats.json").read_text())
+
+
+def test_detail_scene_is_seeded_keeps_the_bricks_and_differs_from_flat():
+    flat, a, b = make_scene(TINY_SEED), class_scene(TINY_SEED, detail=True), class_scene(TINY_SEED, detail=True)
+    for name in ("lo", "hi", "color", "brick", "kind"):
+        np.testing.assert_array_equal(getattr(a, name), getattr(b, name))
+        np.testing.assert_array_equal(getattr(a, name)[:flat.n_boxes], getattr(flat, name))  # same bricks first
+    assert a.removable == flat.removable and a.detail_seed == TINY_SEED
+    parts = a.kind == KIND_DETAIL
+    assert parts[flat.n_boxes:].all() and 150 <= parts.sum() <= MAX_GREEBLES + MAX_SEAMS
+    size = (a.hi - a.lo)[parts]
+    assert np.median(size.max(1)) < 0.06 and np.median(size.min(1)) < 0.02  # small parts and thin seams
+    assert np.linalg.norm(np.concatenate([a.lo, a.hi]), axis=1).max() <= 1.0
+    other = class_scene(TINY_SEED + 1, detail=True)
+    assert not np.array_equal(other.lo[other.kind == KIND_DETAIL][:50], a.lo[parts][:50])
+    pose = train_poses(3, 4.0, seed=TINY_SEED)[0]
+    focal = focal_from_angle(128, BLENDER_CAMERA_ANGLE_X)
+    img_a, img_b = (render_view(s, pose, 128, 128, focal, 2) for s in (a, b))
+    np.testing.assert_array_equal(img_a, img_b)
+    img_flat = render_view(flat, pose, 128, 128, focal, 2)
+    on_object = (img_flat < 255).any(-1)
+    assert (np.abs(img_a.astype(int) - img_flat.astype(int)).max(-1) > 8)[on_object].mean() > 0.15
+    gray = cv2.cvtColor(img_a, cv2.COLOR_RGB2GRAY)
+    assert ((gray < 30) & (img_flat.max(-1) > 60)).sum() > 25  # near-black seams and prints on coloured bricks
+
+
+def test_detail_parts_are_never_missing_and_never_burrs():
+    flat, scene = make_scene(TINY_SEED), class_scene(TINY_SEED, detail=True)
+    parts = scene.kind == KIND_DETAIL
+    assert KIND_DETAIL != 2 and not (scene.kind == 2).any()
+    bodies = scene.brick[scene.kind == 0]
+    assert set(scene.brick[parts]) <= set(bodies)  # each part sits on a brick and has no id of its own
+    assert scene.removable == flat.removable and set(scene.removable) <= set(bodies)
+    for b in scene.removable:  # 'Missing' removes a whole brick; parts only with the brick they sit on
+        gone = scene.without_brick(b)
+        assert (gone.kind == 0).sum() == (scene.kind == 0).sum() - 1
+        np.testing.assert_array_equal(gone.lo[gone.kind == KIND_DETAIL], scene.lo[parts & (scene.brick != b)])
+    focal = focal_from_angle(48, BLENDER_CAMERA_ANGLE_X)
+    for k in range(6):
+        rng = np.random.default_rng(k)
+        _, buf = render_with_buffers(scene, random_pose(rng, 4.0), 48, 48, focal, 2)
+        missing = _make_missing(rng, scene, buf, 1)
+        if missing is not None:
+            assert (missing.kind == 0).sum() == (scene.kind == 0).sum() - 1
+        burrs = _make_burrs(rng, scene, buf)
+        if burrs is not None:  # burrs stay the only kind 2 boxes, and they are new
+            assert (burrs.kind[:scene.n_boxes] == scene.kind).all() and (burrs.kind[scene.n_boxes:] == 2).all()
+        assert not parts[buf.box[buf.box >= 0]].all()
+
+
+def test_detail_class_masks_cover_the_defects(tmp_path):
+    """Detail mode: every defect image has a non-empty mask and differs from the clean render at its pose
+    exactly inside it (prints and highlights are the same in both renders, parts are never a defect)."""
+    root = generate_tiny(tmp_path / "synthetic", detail=True, size=48)
+    assert json.loads((root / "synth_stats.json").read_text())["detail"] is True
+    scene = class_scene(TINY_SEED, detail=True)
+    focal = focal_from_angle(48, BLENDER_CAMERA_ANGLE_X)
+    checked = set()
+    for frame in json.loads((root / "test_poses.json").read_text())["frames"]:
+        defect = frame["file_path"].split("/")[1]
+        image = _rgb(root / frame["file_path"]).astype(int)
+        normal = render_view(scene, np.array(frame["transform_matrix"]), 48, 48, focal, TINY_SUPERSAMPLE).astype(int)
+        changed = np.abs(image - normal).max(-1) > 1
+        if defect == "good":
+            assert not changed.any()
+            continue
+        stem = frame["file_path"].split("/")[-1][:-4]
+        mask = cv2.imread(str(root / "ground_truth" / defect / f"{stem}_mask.png"), cv2.IMREAD_UNCHANGED) > 0
+        assert mask.any()
+        np.testing.assert_array_equal(mask, changed)
+        checked.add(defect)
+    assert checked == set(DEFECT_TYPES)
+    again = generate_tiny(tmp_path / "again", detail=True, size=48)
+    assert _files(again) == _files(root)
+    both = generate_tiny(tmp_path / "both", detail=True, textured=True, size=48)
+    stats = json.loads((both / "synth_stats.json").read_text())
+    assert stats["detail"] is True and stats["textured"] is True
+    assert _files(both) != _files(root)
+
+
+def _changed_surface(scene, bad, c2w, size, focal, s):
+    """Pixels where some sub-sample sees another surface in `bad` than in `scene` (another box, compared by
+    its geometry since box indices shift when a brick is removed) or a decal of `bad`."""
+    _, before = render_with_buffers(scene, c2w, size, size, focal, s)
+    _, after = render_with_buffers(bad, c2w, size, size, focal, s)
+
+    def surface(sc, buf):
+        box = np.maximum(buf.box, 0)
+        return np.concatenate([sc.lo[box], sc.hi[box], (buf.box < 0)[..., None], buf.axis[..., None]], -1)
+
+    changed = (surface(scene, before) != surface(bad, after)).any(-1)
+    for dec in bad.decals:
+        changed |= (after.box == dec.box) & (after.axis == dec.axis) & (after.sign == dec.sign)
+    return changed.reshape(size, s, size, s).any((1, 3))
+
+
+def test_detail_defect_masks_lie_on_the_defect():
+    """In detail mode a defect view differs from the clean render only where the defect changed the surface
+    (the prints, parts and highlight of the rest of the object are the same in both renders), and it
+    differs there: the masks cover exactly the defects."""
+    scene = class_scene(TINY_SEED, detail=True)
+    size, s = 64, 2
+    focal = focal_from_angle(size, BLENDER_CAMERA_ANGLE_X)
+    makers = {"Burrs": _make_burrs, "Stains": _make_stain,
+              "Missing": lambda rng, sc, buf: _make_missing(rng, sc, buf, 4 * s * s)}
+    for defect, make in makers.items():
+        shown = 0
+        for k in range(8):
+            rng = np.random.default_rng([k, SPLIT_CODE[defect]])
+            c2w = random_pose(rng, 4.0)
+            normal, buf = render_with_buffers(scene, c2w, size, size, focal, s)
+            bad = make(rng, scene, buf)
+            if bad is None:
+                continue
+            mask = np.abs(render_view(bad, c2w, size, size, focal, s).astype(int) - normal.astype(int)).max(-1) > 1
+            assert not (mask & ~_changed_surface(scene, bad, c2w, size, focal, s)).any(), (defect, k)
+            if defect != "Missing":
+                assert (bad.kind == KIND_DETAIL).sum() == (scene.kind == KIND_DETAIL).sum()
+            shown += int(mask.any())
+        assert shown >= 4, defect
+
+
+def _one_box_scene(detail_seed):
+    return Scene(lo=np.array([[-0.5, -0.5, -0.4]]), hi=np.array([[0.5, 0.5, 0.0]]), color=np.array([[0.5, 0.5, 0.5]]),
+                 brick=np.array([0]), kind=np.array([0]), removable=(0,), detail_seed=detail_seed)
+
+
+def test_specular_highlight_depends_on_the_view_in_detail_mode_only():
+    """The same point of a top face seen from the mirror direction of the key light (highlight) and from
+    the light's own side (none): the colour differs in detail mode only; the flat mode is diffuse."""
+    point = np.array([0.1, -0.05, 0.0])
+    light = np.array([0.35, -0.55, 0.76]) / np.linalg.norm([0.35, -0.55, 0.76])  # render's key light
+    mirror = np.array([-light[0], -light[1], light[2]])
+    views = [look_at_pose(point + 4.0 * v, target=point) for v in (mirror, light)]
+    colours = {}
+    for seed in (None, 3):
+        scene = _one_box_scene(seed)
+        colours[seed] = [render_view(scene, c2w, 9, 9, 20.0)[4, 4].astype(int) for c2w in views]
+    np.testing.assert_array_equal(colours[None][0], colours[None][1])
+    highlight, plain = colours[3]
+    assert (highlight - plain).min() > 60  # white: every channel brighter
+    np.testing.assert_array_equal(plain, colours[None][1])  # away from the highlight: the diffuse colour
+    assert specular(np.array([-mirror]), np.array([2]), np.array([1]), [light])[0] == pytest.approx(SPEC_STRENGTH)
+
+
+def test_printed_marks_are_a_function_of_the_surface_point():
+    rng = np.random.default_rng(0)
+    n = 20000
+    brick = rng.integers(0, 12, n)
+    axis, sign = rng.integers(0, 3, n), rng.choice([-1, 1], n)
+    lo = np.repeat(np.array([[-0.3, -0.2, -0.25]]), n, 0)
+    hi = lo + 0.5
+    points = rng.uniform(lo, hi)
+    albedo = PALETTE[brick % len(PALETTE)]
+    a = printed_albedo(albedo, points, axis, sign, brick, lo, hi, 5)
+    perm = rng.permutation(n)
+    np.testing.assert_array_equal(a[perm], printed_albedo(albedo[perm], points[perm], axis[perm], sign[perm],
+                                                          brick[perm], lo[perm], hi[perm], 5))
+    along = points.copy()
+    along[np.arange(n), axis] += 0.1
+    np.testing.assert_array_equal(a, printed_albedo(albedo, along, axis, sign, brick, lo, hi, 5))
+    inked = np.abs(a - albedo).max(1) > 0
+    assert 0.05 < inked.mean() < 0.6
+    assert (a[inked].max(1) < 0.1).any() and (a[inked].min(1) > 0.9).any()  # black and white ink
+    assert not np.array_equal(a, printed_albedo(albedo, points, axis, sign, brick, lo, hi, 6))
+
+
+def test_batched_raycast_of_detail_parts_matches_the_box_loop():
+    """The detail parts are cast together (render._raycast_batched); the per-box loop gives the same hits."""
+    scene = class_scene(TINY_SEED, detail=True)
+    looped = replace(scene, kind=np.where(scene.kind == KIND_DETAIL, 9, scene.kind))  # 9: not batched
+    focal = focal_from_angle(96, BLENDER_CAMERA_ANGLE_X)
+    for c2w in train_poses(3, 4.0, seed=TINY_SEED):
+        _, a = render_with_buffers(scene, c2w, 96, 96, focal, 2)
+        _, b = render_with_buffers(looped, c2w, 96, 96, focal, 2)
+        np.testing.assert_array_equal(a.box, b.box)
+        np.testing.assert_array_equal(a.t, b.t)
+        np.testing.assert_array_equal(a.axis, b.axis)
+        assert (scene.kind[a.box[a.box >= 0]] == KIND_DETAIL).mean() > 0.02

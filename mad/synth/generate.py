@@ -16,8 +16,9 @@ from common.errors import DataError
 from mad.options import SynthOptions
 from mad.synth.cameras import focal_from_angle, random_pose, train_poses
 from mad.synth.defects import make_defect_view
+from mad.synth.detail import class_scene
 from mad.synth.render import render_view
-from mad.synth.scene import Scene, make_scene
+from mad.synth.scene import Scene
 
 GENERATOR_VERSION = 1
 
@@ -79,7 +80,7 @@ def generate_class(out_dir, class_name: str, opts: SynthOptions = SynthOptions()
     elev = (float(opts.synth_elev_min), float(opts.synth_elev_max))
     min_mask_frac = opts.synth_min_mask_frac
 
-    scene = make_scene(seed, textured=opts.synth_textured)
+    scene = class_scene(seed, textured=opts.synth_textured, detail=opts.synth_detail)
     focal = focal_from_angle(size, camera_angle_x)
     min_mask_pixels = max(1, math.ceil(min_mask_frac * size * size))
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -122,6 +123,8 @@ def generate_class(out_dir, class_name: str, opts: SynthOptions = SynthOptions()
         }
         if opts.synth_textured:  # only when on: flat classes stay byte-identical to earlier versions
             stats["textured"] = True
+        if opts.synth_detail:  # likewise
+            stats["detail"] = True
         for d in defect_types:
             rs = list(by_split.get(d, {}).values())
             if not rs:

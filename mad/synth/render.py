@@ -1,12 +1,15 @@
 """Analytic ray casting of a Scene: Lambert shading from two fixed world lights + ambient, on white,
 anti-aliased by supersampling (s x s sub-pixel samples placed symmetrically around each pixel centre).
-A textured scene (Scene.texture_seed) modulates each box's albedo by mad.synth.texture after decals."""
+A textured scene (Scene.texture_seed) modulates each box's albedo by mad.synth.texture after decals.
+A detail scene (Scene.detail_seed) gets printed marks on brick bodies before decals and a white,
+view-dependent Blinn-Phong highlight after the diffuse shading (mad.synth.detail)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import numpy as np
 
+from mad.synth.detail import KIND_DETAIL, printed_albedo, specular
 from mad.synth.scene import Scene
 from mad.synth.texture import surface_texture
 
@@ -72,7 +75,8 @@ def _raycast(scene: Scene, c2w: np.ndarray, height: int, width: int, focal: floa
     axis_buf = np.zeros((height, width), dtype=np.int64)
     rects = _screen_rects(scene, c2w, height, width, focal)
     lo_rel, hi_rel = scene.lo - origin, scene.hi - origin
-    for b in range(scene.n_boxes):
+    batched = scene.kind == KIND_DETAIL  # the many small detail parts: cast together after the others
+    for b in np.flatnonzero(~batched):
         j0, j1, i0, i1 = rects[b]
         if j1 <= j0 or i1 <= i0:
             continue
@@ -89,13 +93,62 @@ def _raycast(scene: Scene, c2w: np.ndarray, height: int, width: int, focal: floa
         t_view[hit] = t_min[hit]
         box_buf[j0:j1, i0:i1][hit] = b
         axis_buf[j0:j1, i0:i1][hit] = t_near.argmax(-1)[hit]
+    if batched.any():
+        _raycast_batched(np.flatnonzero(batched), rects, lo_rel, hi_rel, inv, t_buf, box_buf, axis_buf)
     comp = np.take_along_axis(dirs, axis_buf[..., None], -1)[..., 0]
     sign = np.where(comp > 0, -1, 1)
     return HitBuffers(t=t_buf, box=box_buf, axis=axis_buf, sign=sign, dirs=dirs, origin=origin)
 
 
+def _raycast_batched(boxes: np.ndarray, rects: np.ndarray, lo_rel: np.ndarray, hi_rel: np.ndarray, inv: np.ndarray,
+                     t_buf: np.ndarray, box_buf: np.ndarray, axis_buf: np.ndarray) -> None:
+    """Cast `boxes` into the buffers in place, vectorised over boxes: each box's screen rectangle is padded
+    to the power-of-two size class of its group. A pixel takes the nearest hit (on equal depth the lowest box
+    index) if it is strictly nearer than what the buffers hold: the per-box loop's rule, boxes after it."""
+    height, width = t_buf.shape
+    rects = rects[boxes]
+    size = np.maximum(rects[:, [1, 3]] - rects[:, [0, 2]], 0)
+    keep = (size > 0).all(1)
+    boxes, rects, size = boxes[keep], rects[keep], size[keep]
+    if boxes.size == 0:
+        return
+    size_class = 2 ** np.ceil(np.log2(size)).astype(np.int64)
+    pix, tt, bb, aa = [], [], [], []
+    for rh, rw in sorted({(int(h), int(w)) for h, w in size_class}):
+        g = np.flatnonzero((size_class[:, 0] == rh) & (size_class[:, 1] == rw))
+        for part in np.array_split(g, max(1, len(g) * rh * rw // 400_000 + 1)):  # bounded memory per chunk
+            b, r = boxes[part], rects[part]
+            jj = r[:, 0, None] + np.arange(rh)[None]  # [G,rh]
+            ii = r[:, 2, None] + np.arange(rw)[None]  # [G,rw]
+            valid = (jj < r[:, 1, None])[:, :, None] & (ii < r[:, 3, None])[:, None, :]
+            jj, ii = np.minimum(jj, height - 1), np.minimum(ii, width - 1)
+            inv_v = inv[jj[:, :, None], ii[:, None, :]]  # [G,rh,rw,3]
+            t1 = lo_rel[b][:, None, None] * inv_v
+            t2 = hi_rel[b][:, None, None] * inv_v
+            t_near = np.minimum(t1, t2)
+            t_min = t_near.max(-1)
+            t_max = np.maximum(t1, t2).min(-1)
+            p = jj[:, :, None] * width + ii[:, None, :]
+            hit = valid & (t_min <= t_max) & (t_min > 0.0) & (t_min < t_buf.reshape(-1)[p])
+            if not hit.any():
+                continue
+            pix.append(p[hit])
+            tt.append(t_min[hit])
+            bb.append(np.broadcast_to(b[:, None, None], hit.shape)[hit])
+            aa.append(t_near.argmax(-1)[hit])
+    if not pix:
+        return
+    pix, tt, bb, aa = (np.concatenate(x) for x in (pix, tt, bb, aa))
+    order = np.lexsort((bb, tt, pix))
+    first = order[np.unique(pix[order], return_index=True)[1]]
+    t_buf.reshape(-1)[pix[first]] = tt[first]
+    box_buf.reshape(-1)[pix[first]] = bb[first]
+    axis_buf.reshape(-1)[pix[first]] = aa[first]
+
+
 def _shade(scene: Scene, buf: HitBuffers) -> np.ndarray:
-    """Float RGB [h,w,3]: Lambert (two world lights) + ambient, white background."""
+    """Float RGB [h,w,3]: Lambert (two world lights) + ambient (+ specular for detail scenes), white
+    background."""
     rgb = np.ones((*buf.box.shape, 3))
     hit = buf.box >= 0
     if not hit.any():
@@ -104,6 +157,14 @@ def _shade(scene: Scene, buf: HitBuffers) -> np.ndarray:
     axis = buf.axis[hit]
     sign = buf.sign[hit]
     albedo = scene.color[box].copy()
+    if scene.detail_seed is not None:
+        dirs_hit = buf.dirs[hit]
+        body = np.flatnonzero(scene.kind[box] == 0)
+        if body.size:
+            b = box[body]
+            pts = buf.origin + buf.t[hit][body, None] * dirs_hit[body]
+            albedo[body] = printed_albedo(albedo[body], pts, axis[body], sign[body], scene.brick[b], scene.lo[b],
+                                          scene.hi[b], scene.detail_seed)
     for dec in scene.decals:
         sel = np.nonzero((box == dec.box) & (axis == dec.axis) & (sign == dec.sign))[0]
         if sel.size == 0:
@@ -118,7 +179,11 @@ def _shade(scene: Scene, buf: HitBuffers) -> np.ndarray:
     n1 = sign * _L1[axis]
     n2 = sign * _L2[axis]
     shade = AMBIENT + K1 * np.maximum(n1, 0.0) + K2 * np.maximum(n2, 0.0)
-    rgb[hit] = np.clip(albedo * shade[:, None], 0.0, 1.0)
+    if scene.detail_seed is None:
+        rgb[hit] = np.clip(albedo * shade[:, None], 0.0, 1.0)
+    else:
+        spec = specular(dirs_hit, axis, sign, (_L1, _L2))
+        rgb[hit] = np.clip(albedo * shade[:, None] + spec[:, None], 0.0, 1.0)
     return rgb
 
 

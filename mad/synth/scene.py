@@ -49,10 +49,11 @@ class Scene:
     hi: np.ndarray         # [B,3] box maximum corners
     color: np.ndarray      # [B,3] albedo in [0,1]
     brick: np.ndarray      # [B] int: brick id of each box (studs share their brick's id), -1 for added parts
-    kind: np.ndarray       # [B] int: 0 brick body, 1 stud, 2 burr
+    kind: np.ndarray       # [B] int: 0 brick body, 1 stud, 2 burr, 3 detail part (mad.synth.detail)
     removable: tuple       # brick ids that a 'Missing' defect may remove
     decals: tuple = ()
     texture_seed: int | None = None  # None: one flat albedo per box; else the seed of mad.synth.texture
+    detail_seed: int | None = None   # None: no printed marks, no specular; else the seed of mad.synth.detail
 
     @property
     def n_boxes(self) -> int:
@@ -77,7 +78,8 @@ class Scene:
 def make_scene(seed: int, textured: bool = False) -> Scene:
     """A LEGO-like object: 4-7 layers of irregularly stacked coloured bricks with studs, centred and
     scaled so every box corner lies within radius 0.98 of the origin. `textured` adds the view-consistent
-    surface detail of mad.synth.texture; the geometry and base colours are the same."""
+    surface detail of mad.synth.texture; the geometry and base colours are the same. (The fine structure of
+    the detail mode is added on top by mad.synth.detail.class_scene.)"""
     rng = np.random.default_rng(np.random.SeedSequence([int(seed), SCENE_STREAM]))
     n_layers = int(rng.integers(4, 8))
     bricks = []  # (x0, y0, w, d, layer)

@@ -1,0 +1,90 @@
+"""A reference made of real pixels: anomaly-free training photographs warped to another camera with the NeRF's depth.
+
+The NeRF blurs fine detail; the training views are photographs that keep it. Each pixel of the target camera that
+the NeRF sees as solid (opacity >= min_acc) is lifted to its 3-D surface point with the NeRF's depth, projected into
+a training view and coloured from it when that view sees the point: the view's own NeRF depth there agrees with the
+point's depth (a z-buffer test, relative `tolerance`). Of the views that see it, the colour closest to the NeRF's
+is taken (a highlight one view caught is passed over); a pixel no view sees, and the background, keep the NeRF's
+colour. Pure tensor functions in the shared camera convention
+(nerf.rays: camera looks down -z; depth is measured along the optical axis, so a point is o + depth * d).
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from common.camera import Intrinsics
+from nerf.rays import image_rays
+
+
+@dataclass(frozen=True)
+class SourceView:
+    """One training photograph with what warping needs: image [H, W, 3], its NeRF depth [H, W] (surface depth,
+    already divided by opacity), camera-to-world [4, 4]."""
+    image: Tensor
+    depth: Tensor
+    c2w: Tensor
+
+
+def surface_depth(depth: Tensor, acc: Tensor, min_acc: float = 0.5) -> Tensor:
+    """The NeRF's expected depth divided by its opacity (the depth of the surface a ray meets); 0 where the ray
+    stays below `min_acc` (background)."""
+    return torch.where(acc >= min_acc, depth / acc.clamp_min(1e-6), torch.zeros_like(depth))
+
+
+def backproject(depth: Tensor, c2w: Tensor, intrinsics: Intrinsics) -> Tensor:
+    """World points [H, W, 3] of the pixels of camera `c2w` at `depth` [H, W] (along the optical axis)."""
+    rays_o, rays_d = image_rays(c2w, depth.shape[0], depth.shape[1], intrinsics)
+    return rays_o + depth[..., None] * rays_d
+
+
+def project(points: Tensor, c2w: Tensor, intrinsics: Intrinsics, height: int, width: int) -> tuple[Tensor, Tensor]:
+    """(grid [..., 2] in grid_sample's normalised coordinates (align_corners=False), depth [...] along the optical
+    axis; <= 0 behind the camera) of world `points` [..., 3] seen by camera `c2w`."""
+    local = ((points - c2w[:3, 3])[..., None, :] * c2w[:3, :3].T).sum(-1)   # R^T (X - o), camera frame
+    z = -local[..., 2]
+    safe = torch.where(z > 1e-6, z, torch.ones_like(z))
+    u = intrinsics.fx * local[..., 0] / safe + intrinsics.cx                 # pixel i's centre is at i + 0.5
+    v = -intrinsics.fy * local[..., 1] / safe + intrinsics.cy
+    return torch.stack((2.0 * u / width - 1.0, 2.0 * v / height - 1.0), dim=-1), z
+
+
+def _sample(image: Tensor, grid: Tensor, mode: str) -> Tensor:
+    """image [H, W, C] sampled at grid [h, w, 2] -> [h, w, C]."""
+    out = F.grid_sample(image.permute(2, 0, 1)[None], grid[None], mode=mode, padding_mode="border",
+                        align_corners=False)
+    return out[0].permute(1, 2, 0)
+
+
+def warp_view(points: Tensor, view: SourceView, intrinsics: Intrinsics, tolerance: float) -> tuple[Tensor, Tensor]:
+    """(colour [H, W, 3], seen [H, W] bool) of world `points` [H, W, 3] in `view`: seen where the point projects
+    inside the image, in front of the camera, on a surface the view's NeRF depth puts within `tolerance` x depth."""
+    height, width = view.depth.shape
+    grid, z = project(points, view.c2w, intrinsics, height, width)
+    inside = (grid.abs() <= 1.0).all(-1) & (z > 0)
+    their_depth = _sample(view.depth[..., None], grid, "nearest")[..., 0]
+    seen = inside & (their_depth > 0) & ((z - their_depth).abs() <= tolerance * z)
+    return _sample(view.image, grid, "bilinear"), seen
+
+
+def reprojected_reference(nerf_rgb: Tensor, depth: Tensor, c2w: Tensor, views: Iterable[SourceView],
+                          intrinsics: Intrinsics, tolerance: float) -> tuple[Tensor, Tensor]:
+    """(reference [H, W, 3], from_views [H, W] bool): each pixel of the target camera whose surface point (`depth`:
+    the target's surface depth, 0 on the background) some of `views` see takes the colour, among theirs, closest to
+    the NeRF's `nerf_rgb` there; the other pixels keep the NeRF's colour. The closest, not the nearest view's: a
+    specular highlight or a reflection that one view caught and the target did not is passed over when another
+    view saw the surface without it, while detail the NeRF blurs is the same in every view."""
+    points = backproject(depth, c2w, intrinsics)
+    reference, solid = nerf_rgb.clone(), depth > 0
+    best = torch.full(depth.shape, float("inf"), device=depth.device)
+    for view in views:
+        colour, seen = warp_view(points, view, intrinsics, tolerance)
+        error = (colour - nerf_rgb).abs().sum(-1)
+        take = seen & solid & (error < best)
+        reference[take] = colour[take]
+        best = torch.where(take, error, best)
+    return reference, torch.isfinite(best)

@@ -1,0 +1,74 @@
+"""The anomaly-free reference a query is compared with, at a camera pose: the NeRF's render (the paper), or the
+nearest training photographs warped to that pose with the NeRF's depth (nerf.reprojection; `reference =
+reprojected`). One maker per class serves the pipeline, the residual model's fit and the decomposition, so all
+three compare against the same kind of reference.
+
+The warped views are the trainer's training split (never the held-out views the residual model is fitted on);
+each one's NeRF depth is rendered once, when first needed, and kept for the run.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from anomaly.options import ScoreOptions
+from mad.loader import TrainViews
+from nerf.renderer import NeRFRenderer
+from nerf.reprojection import SourceView, reprojected_reference, surface_depth
+from nerf.trainer import split_views
+
+
+def nearest_views(c2w: np.ndarray, candidates: np.ndarray, poses: np.ndarray, count: int) -> list[int]:
+    """The `count` views among `candidates` (indices into `poses` [N, 4, 4]) whose camera centres are closest in
+    direction, seen from the object's centre (the world origin), to the camera `c2w`'s: nearest first."""
+    centre = c2w[:3, 3] / max(float(np.linalg.norm(c2w[:3, 3])), 1e-9)
+    others = poses[candidates, :3, 3]
+    cosine = others @ centre / np.maximum(np.linalg.norm(others, axis=1), 1e-9)
+    order = np.argsort(-cosine, kind="stable")[:count]
+    return [int(candidates[i]) for i in order]
+
+
+@dataclass
+class ReferenceMaker:
+    renderer: NeRFRenderer
+    views: TrainViews
+    score: ScoreOptions
+    holdout_every: int
+    device: torch.device
+    _depths: dict[int, Tensor] = field(default_factory=dict)
+
+    @property
+    def candidates(self) -> np.ndarray:
+        """The training views that may be warped: the trainer's training split."""
+        return np.asarray(split_views(len(self.views.images), self.holdout_every)[0], dtype=np.int64)
+
+    def _source(self, index: int) -> SourceView:
+        if index not in self._depths:
+            buffers = self.renderer.render_buffers(self._pose(self.views.poses[index]), self.views.height,
+                                                   self.views.width, self.views.intrinsics)
+            self._depths[index] = surface_depth(buffers["depth"], buffers["acc"])
+        image = torch.as_tensor(self.views.images[index], dtype=torch.float32, device=self.device)
+        return SourceView(image, self._depths[index], self._pose(self.views.poses[index]))
+
+    def _pose(self, c2w) -> Tensor:
+        return torch.as_tensor(_numpy(c2w), dtype=torch.float32, device=self.device)
+
+    def __call__(self, c2w) -> Tensor:
+        """The reference [H, W, 3] float32 in [0, 1] at camera-to-world `c2w` [4, 4]."""
+        views = self.views
+        if self.score.reference == "nerf":
+            return self.renderer.render_image(self._pose(c2w), views.height, views.width, views.intrinsics)
+        buffers = self.renderer.render_buffers(self._pose(c2w), views.height, views.width, views.intrinsics)
+        chosen = nearest_views(_numpy(c2w).astype(np.float64), self.candidates, views.poses,
+                               self.score.reference_views)
+        reference, _ = reprojected_reference(buffers["rgb"], surface_depth(buffers["depth"], buffers["acc"]),
+                                             self._pose(c2w), (self._source(i) for i in chosen), views.intrinsics,
+                                             self.score.reference_tolerance)
+        return reference
+
+
+def _numpy(c2w) -> np.ndarray:
+    return c2w.detach().cpu().numpy() if torch.is_tensor(c2w) else np.asarray(c2w)

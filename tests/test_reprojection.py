@@ -1,0 +1,121 @@
+"""The reprojected reference (nerf.reprojection, omniposead.reference): closed-form warps of a plane between two
+cameras, the z-buffer test, the nearest views, and on a trained NeRF: a training view's reference is the view."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from common.camera import Intrinsics
+from nerf.reprojection import SourceView, backproject, project, reprojected_reference, surface_depth
+from omniposead.reference import nearest_views
+
+H, W = 24, 32
+K = Intrinsics.centred(30.0, W, H)
+
+
+def camera_at(x: float, y: float, z: float) -> torch.Tensor:
+    """A camera at (x, y, z) looking down -z (world axes = camera axes)."""
+    c2w = torch.eye(4)
+    c2w[:3, 3] = torch.tensor([x, y, z])
+    return c2w
+
+
+def plane_image(c2w: torch.Tensor) -> torch.Tensor:
+    """What `c2w` sees of the plane z = 0 painted with colour (0.5 + 0.2 X, 0.5 - 0.1 Y, 0.3): linear in X and Y,
+    so bilinear sampling reproduces it exactly."""
+    points = backproject(torch.full((H, W), float(c2w[2, 3])), c2w, K)
+    return torch.stack((0.5 + 0.2 * points[..., 0], 0.5 - 0.1 * points[..., 1], torch.full((H, W), 0.3)), -1)
+
+
+def test_projection_inverts_backprojection():
+    c2w = camera_at(0.3, -0.2, 4.0)
+    c2w[:3, :3] = torch.tensor([[0.0, -1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])   # rolled 90 degrees
+    depth = 3.0 + torch.rand(H, W)
+    grid, z = project(backproject(depth, c2w, K), c2w, K, H, W)
+    cols = (torch.arange(W) + 0.5) / W * 2 - 1
+    rows = (torch.arange(H) + 0.5) / H * 2 - 1
+    assert torch.allclose(z, depth, atol=1e-5)
+    assert torch.allclose(grid[..., 0], cols[None].expand(H, W), atol=1e-5)
+    assert torch.allclose(grid[..., 1], rows[:, None].expand(H, W), atol=1e-5)
+
+
+def test_a_plane_seen_from_a_shifted_camera_is_warped_exactly():
+    target, source = camera_at(0.0, 0.0, 4.0), camera_at(0.4, 0.1, 4.0)
+    depth = torch.full((H, W), 4.0)
+    nerf = torch.zeros(H, W, 3)                                   # a NeRF colour that would show if used
+    view = SourceView(plane_image(source), torch.full((H, W), 4.0), source)
+    reference, from_views = reprojected_reference(nerf, depth, target, [view], K, tolerance=0.01)
+    truth = plane_image(target)
+    # the shifted camera sees all but the strip its image does not cover (0.4 / 4 * 30 = 3 columns, 0.75 rows)
+    inner = (slice(2, H - 2), slice(4, W - 4))
+    assert from_views[inner].all()
+    assert torch.allclose(reference[inner], truth[inner], atol=1e-5)
+    assert not from_views[:, :2].any() and (reference[:, :2] == 0).all()     # outside its image: the NeRF's
+
+
+def test_an_occluded_point_keeps_the_nerf_colour_and_the_next_view_fills_it():
+    target, near, far = camera_at(0.0, 0.0, 4.0), camera_at(0.0, 0.0, 4.0), camera_at(0.2, 0.0, 4.0)
+    depth = torch.full((H, W), 4.0)
+    nerf = torch.zeros(H, W, 3)
+    blocked = SourceView(torch.ones(H, W, 3), torch.full((H, W), 2.0), near)   # something 2 units nearer
+    reference, from_views = reprojected_reference(nerf, depth, target, [blocked], K, tolerance=0.01)
+    assert not from_views.any() and (reference == 0).all()
+    clear = SourceView(plane_image(far), torch.full((H, W), 4.0), far)
+    reference, from_views = reprojected_reference(nerf, depth, target, [blocked, clear], K, tolerance=0.01)
+    assert from_views[:, 2:].all() and not from_views[:, 0].any()   # 0.2 / 4 * 30 = 1.5 columns it cannot see
+    assert torch.allclose(reference[:, 2:W - 1], plane_image(target)[:, 2:W - 1], atol=1e-5)
+
+
+def test_the_background_keeps_the_nerf_colour():
+    depth, acc = torch.full((H, W), 4.0), torch.ones(H, W)
+    acc[:, :10] = 0.1
+    surface = surface_depth(depth * acc, acc)
+    assert (surface[:, :10] == 0).all() and torch.allclose(surface[:, 10:], depth[:, 10:])
+    view = SourceView(torch.ones(H, W, 3), depth, camera_at(0, 0, 4))
+    reference, _ = reprojected_reference(torch.zeros(H, W, 3), surface, camera_at(0, 0, 4), [view], K, 0.01)
+    assert (reference[:, :10] == 0).all() and (reference[:, 10:] == 1).all()
+
+
+def test_nearest_views_are_ordered_by_the_direction_of_their_camera():
+    angles = np.radians([0.0, 90.0, 10.0, 180.0, 45.0])
+    poses = np.tile(np.eye(4), (5, 1, 1))
+    poses[:, :3, 3] = np.stack([4 * np.cos(angles), 4 * np.sin(angles), np.zeros(5)], 1)
+    query = np.eye(4)
+    query[:3, 3] = [8 * np.cos(np.radians(20)), 8 * np.sin(np.radians(20)), 0.0]   # farther away: same direction
+    assert nearest_views(query, np.arange(5), poses, 3) == [2, 0, 4]
+    assert nearest_views(query, np.array([1, 3, 4]), poses, 2) == [4, 1]
+
+
+@pytest.mark.slow
+def test_a_training_views_reprojected_reference_is_that_view_where_the_nerf_sees_a_surface(tmp_path):
+    """On a trained NeRF, a training view's reference with one view warps that view (the nearest: itself) onto
+    itself: every pixel the NeRF sees as solid is the photograph's own pixel, the rest the NeRF's render."""
+    from mad.options import SynthOptions
+    from mad.synth.generate import generate_class
+    from omniposead.config import parse_config
+    from omniposead.pipeline import class_train_views, train_class
+    from omniposead.reference import ReferenceMaker
+    from tests.test_pipeline import NERF_ARGS
+
+    generate_class(tmp_path / "synthetic", "toy", SynthOptions(synth_seed=3, synth_size=32, synth_n_train=24,
+                                                               synth_n_test_good=1, synth_n_test_defect=1,
+                                                               synth_workers=1), progress=False)
+    cfg = parse_config(["--data_root", str(tmp_path / "synthetic"), "--class_name", "toy", "--ckpt_root",
+                        str(tmp_path / "ckpts"), *NERF_ARGS, "--n_iters", "200", "--reference", "reprojected",
+                        "--reference_views", "1"])
+    train_class(cfg, torch.device("cpu"), progress=False)
+    from omniposead.pipeline import load_class
+
+    assets = load_class(cfg, torch.device("cpu"), train=False, progress=False, poses=False)
+    assert isinstance(assets.reference, ReferenceMaker)
+    views = class_train_views(cfg, assets.class_dir)
+    index = int(assets.reference.candidates[3])
+    reference = assets.reference(views.poses[index])
+    nerf = assets.renderer.render_buffers(torch.as_tensor(views.poses[index]), views.height, views.width,
+                                          views.intrinsics)
+    solid = surface_depth(nerf["depth"], nerf["acc"]) > 0
+    photo = torch.as_tensor(views.images[index])
+    assert solid.float().mean() > 0.1
+    assert torch.allclose(reference[solid], photo[solid], atol=1e-5)
+    assert torch.allclose(reference[~solid], nerf["rgb"][~solid], atol=1e-6)
