@@ -558,3 +558,16 @@ def test_a_second_training_of_one_class_is_refused(tmp_path, capsys):
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_missing_backbone_weights_stop_the_run_before_any_training(tiny_class_dir, tmp_path, capsys):
+    """The GPU configs name the paper's EfficientNet-B4, whose weights do not ship: without the fallback that is one
+    line before the NeRF is trained (it used to come after minutes of training)."""
+    lines = _main_fails(anomaly_nerf_lego.main, [*_paths(tmp_path, tiny_class_dir.parent), "--class_name", "tiny",
+                                                 *PIPELINE_TINY, "--backbone", "tf_efficientnet_b4.aa_in1k",
+                                                 "--backbone_fallback", "false", "--allow_random_backbone", "false"],
+                        capsys)
+    assert lines == [("error: no pretrained weights for backbone 'tf_efficientnet_b4.aa_in1k' offline: pass "
+                     "--backbone_weights FILE, enable --backbone_fallback (bundled EfficientNet-Lite2) or "
+                     "--allow_random_backbone")]
+    assert not list((tmp_path / "ckpts").rglob("nerf.pt"))
