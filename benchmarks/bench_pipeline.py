@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -32,21 +33,26 @@ from common.errors import exit_on_user_error
 from common.io import atomic_write, write_json
 from common.runtime import resolve_device
 from omniposead import pose_accuracy
-from omniposead.config import parse_config
+from omniposead.config import OmniposeConfig, parse_config
 from omniposead.decomposition import decompose_class
+
+
+def run_pipeline(args: list[str]) -> tuple[OmniposeConfig, float, dict, dict]:
+    """anomaly_nerf_lego.py with `args` on one class: (its config, wall seconds, its metrics.json, the pose
+    accuracy of its saved poses: omniposead.pose_accuracy.evaluate_class)."""
+    cfg = parse_config(args)
+    start = time.perf_counter()
+    if anomaly_nerf_lego.main(args) != 0:
+        raise RuntimeError(f"anomaly_nerf_lego.py {shlex.join(args)} failed")
+    wall = time.perf_counter() - start
+    metrics = json.loads((cfg.run.output_dir / "metrics.json").read_text())
+    return cfg, wall, metrics, pose_accuracy.evaluate_class(cfg, from_outputs=True, progress=False)
 
 
 def run_one(config: str, extra: list[str], decompose: bool = False) -> dict:
     """The pipeline on one class (anomaly_nerf_lego.py), its pose accuracy and, with `decompose`, the oracle
     and NeRF-at-true-pose rows of omniposead.decomposition."""
-    args = ["--config", config, *extra]
-    cfg = parse_config(args)
-    start = time.perf_counter()
-    if anomaly_nerf_lego.main(args) != 0:
-        raise RuntimeError(f"anomaly_nerf_lego.py {' '.join(args)} failed")
-    wall = time.perf_counter() - start
-    metrics = json.loads((cfg.run.output_dir / "metrics.json").read_text())
-    poses = pose_accuracy.evaluate_class(cfg, from_outputs=True, progress=False)
+    cfg, wall, metrics, poses = run_pipeline(["--config", config, *extra])
     train_log = json.loads((cfg.run.ckpt_dir / "train_log.json").read_text())
     row = {"config": config, "class": cfg.run.class_name, "dataset": cfg.run.dataset_name, "wall_s": wall,
            "pixel_auroc": metrics["pixel_auroc"], "image_auroc": metrics["image_auroc"],

@@ -14,18 +14,15 @@ first variant. Prints one markdown table and writes it with the raw figures to o
 from __future__ import annotations
 
 import argparse
-import json
 import shlex
 import time
 from pathlib import Path
 
 import numpy as np
 
-import anomaly_nerf_lego
-from benchmarks.bench_pipeline import seed_args
+from benchmarks.bench_pipeline import run_pipeline, seed_args
 from common.errors import exit_on_user_error
 from common.io import atomic_write, write_json
-from omniposead import pose_accuracy
 from omniposead.config import parse_config
 
 ROOT = Path("outputs/query_cost")
@@ -43,14 +40,8 @@ def class_flags(config: str, seeds: list[int], textured: bool) -> list[tuple[str
 
 def run_variant_class(config: str, variant: str, flags: list[str], class_flags_: list[str]) -> dict:
     """The pipeline with the variant's flags on one class (its maps under outputs/query_cost/<variant>)."""
-    args = ["--config", config, *class_flags_, *flags, "--output_root", str(ROOT / variant)]
-    cfg = parse_config(args)
-    start = time.perf_counter()
-    if anomaly_nerf_lego.main(args) != 0:
-        raise RuntimeError(f"anomaly_nerf_lego.py {shlex.join(args)} failed")
-    wall = time.perf_counter() - start
-    metrics = json.loads((cfg.run.output_dir / "metrics.json").read_text())
-    report = pose_accuracy.evaluate_class(cfg, from_outputs=True, progress=False)
+    cfg, wall, metrics, report = run_pipeline(["--config", config, *class_flags_, *flags, "--output_root",
+                                               str(ROOT / variant)])
     pose = report["stages"]["iNeRF"]
     cost = metrics["query_cost"]
     return {"class": cfg.run.class_name, "wall_s": wall, "pixel_auroc": metrics["pixel_auroc"],

@@ -2,6 +2,7 @@
 failing class, Ctrl-C says what was saved, and an interrupted training resumes bit for bit."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -420,6 +421,22 @@ def test_an_unreadable_or_non_finite_map_counts_as_not_done(tmp_path):
     assert not is_done(tmp_path, "Burrs/0")
 
 
+@contextlib.contextmanager
+def _lock_held_by_another_process(folder: Path):
+    """A second Python process holding common.lock's lock under `folder` (created) for the block; killed at its
+    end, which leaves its lock file behind as a killed run would."""
+    folder.mkdir(parents=True, exist_ok=True)
+    script = ("import time; from pathlib import Path; from common.lock import run_lock\n"
+              f"with run_lock(Path({str(folder)!r}), 'x'):\n    print('held', flush=True); time.sleep(120)")
+    holder = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, env=_env(), stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        yield holder
+    finally:
+        holder.kill()
+        holder.wait()
+
+
 def test_one_run_per_class_a_second_is_refused_and_a_dead_holder_is_taken_over(tiny_class_dir, tmp_path, capsys):
     """Two runs of one class overwrote each other's maps (issue 38). A second process holds the class's lock: the
     pipeline is refused in one line naming it, before any work; once that process is killed (its lock left
@@ -427,20 +444,12 @@ def test_one_run_per_class_a_second_is_refused_and_a_dead_holder_is_taken_over(t
     from common.lock import LOCK_NAME, run_lock
 
     out_dir = tmp_path / "outputs" / "synthetic" / "tiny"
-    out_dir.mkdir(parents=True)
-    script = ("import time; from pathlib import Path; from common.lock import run_lock\n"
-              f"with run_lock(Path({str(out_dir)!r}), 'x'):\n    print('held', flush=True); time.sleep(120)")
-    holder = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, env=_env(), stdout=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout.readline().strip() == "held"
+    with _lock_held_by_another_process(out_dir) as holder:
         lines = _main_fails(anomaly_nerf_lego.main, [*_paths(tmp_path, tiny_class_dir.parent), "--class_name", "tiny",
                                                      *PIPELINE_TINY], capsys)
         assert len(lines) == 1 and f"process {holder.pid} on " in lines[0]
         assert lines[0].startswith(f"error: {out_dir / LOCK_NAME}: the maps of tiny is being made by another run")
         assert not (tmp_path / "ckpts").exists()                              # refused before any training
-    finally:
-        holder.kill()
-        holder.wait()
     assert (out_dir / LOCK_NAME).is_file()                                    # left behind by the killed holder
     with run_lock(out_dir, "the maps of tiny"):
         assert json.loads((out_dir / LOCK_NAME).read_text())["pid"] == os.getpid()
@@ -544,20 +553,12 @@ def test_a_second_training_of_one_class_is_refused(tmp_path, capsys):
     data_root = tmp_path / "spheres"
     write_sphere_class(data_root)
     ckpt_dir = tmp_path / "ck" / "spheres" / "sphere"
-    ckpt_dir.mkdir(parents=True)
-    script = ("import time; from pathlib import Path; from common.lock import run_lock\n"
-              f"with run_lock(Path({str(ckpt_dir)!r}), 'x'):\n    print('held', flush=True); time.sleep(120)")
-    holder = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, env=_env(), stdout=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout.readline().strip() == "held"
+    with _lock_held_by_another_process(ckpt_dir) as holder:
         lines = _main_fails(nerf_train.main, ["--data_root", str(data_root), "--class_name", "sphere", "--ckpt_root",
                                               str(tmp_path / "ck"), *TINY, "--n_iters", "3"], capsys)
         assert len(lines) == 1 and lines[0].startswith(f"error: {ckpt_dir / LOCK_NAME}: the NeRF of sphere is being "
                                                        f"made by another run (process {holder.pid} on ")
         assert not (ckpt_dir / "nerf.pt").exists()
-    finally:
-        holder.kill()
-        holder.wait()
 
 
 def test_missing_backbone_weights_stop_the_run_before_any_training(tiny_class_dir, tmp_path, capsys):
