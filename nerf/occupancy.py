@@ -84,6 +84,16 @@ class OccupancyGrid(nn.Module):
         flat, inside = cell_index(pts, self.bound, self.resolution)
         return self.occupied[flat] & inside
 
+    def occupied_box(self) -> tuple[Tensor, Tensor] | None:
+        """World corners (lo [3], hi [3]) of the smallest box of whole cells that holds every occupied cell, or
+        None when no cell is occupied (one host sync). Every point that `occupied_at` calls occupied lies in it."""
+        cells = torch.nonzero(self.occupied)[:, 0]
+        if len(cells) == 0:
+            return None
+        res, size = self.resolution, 2.0 * self.bound / self.resolution
+        ijk = torch.stack((cells // (res * res), (cells // res) % res, cells % res), -1)
+        return ijk.amin(dim=0) * size - self.bound, (ijk.amax(dim=0) + 1) * size - self.bound
+
     def occupied_fraction(self) -> float:
         """Share of occupied cells (one host sync: for reports, not for the training loop)."""
         return float(self.occupied.float().mean())

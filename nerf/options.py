@@ -69,6 +69,12 @@ class NeRFOptions(Options):
                                               "a ray's transmittance falls below this are not evaluated (early ray "
                                               "termination, nerfacc: 1e-4; 0 = off: on the CPU demo it dropped 7 % "
                                               "of the samples the grid keeps, less than its extra pass costs)")
+    render_early_stop: float = option(1e-4, "with the grid, without gradients (the scored references, the residual "
+                                            "model's and the held-out PSNR's views): a ray is no longer evaluated "
+                                            "once its transmittance is below this, front to back in eight pieces "
+                                            "of the march; what it leaves out adds at most this much to a pixel "
+                                            "(a 400x400 render: 40 % of the samples lie behind the surface). 0 = "
+                                            "off")
     occupancy_threshold: float = option(0.01, "a cell is occupied when one marching step through it would be at "
                                               "least this opaque, 1 - exp(-density * step) (Instant-NGP: 0.01)")
 
@@ -85,6 +91,7 @@ class NeRFOptions(Options):
                 f"occupancy_samples must be 0 (= N_samples) or >= 2, got {self.occupancy_samples}")
         require(0 <= self.occupancy_early_stop < 1,
                 f"occupancy_early_stop must be in [0, 1), got {self.occupancy_early_stop}")
+        require(0 <= self.render_early_stop < 1, f"render_early_stop must be in [0, 1), got {self.render_early_stop}")
         require(0 < self.occupancy_threshold < 1,
                 f"occupancy_threshold must be in (0, 1), got {self.occupancy_threshold}")
         require(self.field in FIELD_NAMES, f"field must be one of {', '.join(FIELD_NAMES)}, got {self.field!r}")

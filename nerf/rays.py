@@ -38,3 +38,13 @@ def image_rays(c2w: Tensor, height: int, width: int, intrinsics: Intrinsics) -> 
     """All rays of one [4, 4] camera: (rays_o [H, W, 3], rays_d [H, W, 3]) on c2w's device."""
     dirs = camera_directions(height, width, intrinsics, device=c2w.device, dtype=c2w.dtype)
     return rays_from_poses(c2w, dirs)
+
+
+def ray_box_interval(rays_o: Tensor, rays_d: Tensor, lo: Tensor, hi: Tensor) -> tuple[Tensor, Tensor]:
+    """(t_enter [R], t_exit [R]): where the rays o + t d (`rays_o`, `rays_d` [R, 3]) enter and leave the axis-aligned
+    box [lo, hi] (slab test, Kay and Kajiya 1986); t_enter > t_exit for a ray that misses it. A direction component
+    of zero is taken as a tiny one of the same sign, so such a ray is inside that slab for all t or for none."""
+    tiny = torch.finfo(rays_d.dtype).tiny ** 0.5
+    d = torch.where(rays_d.abs() < tiny, torch.where(rays_d < 0, -tiny, tiny), rays_d)
+    t_lo, t_hi = (lo - rays_o) / d, (hi - rays_o) / d
+    return torch.minimum(t_lo, t_hi).amax(dim=-1), torch.maximum(t_lo, t_hi).amin(dim=-1)

@@ -9,12 +9,14 @@ import torch
 from torch import Tensor, nn
 
 from common.camera import Intrinsics
-from nerf.compositing import alpha_of, composite, transmittance
+from nerf.compositing import alpha_of, composite, sample_deltas, transmittance
 from nerf.fields import build_field
 from nerf.occupancy import OccupancyGrid, density_threshold
 from nerf.options import NeRFOptions
-from nerf.rays import image_rays
+from nerf.rays import image_rays, ray_box_interval
 from nerf.sampling import merge_samples, sample_pdf, stratified_samples
+
+RENDER_PIECES = 8       # pieces of the march evaluated front to back by renders without gradients (render_early_stop)
 
 
 class NeRFRenderer(nn.Module):
@@ -46,6 +48,7 @@ class NeRFRenderer(nn.Module):
         self.grid = OccupancyGrid(opts.occupancy_resolution, opts.occupancy_bound) if opts.occupancy_grid else None
         self.grid_threshold = density_threshold(opts.occupancy_threshold, (self.far - self.near) / self.march_samples)
         self.early_stop = opts.occupancy_early_stop
+        self.render_early_stop = opts.render_early_stop
 
     @property
     def device(self) -> torch.device:
@@ -123,25 +126,77 @@ class NeRFRenderer(nn.Module):
         rgb = pts.new_zeros((*keep.shape, 3)).index_put((ray, sample), rgb_kept[:, 0].float())
         return rgb, sigma, keep.sum(dim=-1).float()
 
+    def _query_front_to_back(self, field: nn.Module, pts: Tensor, viewdirs: Tensor | None, keep: Tensor,
+                             z_vals: Tensor, rays_d: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """_query without gradients, front to back in RENDER_PIECES pieces of the march: a ray whose transmittance
+        has fallen below render_early_stop is not evaluated further (its samples left out get zero density, so
+        the ray composites as if the rest were empty: at most render_early_stop of its colour and opacity
+        lost). One host sync per piece."""
+        sigma = torch.full(keep.shape, -math.inf, device=pts.device)
+        rgb = pts.new_zeros((*keep.shape, 3))
+        deltas = sample_deltas(z_vals, rays_d)
+        light = torch.ones(keep.shape[0], device=pts.device)                     # transmittance so far
+        evaluated = torch.zeros(keep.shape[0], device=pts.device)
+        step = -(-keep.shape[1] // RENDER_PIECES)
+        for start in range(0, keep.shape[1], step):
+            piece = keep[:, start:start + step] & (light > self.render_early_stop)[:, None]
+            ray, sample = torch.nonzero(piece, as_tuple=True)
+            if len(ray) == 0:
+                continue
+            sample = sample + start
+            with self._autocast(pts.device):
+                rgb_kept, sigma_kept = field(pts[ray, sample][:, None], None if viewdirs is None else viewdirs[ray])
+            sigma[ray, sample] = sigma_kept[:, 0].float()
+            rgb[ray, sample] = rgb_kept[:, 0].float()
+            alpha = 1.0 - torch.exp(-torch.relu(sigma[:, start:start + step]) * deltas[:, start:start + step])
+            light = light * (1.0 - alpha + 1e-10).prod(dim=-1)
+            evaluated += piece.sum(dim=-1)
+        return rgb, sigma, evaluated
+
     def _shade(self, field: nn.Module, rays_o: Tensor, rays_d: Tensor, viewdirs: Tensor | None, z_vals: Tensor,
                raw_noise_std: float, generator: torch.Generator | None,
                occupied: Tensor | None = None) -> dict[str, Tensor]:
         """Evaluate `field` at the (kept) samples of all rays in one batched call, then composite. `occupied`: the
         grid's mask of these samples when the caller has it already."""
         pts = rays_o[:, None, :] + rays_d[:, None, :] * z_vals[..., None]          # [R, S, 3] fp32
-        rgb, sigma, evaluated = self._query(field, pts, viewdirs, self._kept(field, pts, z_vals, rays_d, occupied))
+        keep = self._kept(field, pts, z_vals, rays_d, occupied)
+        if keep is not None and self.render_early_stop > 0 and not torch.is_grad_enabled():
+            rgb, sigma, evaluated = self._query_front_to_back(field, pts, viewdirs, keep, z_vals, rays_d)
+        else:
+            rgb, sigma, evaluated = self._query(field, pts, viewdirs, keep)
         out = composite(sigma, rgb, z_vals, rays_d, white_bkgd=self.white_bkgd,
                         raw_noise_std=raw_noise_std, generator=generator)
         return {**out, "samples": evaluated}
 
-    def _march_occupancy(self, rays_o: Tensor, rays_d: Tensor, z: Tensor) -> Tensor | None:
+    def _march_occupancy(self, rays_o: Tensor, rays_d: Tensor, z: Tensor, n_rays: int) -> Tensor | None:
         """The grid's mask [R, S] of the march `z [R, S]`, or None when more of its samples lie in occupied cells
-        than plain sampling evaluates (N_samples per ray). A young field, still dense everywhere (the paper's 8x256
+        than plain sampling evaluates for the `n_rays` rays of the batch (N_samples each; the rays given may be
+        only those that cross the occupied cells). A young field, still dense everywhere (the paper's 8x256
         MLP kept every cell occupied after 25 s of training on an H200: benchmarks/RESULTS.md, "GPU"), would
         otherwise make the finer march cost more than no grid at all. One host sync; the mask is reused by the
         coarse pass."""
         occupied = self.grid.occupied_at(rays_o[:, None, :] + rays_d[:, None, :] * z[..., None])
-        return None if int(occupied.sum()) > rays_o.shape[0] * self.N_samples else occupied
+        return None if int(occupied.sum()) > n_rays * self.N_samples else occupied
+
+    def _crossing(self, rays_o: Tensor, rays_d: Tensor, z: Tensor) -> tuple[Tensor, slice]:
+        """(indices [R'] of the rays that cross the box of occupied cells, the columns of `z [R, S]` that may lie
+        in it for any of them). Every other sample is in an empty cell, so it has zero density and its ray
+        composites as if it were not there: a ray that misses the box renders the background, and the columns
+        before the window (alpha 0, transmittance unchanged) or after it add nothing. The window keeps one
+        column past the last one that may be inside (an empty sample), so the last kept sample's delta is the
+        one of the whole march. The box is widened by a quarter cell against rounding. Two host syncs."""
+        box = self.grid.occupied_box()
+        if box is None:
+            return torch.zeros(0, dtype=torch.long, device=z.device), slice(0, 0)
+        margin = 0.25 * 2.0 * self.grid.bound / self.grid.resolution
+        t_enter, t_exit = ray_box_interval(rays_o, rays_d, box[0] - margin, box[1] + margin)
+        hit = (t_exit >= t_enter) & (t_exit >= z[:, 0]) & (t_enter <= z[:, -1])
+        index = torch.nonzero(hit)[:, 0]
+        zs = z[index]
+        columns = torch.nonzero(((zs >= t_enter[index, None]) & (zs <= t_exit[index, None])).any(dim=0))[:, 0]
+        if len(columns) == 0:
+            return index[:0], slice(0, 0)
+        return index, slice(int(columns[0]), min(int(columns[-1]) + 2, z.shape[1]))
 
     def render_rays(self, rays_o: Tensor, rays_d: Tensor, *, perturb: bool | float = False,
                     raw_noise_std: float = 0.0, generator: torch.Generator | None = None,
@@ -159,23 +214,54 @@ class NeRFRenderer(nn.Module):
         the N_samples depths of plain NeRF instead (skipping the empty ones all the same); the fine pass then
         evaluates at most N_samples + N_importance per ray, as plain NeRF does. An explicit `march_samples` (the
         whole-image march, render_samples) is kept as asked.
+
+        With the grid and no fine pass or density noise, only the rays that cross the box of occupied cells are
+        marched, over the depths that may lie in it (_crossing): the same result for a fraction of the grid
+        look-ups (most of a whole-image render's time on a CPU, where the object covers a fifth of the image).
         """
         batch_shape = rays_o.shape[:-1]
         rays_o = rays_o.reshape(-1, 3).float()
         rays_d = rays_d.reshape(-1, 3).float()
+        n_rays = rays_o.shape[0]
         perturb = bool(perturb)
+        n_coarse = (march_samples or self.march_samples) if self._skipping else self.N_samples
+        z = stratified_samples(self.near, self.far, n_coarse, n_rays, perturb=perturb,
+                               device=rays_o.device, generator=generator)
+        rule = self._skipping and march_samples is None and n_coarse > self.N_samples    # the march's cost rule
+        if not (self._skipping and self.fine is None and raw_noise_std == 0.0):
+            occupied = self._march_occupancy(rays_o, rays_d, z, n_rays) if rule else None
+            if rule and occupied is None:
+                z = self._plain_march(n_rays, perturb, rays_o.device, generator)
+            out = self._render_marched(rays_o, rays_d, z, occupied, perturb, raw_noise_std, generator)
+            return {k: v.reshape(*batch_shape, *v.shape[1:]) for k, v in out.items()}
+        index, window = self._crossing(rays_o, rays_d, z)
+        occupied = self._march_occupancy(rays_o[index], rays_d[index], z[index, window], n_rays) if rule else None
+        if rule and occupied is None:
+            z = self._plain_march(n_rays, perturb, rays_o.device, generator)
+            index, window = self._crossing(rays_o, rays_d, z)
+        background = 1.0 if self.white_bkgd else 0.0
+        out = {"rgb": rays_o.new_full((n_rays, 3), background), "depth": rays_o.new_zeros(n_rays),
+               "acc": rays_o.new_zeros(n_rays), "samples": rays_o.new_zeros(n_rays)}
+        if len(index) > 0:
+            part = self._render_marched(rays_o[index], rays_d[index], z[index, window], occupied, perturb,
+                                        raw_noise_std, generator)
+            out = {k: v.index_put((index,), part[k]) for k, v in out.items()}
+        out["rgb_coarse"] = out["rgb"]
+        return {k: v.reshape(*batch_shape, *v.shape[1:]) for k, v in out.items()}
+
+    def _plain_march(self, n_rays: int, perturb: bool, device: torch.device,
+                     generator: torch.Generator | None) -> Tensor:
+        """The N_samples depths of plain NeRF [n_rays, N_samples] (the march's cost rule falls back to them)."""
+        return stratified_samples(self.near, self.far, self.N_samples, n_rays, perturb=perturb, device=device,
+                                  generator=generator)
+
+    def _render_marched(self, rays_o: Tensor, rays_d: Tensor, z: Tensor, occupied: Tensor | None, perturb: bool,
+                        raw_noise_std: float, generator: torch.Generator | None) -> dict[str, Tensor]:
+        """render_rays on flat rays whose coarse march `z [R, S]` is settled (`occupied`: the grid's mask of it,
+        when known)."""
         viewdirs = None
         if self.coarse.use_viewdirs:
             viewdirs = rays_d / torch.linalg.vector_norm(rays_d, dim=-1, keepdim=True)
-        n_coarse = (march_samples or self.march_samples) if self._skipping else self.N_samples
-        z = stratified_samples(self.near, self.far, n_coarse, rays_o.shape[0], perturb=perturb,
-                               device=rays_o.device, generator=generator)
-        occupied = None
-        if march_samples is None and n_coarse > self.N_samples:
-            occupied = self._march_occupancy(rays_o, rays_d, z)
-            if occupied is None:
-                z = stratified_samples(self.near, self.far, self.N_samples, rays_o.shape[0], perturb=perturb,
-                                       device=rays_o.device, generator=generator)
         coarse = self._shade(self.coarse, rays_o, rays_d, viewdirs, z, raw_noise_std, generator, occupied)
         out = {"rgb_coarse": coarse["rgb"], "samples": coarse["samples"]}
         final = coarse
@@ -188,7 +274,7 @@ class NeRFRenderer(nn.Module):
             final = self._shade(self.fine, rays_o, rays_d, viewdirs, z_all, raw_noise_std, generator)
             out["samples"] = out["samples"] + final["samples"]
         out.update(rgb=final["rgb"], depth=final["depth"], acc=final["acc"])
-        return {k: v.reshape(*batch_shape, *v.shape[1:]) for k, v in out.items()}
+        return out
 
     @torch.no_grad()
     def render_image(self, c2w: Tensor | np.ndarray, height: int, width: int, intrinsics: Intrinsics,

@@ -9,7 +9,7 @@ from common.camera import Intrinsics
 from common.errors import PadError
 from nerf.occupancy import OccupancyGrid, binarize, cell_index, cell_points, density_threshold
 from nerf.options import NeRFOptions
-from nerf.rays import image_rays
+from nerf.rays import image_rays, ray_box_interval
 from nerf.renderer import NeRFRenderer
 
 BALL_RADIUS, BALL_DENSITY = 0.5, 20.0
@@ -34,8 +34,10 @@ class BallField(nn.Module):
 
 
 def ball_renderer(grid: bool, n_importance: int = 0, resolution: int = 16, samples: int = 48,
-                  early_stop: float = 0.0, render_samples: int = 0, march: int = 0) -> NeRFRenderer:
-    opts = NeRFOptions(netdepth=1, netwidth=4, netdepth_fine=1, netwidth_fine=4, skips=(), multires=1,
+                  early_stop: float = 0.0, render_samples: int = 0, march: int = 0,
+                  render_early_stop: float = 0.0) -> NeRFRenderer:
+    opts = NeRFOptions(render_early_stop=render_early_stop,
+                       netdepth=1, netwidth=4, netdepth_fine=1, netwidth_fine=4, skips=(), multires=1,
                        multires_views=1, N_samples=samples, N_importance=n_importance, occupancy_grid=grid,
                        occupancy_resolution=resolution, occupancy_bound=1.0, occupancy_early_stop=early_stop,
                        render_samples=render_samples, occupancy_samples=march)
@@ -106,7 +108,8 @@ def test_grid_of_the_object_renders_like_plain_sampling(n_importance):
         torch.testing.assert_close(out[key], ref[key], rtol=1e-5, atol=1e-5)
     assert out["samples"].mean() < 0.3 * ref["samples"].mean()       # most samples skipped
     # early termination (while gradients are on) drops the samples behind the ball's front (transmittance
-    # < 1e-4): fewer evaluations, the same image up to that transmittance; none without gradients
+    # < 1e-4): fewer evaluations, the same image up to that transmittance; none without gradients (that is
+    # render_early_stop's, off here)
     terminating = ball_renderer(grid=True, n_importance=n_importance, early_stop=1e-4)
     set_occupied(terminating, ball_cells(16))
     ert = terminating.render_rays(rays_o, rays_d)
@@ -205,3 +208,81 @@ def test_whole_images_march_render_samples_while_rays_keep_the_training_march():
     for bad in (-1, 1):
         with pytest.raises(PadError, match="render_samples"):
             NeRFOptions(render_samples=bad).validated()
+
+
+def test_ray_box_interval_closed_form():
+    lo, hi = -torch.ones(3), torch.ones(3)
+    rays_o = torch.tensor([[0.0, 0.0, 4.0], [0.5, 0.0, 4.0], [2.0, 0.0, 4.0], [0.0, 0.0, 0.0]])
+    rays_d = torch.tensor([[0.0, 0.0, -1.0], [0.0, 0.0, -2.0], [0.0, 0.0, -1.0], [1.0, 1.0, 0.0]])
+    t_enter, t_exit = ray_box_interval(rays_o, rays_d, lo, hi)
+    # down the axis: enters at z = 1 (t 3), leaves at z = -1 (t 5); twice as long a direction halves t;
+    # parallel to z outside the x slab: misses; from the centre along (1, 1, 0): leaves at t = 1, entered behind
+    torch.testing.assert_close(t_enter[[0, 1, 3]], torch.tensor([3.0, 1.5, -1.0]))
+    torch.testing.assert_close(t_exit[[0, 1, 3]], torch.tensor([5.0, 2.5, 1.0]))
+    assert t_enter[2] > t_exit[2]
+
+
+def test_occupied_box_is_the_box_of_the_occupied_cells():
+    grid = OccupancyGrid(16, 1.0)
+    grid.occupied.copy_(ball_cells(16))
+    lo, hi = grid.occupied_box()
+    # cells of 0.125 touching the ball of radius 0.5: from -0.5 to 0.5 on every axis
+    torch.testing.assert_close(lo, torch.full((3,), -0.5)) and torch.testing.assert_close(hi, torch.full((3,), 0.5))
+    grid.occupied.zero_()
+    assert grid.occupied_box() is None
+
+
+@pytest.mark.parametrize("march", [0, 96])
+def test_only_the_rays_crossing_the_occupied_box_are_marched_with_the_same_result(march):
+    """The culled march (rays that miss the box of occupied cells skipped, depths outside it dropped) renders what
+    the whole march renders, with and without jitter, and gives the rays the same gradients (iNeRF); it looks up
+    the grid at a fraction of the points."""
+    culled = ball_renderer(grid=True, samples=48, march=march)
+    whole = ball_renderer(grid=True, samples=48, march=march)
+    for r in (culled, whole):
+        set_occupied(r, ball_cells(16))
+        r.coarse.density = lambda pts: torch.where(pts.norm(dim=-1) < BALL_RADIUS, 1.0, -1.0)   # translucent
+    whole.grid.occupied_box = lambda: (-torch.ones(3), torch.ones(3))     # the whole cube: every ray, every depth
+    looked_up = {}
+    for name, r in (("culled", culled), ("whole", whole)):
+        lookup = r.grid.occupied_at
+        r.grid.occupied_at = lambda pts, lookup=lookup, name=name: (
+            looked_up.__setitem__(name, looked_up.get(name, 0) + pts[..., 0].numel()) or lookup(pts))
+    rays_o, rays_d = camera_rays(24)
+    for perturb in (False, True):
+        outs, grads = [], []
+        for r in (culled, whole):
+            d = rays_d.clone().requires_grad_(True)
+            out = r.render_rays(rays_o, d, perturb=perturb, generator=torch.Generator().manual_seed(3))
+            out["rgb"].sum().backward()
+            outs.append(out)
+            grads.append(d.grad)
+        for key in ("rgb", "rgb_coarse", "depth", "acc", "samples"):
+            torch.testing.assert_close(outs[0][key], outs[1][key], atol=1e-5, rtol=0)
+        torch.testing.assert_close(grads[0], grads[1], atol=1e-5, rtol=0)
+    assert (outs[0]["acc"] > 0.5).float().mean() < 0.5           # most rays miss the ball: the case that pays
+    assert looked_up["culled"] < 0.3 * looked_up["whole"]
+
+
+@pytest.mark.parametrize("n_importance", [0, 16])
+def test_renders_without_gradients_stop_marching_behind_the_surface(n_importance):
+    """render_early_stop: without gradients a ray is evaluated front to back and left once its transmittance is
+    below the threshold, so the samples inside the ball are skipped and the image changes by at most that much;
+    with gradients (training, iNeRF) every kept sample is evaluated as before."""
+    whole = ball_renderer(grid=True, n_importance=n_importance)
+    stopping = ball_renderer(grid=True, n_importance=n_importance, render_early_stop=1e-4)
+    for r in (whole, stopping):
+        set_occupied(r, ball_cells(16))
+    rays_o, rays_d = camera_rays()
+    with torch.no_grad():
+        ref, out = whole.render_rays(rays_o, rays_d), stopping.render_rays(rays_o, rays_d)
+    for key in ("rgb", "acc"):
+        torch.testing.assert_close(out[key], ref[key], rtol=0, atol=1e-4)
+    torch.testing.assert_close(out["depth"], ref["depth"], rtol=0, atol=1e-4 * 6.0)
+    through = ref["acc"] > 0.999                                  # rays through the opaque ball
+    saved = 0.8 if n_importance == 0 else 0.95            # the fine pass's samples crowd at the surface already
+    assert through.any() and out["samples"][through].sum() < saved * ref["samples"][through].sum()
+    assert torch.equal(out["samples"][~through], ref["samples"][~through])   # translucent rays: every sample
+    graded = stopping.render_rays(rays_o, rays_d)
+    torch.testing.assert_close(graded["rgb"], ref["rgb"], rtol=0, atol=1e-5)
+    assert torch.equal(graded["samples"], ref["samples"])

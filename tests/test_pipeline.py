@@ -249,6 +249,32 @@ def test_decomposition_rows_and_pipeline_results_untouched(trained, tmp_path, ca
 
 
 @pytest.mark.slow
+def test_detail_levers_render_each_reference_once_and_score_every_variant(trained, tmp_path, monkeypatch):
+    from benchmarks import bench_detail_levers
+
+    data_root, ckpt_root, _ = trained
+    ckpts = tmp_path / "ckpts"
+    shutil.copytree(ckpt_root, ckpts)
+    renders = []
+    real = bench_detail_levers.nerf_references
+    monkeypatch.setattr(bench_detail_levers, "nerf_references", lambda *a: renders.append(1) or real(*a))
+    monkeypatch.setattr(bench_detail_levers, "ROOT", tmp_path / "levers")
+    flags = " ".join(_pipeline_args(data_root, ckpts, tmp_path / "out"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        bench_detail_levers.main(["--config", "", "--classes", flags, "--variant", "config", "",
+                                  "--variant", "unsmoothed", "--score_sigma 0",
+                                  "--variant", "coarse_march", "--render_samples 8", "--tag", "t"])
+    assert len(renders) == 2                       # the scorer variant reuses the config's references
+    results = json.loads((tmp_path / "levers" / "t.json").read_text())["results"]
+    config, unsmoothed, coarse = (results[k][0] for k in ("config", "unsmoothed", "coarse_march"))
+    assert config["oracle_image_auroc"] == 1.0     # the oracle differs from a query only at its defect
+    assert config["loss"] == pytest.approx(config["oracle_image_auroc"] - config["image_auroc"])
+    assert unsmoothed["render_s"] == config["render_s"] and coarse["render_s"] != config["render_s"]
+    assert set(config["per_defect"]) == {s.defect_type for s in load_test_set(data_root / "toy")} - {"good"}
+
+
+@pytest.mark.slow
 def test_residual_model_without_heldout_views_warns_and_uses_training_views(trained, tmp_path):
     data_root, ckpt_root, _ = trained
     ckpts = tmp_path / "ckpts"

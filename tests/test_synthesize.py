@@ -21,7 +21,7 @@ from mad.synth.cameras import (
     spherical_pose,
     train_poses,
 )
-from mad.synth.defects import DEFECT_TYPES, _make_burrs, _make_missing, _make_stain
+from mad.synth.defects import DEFECT_TYPES, STAIN_COLORS, SUBTLE_DEFECTS, _make_burrs, _make_missing, _make_stain
 from mad.synth.detail import (
     KIND_DETAIL,
     MAX_GREEBLES,
@@ -349,7 +349,7 @@ def test_detail_parts_are_never_missing_and_never_burrs():
         missing = _make_missing(rng, scene, buf, 1)
         if missing is not None:
             assert (missing.kind == 0).sum() == (scene.kind == 0).sum() - 1
-        burrs = _make_burrs(rng, scene, buf)
+        burrs = _make_burrs(rng, scene, buf, SUBTLE_DEFECTS)
         if burrs is not None:  # burrs stay the only kind 2 boxes, and they are new
             assert (burrs.kind[:scene.n_boxes] == scene.kind).all() and (burrs.kind[scene.n_boxes:] == 2).all()
         assert not parts[buf.box[buf.box >= 0]].all()
@@ -359,7 +359,8 @@ def test_detail_class_masks_cover_the_defects(tmp_path):
     """Detail mode: every defect image has a non-empty mask and differs from the clean render at its pose
     exactly inside it (prints and highlights are the same in both renders, parts are never a defect)."""
     root = generate_tiny(tmp_path / "synthetic", detail=True, size=48)
-    assert json.loads((root / "synth_stats.json").read_text())["detail"] is True
+    stats = json.loads((root / "synth_stats.json").read_text())
+    assert stats["detail"] is True and stats["defect_style"] == "subtle"
     scene = class_scene(TINY_SEED, detail=True)
     focal = focal_from_angle(48, BLENDER_CAMERA_ANGLE_X)
     checked = set()
@@ -408,7 +409,8 @@ def test_detail_defect_masks_lie_on_the_defect():
     scene = class_scene(TINY_SEED, detail=True)
     size, s = 64, 2
     focal = focal_from_angle(size, BLENDER_CAMERA_ANGLE_X)
-    makers = {"Burrs": _make_burrs, "Stains": _make_stain,
+    makers = {"Burrs": lambda rng, sc, buf: _make_burrs(rng, sc, buf, SUBTLE_DEFECTS),
+              "Stains": lambda rng, sc, buf: _make_stain(rng, sc, buf, SUBTLE_DEFECTS),
               "Missing": lambda rng, sc, buf: _make_missing(rng, sc, buf, 4 * s * s)}
     for defect, make in makers.items():
         shown = 0
@@ -484,3 +486,30 @@ def test_batched_raycast_of_detail_parts_matches_the_box_loop():
         np.testing.assert_array_equal(a.t, b.t)
         np.testing.assert_array_equal(a.axis, b.axis)
         assert (scene.kind[a.box[a.box >= 0]] == KIND_DETAIL).mean() > 0.02
+
+
+def test_subtle_defects_are_smaller_and_of_the_parts_own_colour():
+    """The detail classes' style (SUBTLE_DEFECTS): a burr is the brick's colour x 0.85 (the default's x 0.55) and
+    stands at most 0.12 out of its face; a stain is half-way between the face's colour and the stain colour."""
+    scene = class_scene(TINY_SEED, detail=True)
+    size, s = 64, 1
+    focal = focal_from_angle(size, BLENDER_CAMERA_ANGLE_X)
+    burrs = stains = 0
+    for k in range(6):
+        rng = np.random.default_rng([k, 7])
+        _, buf = render_with_buffers(scene, random_pose(rng, 4.0), size, size, focal, s)
+        bad = _make_burrs(rng, scene, buf, SUBTLE_DEFECTS)
+        if bad is not None:
+            new = bad.kind == 2
+            length = (bad.hi[new] - bad.lo[new]).max(axis=1)
+            assert 1 <= new.sum() <= 3 and (length <= 0.12 + 1e-9).all()
+            assert any(np.allclose(bad.color[new][0], scene.color[b] * 0.85) for b in np.flatnonzero(scene.kind == 0))
+            burrs += 1
+        stained = _make_stain(rng, scene, buf, SUBTLE_DEFECTS)
+        if stained is not None:
+            decal = stained.decals[-1]
+            stain = 2.0 * decal.color - scene.color[decal.box]          # undo the half-way mix
+            assert any(np.allclose(stain, c) for c in STAIN_COLORS), k
+            assert decal.radii.max() <= 0.1 + 1e-9
+            stains += 1
+    assert burrs >= 3 and stains >= 3

@@ -2,6 +2,8 @@
 (a top-level brick removed). The mask is the exact per-pixel difference to the normal render."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from mad.synth.cameras import random_pose
@@ -9,6 +11,25 @@ from mad.synth.render import HitBuffers, render_view, render_with_buffers
 from mad.synth.scene import Decal, Scene
 
 DEFECT_TYPES = ("Burrs", "Missing", "Stains")
+
+
+@dataclass(frozen=True)
+class DefectStyle:
+    """Sizes and contrast of the generated Burrs and Stains (world units; ranges are uniform draws)."""
+    burr_count: tuple[int, int] = (2, 5)              # integers in [lo, hi)
+    burr_spread: float = 0.06                         # burr centres within +- this of the picked point
+    burr_width: tuple[float, float] = (0.04, 0.08)
+    burr_length: tuple[float, float] = (0.08, 0.18)   # how far a burr stands out of its face
+    burr_shade: float = 0.55                          # burr colour = the brick's colour x this
+    stain_radius: tuple[float, float] = (0.07, 0.15)
+    stain_opacity: float = 1.0                        # stain colour = mix of the face colour and the stain's
+
+
+# MAD's defects on its detailed toys are small and of the part's own material: a burr is a bump in the brick's
+# colour that shows through its shading, a stain a faint discolouration. The `synth_detail` classes draw theirs
+# in this style, at the scale of the detail the NeRF blurs (benchmarks/RESULTS.md, "The detailed stand-in").
+SUBTLE_DEFECTS = DefectStyle(burr_count=(1, 4), burr_spread=0.04, burr_width=(0.03, 0.06), burr_length=(0.05, 0.12),
+                             burr_shade=0.85, stain_radius=(0.05, 0.1), stain_opacity=0.5)
 
 STAIN_COLORS = np.array([
     [0.22, 0.13, 0.06],   # oil brown
@@ -38,14 +59,14 @@ def _pick_surface_point(rng, scene: Scene, buf: HitBuffers, min_cos: float):
     return int(box[j, i]), int(buf.axis[j, i]), int(buf.sign[j, i]), point
 
 
-def _make_stain(rng, scene: Scene, buf: HitBuffers):
+def _make_stain(rng, scene: Scene, buf: HitBuffers, style: DefectStyle):
     pick = _pick_surface_point(rng, scene, buf, 0.4)
     if pick is None:
         return None
     b, axis, sign, point = pick
     tangents = [a for a in range(3) if a != axis]
     k = int(rng.integers(2, 5))
-    r0 = rng.uniform(0.07, 0.15)
+    r0 = rng.uniform(*style.stain_radius)
     centers = np.repeat(point[None], k, 0)
     for a in tangents:
         centers[:, a] += rng.uniform(-0.6, 0.6, k) * r0
@@ -53,28 +74,30 @@ def _make_stain(rng, scene: Scene, buf: HitBuffers):
     radii = rng.uniform(0.45, 1.0, k) * r0
     base = scene.color[b]
     far = [c for c in STAIN_COLORS if np.linalg.norm(c - base) > 0.45]
-    color = far[int(rng.integers(len(far)))]
-    return scene.with_decal(Decal(box=b, axis=axis, sign=sign, centers=centers, radii=radii, color=np.array(color)))
+    color = np.array(far[int(rng.integers(len(far)))])
+    if style.stain_opacity < 1.0:
+        color = (1.0 - style.stain_opacity) * base + style.stain_opacity * color
+    return scene.with_decal(Decal(box=b, axis=axis, sign=sign, centers=centers, radii=radii, color=color))
 
 
-def _make_burrs(rng, scene: Scene, buf: HitBuffers):
+def _make_burrs(rng, scene: Scene, buf: HitBuffers, style: DefectStyle):
     pick = _pick_surface_point(rng, scene, buf, 0.25)
     if pick is None:
         return None
     b, axis, sign, point = pick
     tangents = [a for a in range(3) if a != axis]
-    n = int(rng.integers(2, 5))
+    n = int(rng.integers(*style.burr_count))
     lo, hi = np.zeros((n, 3)), np.zeros((n, 3))
     for m in range(n):
         base = point.copy()
         for a in tangents:
-            base[a] += rng.uniform(-0.06, 0.06)
-            half = 0.5 * rng.uniform(0.04, 0.08)
+            base[a] += rng.uniform(-style.burr_spread, style.burr_spread)
+            half = 0.5 * rng.uniform(*style.burr_width)
             lo[m, a], hi[m, a] = base[a] - half, base[a] + half
-        length = rng.uniform(0.08, 0.18)
+        length = rng.uniform(*style.burr_length)
         end = point[axis] + sign * length
         lo[m, axis], hi[m, axis] = min(point[axis], end), max(point[axis], end)
-    color = np.repeat((scene.color[b] * 0.55)[None], n, 0)
+    color = np.repeat((scene.color[b] * style.burr_shade)[None], n, 0)
     return scene.with_boxes(lo, hi, color, kind=2)
 
 
@@ -89,17 +112,18 @@ def _make_missing(rng, scene: Scene, buf: HitBuffers, min_pixels: int):
 
 def make_defect_view(scene: Scene, defect: str, rng: np.random.Generator, *, height: int, width: int,
                      focal: float, supersample: int, radius: float, elev_range_deg, min_mask_pixels: int,
-                     mask_tolerance: int = 1, max_attempts: int = 200):
+                     mask_tolerance: int = 1, max_attempts: int = 200, style: DefectStyle = DefectStyle()):
     """Draw poses until a defect instance of type `defect` is visible with >= min_mask_pixels.
+    `style`: the Burrs' and Stains' sizes and contrast.
     Returns (image uint8 [H,W,3], mask uint8 [H,W] 0/255, c2w [4,4], attempts)."""
     s = int(supersample)
     for attempt in range(1, max_attempts + 1):
         c2w = random_pose(rng, radius, elev_range_deg)
         normal, buf = render_with_buffers(scene, c2w, height, width, focal, s)
         if defect == "Stains":
-            bad = _make_stain(rng, scene, buf)
+            bad = _make_stain(rng, scene, buf, style)
         elif defect == "Burrs":
-            bad = _make_burrs(rng, scene, buf)
+            bad = _make_burrs(rng, scene, buf, style)
         elif defect == "Missing":
             bad = _make_missing(rng, scene, buf, max(1, min_mask_pixels) * s * s)
         else:

@@ -15,7 +15,7 @@ import numpy as np
 from common.errors import DataError
 from mad.options import SynthOptions
 from mad.synth.cameras import focal_from_angle, random_pose, train_poses
-from mad.synth.defects import make_defect_view
+from mad.synth.defects import SUBTLE_DEFECTS, DefectStyle, make_defect_view
 from mad.synth.detail import class_scene
 from mad.synth.render import render_view
 from mad.synth.scene import Scene
@@ -52,7 +52,7 @@ def _work(task: dict) -> dict:
         return {"split": split, "index": index, "pose": c2w}
     image, mask, c2w, attempts = make_defect_view(
         scene, split, rng, height=size, width=size, focal=focal, supersample=s, radius=task["radius"],
-        elev_range_deg=task["elev_range"], min_mask_pixels=task["min_mask_pixels"])
+        elev_range_deg=task["elev_range"], min_mask_pixels=task["min_mask_pixels"], style=task["defect_style"])
     _write_png(root / "test" / split / f"{index}.png", image)
     _write_png(root / "ground_truth" / split / f"{index}_mask.png", mask)
     return {"split": split, "index": index, "pose": c2w, "mask_pixels": int((mask > 0).sum()),
@@ -92,7 +92,8 @@ def generate_class(out_dir, class_name: str, opts: SynthOptions = SynthOptions()
                    [f"ground_truth/{d}" for d in defect_types]:
             (tmp / sub).mkdir(parents=True, exist_ok=True)
         common = {"scene": scene, "root": str(tmp), "size": size, "supersample": supersample, "focal": focal,
-                      "seed": int(seed), "radius": radius, "elev_range": elev, "min_mask_pixels": min_mask_pixels}
+                  "seed": int(seed), "radius": radius, "elev_range": elev, "min_mask_pixels": min_mask_pixels,
+                  "defect_style": SUBTLE_DEFECTS if opts.synth_detail else DefectStyle()}
         tasks = [dict(common, split=d, index=i) for d in defect_types for i in range(n_test_defect)]
         tasks += [dict(common, split="good", index=i) for i in range(n_test_good)]
         tasks += [dict(common, split="train", index=i, pose=p)
@@ -125,6 +126,7 @@ def generate_class(out_dir, class_name: str, opts: SynthOptions = SynthOptions()
             stats["textured"] = True
         if opts.synth_detail:  # likewise
             stats["detail"] = True
+            stats["defect_style"] = "subtle"     # mad.synth.defects.SUBTLE_DEFECTS
         for d in defect_types:
             rs = list(by_split.get(d, {}).values())
             if not rs:
