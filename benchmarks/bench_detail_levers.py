@@ -7,9 +7,10 @@ reference rendered at the true test pose (and the oracle's, the generator's anom
         --variant march_192 "--render_samples 192" --variant reprojected "--reference reprojected"
 
 Each class must be trained already (run the pipeline first); nothing is trained here. A variant's flags may change
-the scorer (score_*, image_score_pool; its residual model is refitted when the scorer asks for another one) or the
-reference (render_samples, reference, reference_views, reference_tolerance): the references are rendered once per
-distinct reference setting and class, and reused by every scorer variant. Per variant and class: image AUROC
+the scorer (score_*, image_score_pool; its residual model is refitted when the scorer asks for another one), the
+reference (render_samples, reference, reference_views, reference_tolerance) or the NeRF itself (a --ckpt_root where
+a NeRF trained with other field options waits, with those options): the references are rendered once per distinct
+checkpoint and reference setting, and reused by every scorer variant. Per variant and class: image AUROC
 against the oracle and the NeRF at the true pose, the NeRF's loss (the difference), the NeRF's pixel AUROC and
 per-defect image AUROC, and the seconds per query of the reference and of the map. Prints a markdown table and
 writes it with the raw figures to outputs/detail_levers/<tag>.{md,json}.
@@ -31,12 +32,14 @@ from omniposead.decomposition import nerf_references, oracle_references, referen
 from omniposead.pipeline import load_class
 
 ROOT = Path("outputs/detail_levers")
-REFERENCE_KEYS = ("render_samples", "reference", "reference_views", "reference_tolerance")
 
 
 def reference_setting(cfg) -> tuple:
-    """What the NeRF's reference depends on beyond the class: variants equal here share their renders."""
-    return (cfg.nerf.render_samples, cfg.score.reference, cfg.score.reference_views, cfg.score.reference_tolerance)
+    """What the NeRF's reference depends on: the checkpoint (a variant may bring its own NeRF, trained with other
+    field options under another --ckpt_root) and the render and reference options. Variants equal here share
+    their renders."""
+    return (str(cfg.run.ckpt_dir), cfg.nerf.render_samples, cfg.nerf.render_early_stop, cfg.score.reference,
+            cfg.score.reference_views, cfg.score.reference_tolerance)
 
 
 def lever_row(cfg, assets, images, masks, defect_types, references: np.ndarray, oracle: np.ndarray,

@@ -17,10 +17,13 @@ i.e. -ln(1 - opacity) / step.
 """
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Callable
 
+import numpy as np
 import torch
+from scipy import ndimage
 from torch import Tensor, nn
 
 from common.errors import PadError
@@ -41,6 +44,22 @@ def cell_points(flat: Tensor, offsets: Tensor, bound: float, resolution: int) ->
     """World points [N, 3] at `offsets [N, 3]` (in [0, 1)^3; 0.5 = the centre) inside the cells `flat [N]`."""
     ijk = torch.stack((flat // (resolution * resolution), (flat // resolution) % resolution, flat % resolution), -1)
     return (ijk.to(offsets.dtype) + offsets) * (2.0 * bound / resolution) - bound
+
+
+def occupied_groups(mask: np.ndarray, max_boxes: int = 32) -> tuple[np.ndarray, np.ndarray]:
+    """Cell-index boxes (lo [K, 3] inclusive, hi [K, 3] exclusive) around the connected groups of True cells of
+    `mask [R, R, R]` (26 neighbours, scipy.ndimage.label); beyond `max_boxes` groups the smallest ones share one
+    box around all of them (still holding every True cell). K = 0 for an empty mask."""
+    labels, count = ndimage.label(mask, structure=np.ones((3, 3, 3), dtype=bool))
+    slices = ndimage.find_objects(labels)
+    lo = np.array([[d.start for d in box] for box in slices], dtype=np.float64).reshape(-1, 3)
+    hi = np.array([[d.stop for d in box] for box in slices], dtype=np.float64).reshape(-1, 3)
+    if count > max_boxes:
+        order = np.argsort(-np.bincount(labels.ravel(), minlength=count + 1)[1:], kind="stable")
+        kept, rest = order[:max_boxes - 1], order[max_boxes - 1:]
+        lo = np.concatenate([lo[kept], lo[rest].min(axis=0, keepdims=True)])
+        hi = np.concatenate([hi[kept], hi[rest].max(axis=0, keepdims=True)])
+    return lo, hi
 
 
 def density_threshold(opacity: float, step: float) -> float:
@@ -69,6 +88,7 @@ class OccupancyGrid(nn.Module):
         self.register_buffer("values", torch.zeros(n), persistent=False)
         self.register_buffer("occupied", torch.ones(n, dtype=torch.bool), persistent=False)
         self.updates = 0
+        self._boxes = None          # (digest of the occupied cells, their boxes): occupied_boxes' cache
 
     @property
     def n_cells(self) -> int:
@@ -84,15 +104,21 @@ class OccupancyGrid(nn.Module):
         flat, inside = cell_index(pts, self.bound, self.resolution)
         return self.occupied[flat] & inside
 
-    def occupied_box(self) -> tuple[Tensor, Tensor] | None:
-        """World corners (lo [3], hi [3]) of the smallest box of whole cells that holds every occupied cell, or
-        None when no cell is occupied (one host sync). Every point that `occupied_at` calls occupied lies in it."""
-        cells = torch.nonzero(self.occupied)[:, 0]
-        if len(cells) == 0:
-            return None
-        res, size = self.resolution, 2.0 * self.bound / self.resolution
-        ijk = torch.stack((cells // (res * res), (cells // res) % res, cells % res), -1)
-        return ijk.amin(dim=0) * size - self.bound, (ijk.amax(dim=0) + 1) * size - self.bound
+    def occupied_boxes(self) -> tuple[Tensor, Tensor]:
+        """World corners (lo [K, 3], hi [K, 3]) of boxes of whole cells that together hold every occupied cell: one
+        around each connected group (26 neighbours), so that a stray occupied cell (a floater) gets a box of its
+        own instead of stretching one box over the cube; past MAX_BOXES groups, the smallest share one box. K = 0
+        when no cell is occupied. Every point `occupied_at` calls occupied lies in one of them. Recomputed only
+        when the occupied cells change (a digest of them; one host copy of the mask)."""
+        mask = self.occupied.detach().cpu().numpy().reshape((self.resolution,) * 3)
+        key = (mask.shape, hashlib.blake2b(np.packbits(mask).tobytes(), digest_size=16).digest())
+        if self._boxes is None or self._boxes[0] != key:
+            lo, hi = occupied_groups(mask)
+            size = 2.0 * self.bound / self.resolution
+            self._boxes = key, (torch.as_tensor(lo * size - self.bound, dtype=torch.float32),
+                                torch.as_tensor(hi * size - self.bound, dtype=torch.float32))
+        lo, hi = self._boxes[1]
+        return lo.to(self.occupied.device), hi.to(self.occupied.device)
 
     def occupied_fraction(self) -> float:
         """Share of occupied cells (one host sync: for reports, not for the training loop)."""

@@ -168,35 +168,42 @@ class NeRFRenderer(nn.Module):
                         raw_noise_std=raw_noise_std, generator=generator)
         return {**out, "samples": evaluated}
 
-    def _march_occupancy(self, rays_o: Tensor, rays_d: Tensor, z: Tensor, n_rays: int) -> Tensor | None:
+    def _march_occupancy(self, rays_o: Tensor, rays_d: Tensor, z: Tensor) -> Tensor | None:
         """The grid's mask [R, S] of the march `z [R, S]`, or None when more of its samples lie in occupied cells
-        than plain sampling evaluates for the `n_rays` rays of the batch (N_samples each; the rays given may be
-        only those that cross the occupied cells). A young field, still dense everywhere (the paper's 8x256
+        than plain sampling evaluates (N_samples per ray). A young field, still dense everywhere (the paper's 8x256
         MLP kept every cell occupied after 25 s of training on an H200: benchmarks/RESULTS.md, "GPU"), would
         otherwise make the finer march cost more than no grid at all. One host sync; the mask is reused by the
         coarse pass."""
         occupied = self.grid.occupied_at(rays_o[:, None, :] + rays_d[:, None, :] * z[..., None])
-        return None if int(occupied.sum()) > n_rays * self.N_samples else occupied
+        return None if int(occupied.sum()) > rays_o.shape[0] * self.N_samples else occupied
 
-    def _crossing(self, rays_o: Tensor, rays_d: Tensor, z: Tensor) -> tuple[Tensor, slice]:
-        """(indices [R'] of the rays that cross the box of occupied cells, the columns of `z [R, S]` that may lie
-        in it for any of them). Every other sample is in an empty cell, so it has zero density and its ray
-        composites as if it were not there: a ray that misses the box renders the background, and the columns
-        before the window (alpha 0, transmittance unchanged) or after it add nothing. The window keeps one
-        column past the last one that may be inside (an empty sample), so the last kept sample's delta is the
-        one of the whole march. The box is widened by a quarter cell against rounding. Two host syncs."""
-        box = self.grid.occupied_box()
-        if box is None:
-            return torch.zeros(0, dtype=torch.long, device=z.device), slice(0, 0)
+    def _crossing(self, rays_o: Tensor, rays_d: Tensor, z: Tensor) -> tuple[Tensor, slice, Tensor]:
+        """(indices [R'] of the rays that cross a box of occupied cells, the columns of `z [R, S]` that may lie in
+        one for any of them, the grid's mask [R', W] of those samples). Every other sample is in an empty cell, so
+        it has zero density and its ray composites as if it were not there: a ray that crosses no box renders the
+        background, and the columns before the window (alpha 0, transmittance unchanged) or after it add nothing.
+        The window keeps one column past the last one that may be inside (an empty sample), so the last kept
+        sample's delta is the one of the whole march. The grid is looked up only at the samples between where a
+        ray enters its first box and leaves its last (the boxes widened by a quarter cell against rounding). A few
+        host syncs."""
+        lo, hi = self.grid.occupied_boxes()
+        nothing = torch.zeros(0, dtype=torch.long, device=z.device)
+        if len(lo) == 0:
+            return nothing, slice(0, 0), torch.zeros(0, 0, dtype=torch.bool, device=z.device)
         margin = 0.25 * 2.0 * self.grid.bound / self.grid.resolution
-        t_enter, t_exit = ray_box_interval(rays_o, rays_d, box[0] - margin, box[1] + margin)
-        hit = (t_exit >= t_enter) & (t_exit >= z[:, 0]) & (t_enter <= z[:, -1])
-        index = torch.nonzero(hit)[:, 0]
+        t_enter, t_exit = ray_box_interval(rays_o, rays_d, lo - margin, hi + margin)
+        index = torch.nonzero((t_exit >= t_enter) & (t_exit >= z[:, 0]) & (t_enter <= z[:, -1]))[:, 0]
         zs = z[index]
-        columns = torch.nonzero(((zs >= t_enter[index, None]) & (zs <= t_exit[index, None])).any(dim=0))[:, 0]
+        inside = (zs >= t_enter[index, None]) & (zs <= t_exit[index, None])
+        columns = torch.nonzero(inside.any(dim=0))[:, 0]
         if len(columns) == 0:
-            return index[:0], slice(0, 0)
-        return index, slice(int(columns[0]), min(int(columns[-1]) + 2, z.shape[1]))
+            return nothing, slice(0, 0), torch.zeros(0, 0, dtype=torch.bool, device=z.device)
+        window = slice(int(columns[0]), min(int(columns[-1]) + 2, z.shape[1]))
+        inside = inside[:, window]
+        ray, column = torch.nonzero(inside, as_tuple=True)
+        pts = rays_o[index[ray]] + rays_d[index[ray]] * zs[:, window][ray, column][:, None]
+        occupied = torch.zeros_like(inside).index_put((ray, column), self.grid.occupied_at(pts))
+        return index, window, occupied
 
     def render_rays(self, rays_o: Tensor, rays_d: Tensor, *, perturb: bool | float = False,
                     raw_noise_std: float = 0.0, generator: torch.Generator | None = None,
@@ -215,8 +222,8 @@ class NeRFRenderer(nn.Module):
         evaluates at most N_samples + N_importance per ray, as plain NeRF does. An explicit `march_samples` (the
         whole-image march, render_samples) is kept as asked.
 
-        With the grid and no fine pass or density noise, only the rays that cross the box of occupied cells are
-        marched, over the depths that may lie in it (_crossing): the same result for a fraction of the grid
+        With the grid and no fine pass or density noise, only the rays that cross a box of occupied cells are
+        marched, over the depths that may lie in one (_crossing): the same result for a fraction of the grid
         look-ups (most of a whole-image render's time on a CPU, where the object covers a fifth of the image).
         """
         batch_shape = rays_o.shape[:-1]
@@ -229,16 +236,15 @@ class NeRFRenderer(nn.Module):
                                device=rays_o.device, generator=generator)
         rule = self._skipping and march_samples is None and n_coarse > self.N_samples    # the march's cost rule
         if not (self._skipping and self.fine is None and raw_noise_std == 0.0):
-            occupied = self._march_occupancy(rays_o, rays_d, z, n_rays) if rule else None
+            occupied = self._march_occupancy(rays_o, rays_d, z) if rule else None
             if rule and occupied is None:
                 z = self._plain_march(n_rays, perturb, rays_o.device, generator)
             out = self._render_marched(rays_o, rays_d, z, occupied, perturb, raw_noise_std, generator)
             return {k: v.reshape(*batch_shape, *v.shape[1:]) for k, v in out.items()}
-        index, window = self._crossing(rays_o, rays_d, z)
-        occupied = self._march_occupancy(rays_o[index], rays_d[index], z[index, window], n_rays) if rule else None
-        if rule and occupied is None:
+        index, window, occupied = self._crossing(rays_o, rays_d, z)
+        if rule and int(occupied.sum()) > n_rays * self.N_samples:           # the march's cost rule (above)
             z = self._plain_march(n_rays, perturb, rays_o.device, generator)
-            index, window = self._crossing(rays_o, rays_d, z)
+            index, window, occupied = self._crossing(rays_o, rays_d, z)
         background = 1.0 if self.white_bkgd else 0.0
         out = {"rgb": rays_o.new_full((n_rays, 3), background), "depth": rays_o.new_zeros(n_rays),
                "acc": rays_o.new_zeros(n_rays), "samples": rays_o.new_zeros(n_rays)}

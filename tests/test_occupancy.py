@@ -211,7 +211,7 @@ def test_whole_images_march_render_samples_while_rays_keep_the_training_march():
 
 
 def test_ray_box_interval_closed_form():
-    lo, hi = -torch.ones(3), torch.ones(3)
+    lo, hi = -torch.ones(1, 3), torch.ones(1, 3)
     rays_o = torch.tensor([[0.0, 0.0, 4.0], [0.5, 0.0, 4.0], [2.0, 0.0, 4.0], [0.0, 0.0, 0.0]])
     rays_d = torch.tensor([[0.0, 0.0, -1.0], [0.0, 0.0, -2.0], [0.0, 0.0, -1.0], [1.0, 1.0, 0.0]])
     t_enter, t_exit = ray_box_interval(rays_o, rays_d, lo, hi)
@@ -220,16 +220,35 @@ def test_ray_box_interval_closed_form():
     torch.testing.assert_close(t_enter[[0, 1, 3]], torch.tensor([3.0, 1.5, -1.0]))
     torch.testing.assert_close(t_exit[[0, 1, 3]], torch.tensor([5.0, 2.5, 1.0]))
     assert t_enter[2] > t_exit[2]
+    # two boxes along the axis (z in [-1, -0.5] and [0.5, 1]): from the first one's entry to the last one's exit;
+    # a box no ray of these crosses changes nothing
+    lo2 = torch.tensor([[-1.0, -1.0, -1.0], [-1.0, -1.0, 0.5], [5.0, 5.0, 5.0]])
+    hi2 = torch.tensor([[1.0, 1.0, -0.5], [1.0, 1.0, 1.0], [6.0, 6.0, 6.0]])
+    t_enter, t_exit = ray_box_interval(rays_o[:1], rays_d[:1], lo2, hi2)
+    assert t_enter.tolist() == [3.0] and t_exit.tolist() == [5.0]
+    t_enter, t_exit = ray_box_interval(rays_o[:1], rays_d[:1], lo2[:0], hi2[:0])
+    assert t_enter[0] > t_exit[0]                                  # no boxes: crosses none
 
 
-def test_occupied_box_is_the_box_of_the_occupied_cells():
+def test_occupied_boxes_one_per_group_of_occupied_cells():
     grid = OccupancyGrid(16, 1.0)
     grid.occupied.copy_(ball_cells(16))
-    lo, hi = grid.occupied_box()
+    lo, hi = grid.occupied_boxes()
     # cells of 0.125 touching the ball of radius 0.5: from -0.5 to 0.5 on every axis
-    torch.testing.assert_close(lo, torch.full((3,), -0.5)) and torch.testing.assert_close(hi, torch.full((3,), 0.5))
+    torch.testing.assert_close(lo, torch.full((1, 3), -0.5)) and torch.testing.assert_close(hi, torch.full((1, 3), 0.5))
+    grid.occupied[0] = True                                        # a floater in the corner cell: a box of its own
+    lo, hi = grid.occupied_boxes()
+    assert len(lo) == 2
+    torch.testing.assert_close(lo[1] if lo[0, 0] > -1 else lo[0], torch.full((3,), -1.0))
     grid.occupied.zero_()
-    assert grid.occupied_box() is None
+    assert len(grid.occupied_boxes()[0]) == 0
+    scattered = torch.zeros(16, 16, 16, dtype=torch.bool)
+    scattered[::2, ::2, ::2] = True                               # 512 isolated cells: 31 boxes + one for the rest
+    grid.occupied.copy_(scattered.reshape(-1))
+    lo, hi = grid.occupied_boxes()
+    assert len(lo) == 32
+    centres = cell_points(torch.nonzero(grid.occupied)[:, 0], torch.full((512, 3), 0.5), 1.0, 16)
+    assert (((centres[:, None] >= lo[None]) & (centres[:, None] <= hi[None])).all(-1)).any(-1).all()
 
 
 @pytest.mark.parametrize("march", [0, 96])
@@ -239,10 +258,12 @@ def test_only_the_rays_crossing_the_occupied_box_are_marched_with_the_same_resul
     the grid at a fraction of the points."""
     culled = ball_renderer(grid=True, samples=48, march=march)
     whole = ball_renderer(grid=True, samples=48, march=march)
+    floater = ball_cells(16)
+    floater[16 ** 3 - 1] = True               # one occupied cell in the far corner: its own box, not a wider one
     for r in (culled, whole):
-        set_occupied(r, ball_cells(16))
+        set_occupied(r, floater)
         r.coarse.density = lambda pts: torch.where(pts.norm(dim=-1) < BALL_RADIUS, 1.0, -1.0)   # translucent
-    whole.grid.occupied_box = lambda: (-torch.ones(3), torch.ones(3))     # the whole cube: every ray, every depth
+    whole.grid.occupied_boxes = lambda: (-torch.ones(1, 3), torch.ones(1, 3))   # the cube: every ray, every depth
     looked_up = {}
     for name, r in (("culled", culled), ("whole", whole)):
         lookup = r.grid.occupied_at
