@@ -35,9 +35,10 @@ class SynthOptions(Options):
                                          "structure-from-motion can match (python -m mad.colmap_poses)")
     synth_detail: bool = option(False, "add fine structure like MAD-Sim's LEGO toys, whose detail a NeRF blurs: "
                                        "many small parts (studs, knobs, ridges) in contrasting colours, thin dark "
-                                       "seams, black / white printed marks and a view-dependent specular highlight "
-                                       "(the bricks, the defects and their masks stay as they are; parts never "
-                                       "count as defects; combines with synth_textured)")
+                                       "seams, black / white printed marks and a view-dependent specular highlight; "
+                                       "its Burrs and Stains are MAD's kind, small and faint (the brick's own "
+                                       "colour, half-way stains); parts never count as defects; combines with "
+                                       "synth_textured)")
     synth_min_mask_frac: float = option(0.0008, "reject defect views whose mask covers fewer than this fraction "
                                                 "of the image (at least 1 px)")
 

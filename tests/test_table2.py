@@ -1,0 +1,29 @@
+"""benchmarks.table2: the paper-layout table and its Mean row from saved pipeline benchmark records."""
+import json
+
+from benchmarks import table2
+
+
+def _record(name, image, burrs, rot, over, data_s, nerf_true_pose=None):
+    return {"class": name, "pixel_auroc": 0.99, "image_auroc": image, "pixel_aupro": 0.98,
+            "per_defect": {"Burrs": {"image_auroc": burrs}, "Missing": {"image_auroc": 1.0},
+                           "Stains": {"image_auroc": 0.9}},
+            "pose": {"iNeRF": {"rot_median_deg": rot, "rot_p90_deg": 2 * rot, "share_over_5deg": over / 10, "n": 10}},
+            "stages": {"seconds": {"data": data_s, "nerf": 60.0, "maps": 120.0}},
+            "decomposition": None if nerf_true_pose is None else
+            {"oracle": {"image_auroc": 1.0}, "nerf_true_pose": {"image_auroc": nerf_true_pose},
+             "pipeline": {"image_auroc": image}}}
+
+
+def test_rows_and_mean(tmp_path, capsys):
+    path = tmp_path / "bench.json"
+    path.write_text(json.dumps({"rows": [_record("a", 0.9, 0.8, 0.2, 1, 20.0, 0.85),
+                                         _record("b", 1.0, 1.0, 0.4, 0, 0.0)]}))
+    table2.main([str(path), "--label", "a=a (seed 0)"])
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[2] == ("| a (seed 0) | 99.0 | 90.0 | 98.0 | 80.0 / 100.0 / 90.0 | 0.20 / 0.40, 1 of 10 "
+                        "| 3.3 (data 20 s) | 100.0 / 85.0 / 90.0 |")
+    assert "| n/a / n/a / n/a |" in lines[3]            # no decomposition run for b
+    # the mean of what was measured: image (0.9 + 1.0) / 2, Burrs 0.9, rotation 0.3, 3.2 min, NeRF@GT of a alone
+    assert lines[4] == ("| **Mean** (2 classes) | **99.0** | **95.0** | **98.0** | 90.0 / 100.0 / 90.0 "
+                        "| 0.30 median | 3.2 | 100.0 / 85.0 / 90.0 |")
