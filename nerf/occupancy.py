@@ -46,7 +46,7 @@ def cell_points(flat: Tensor, offsets: Tensor, bound: float, resolution: int) ->
     return (ijk.to(offsets.dtype) + offsets) * (2.0 * bound / resolution) - bound
 
 
-def occupied_groups(mask: np.ndarray, max_boxes: int = 32) -> tuple[np.ndarray, np.ndarray]:
+def occupied_groups(mask: np.ndarray, max_boxes: int = 128) -> tuple[np.ndarray, np.ndarray]:
     """Cell-index boxes (lo [K, 3] inclusive, hi [K, 3] exclusive) around the connected groups of True cells of
     `mask [R, R, R]` (26 neighbours, scipy.ndimage.label); beyond `max_boxes` groups the smallest ones share one
     box around all of them (still holding every True cell). K = 0 for an empty mask."""
@@ -107,7 +107,7 @@ class OccupancyGrid(nn.Module):
     def occupied_boxes(self) -> tuple[Tensor, Tensor]:
         """World corners (lo [K, 3], hi [K, 3]) of boxes of whole cells that together hold every occupied cell: one
         around each connected group (26 neighbours), so that a stray occupied cell (a floater) gets a box of its
-        own instead of stretching one box over the cube; past MAX_BOXES groups, the smallest share one box. K = 0
+        own instead of stretching one box over the cube; past 128 groups, the smallest share one box. K = 0
         when no cell is occupied. Every point `occupied_at` calls occupied lies in one of them. Recomputed only
         when the occupied cells change (a digest of them; one host copy of the mask)."""
         mask = self.occupied.detach().cpu().numpy().reshape((self.resolution,) * 3)

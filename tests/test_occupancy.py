@@ -243,10 +243,10 @@ def test_occupied_boxes_one_per_group_of_occupied_cells():
     grid.occupied.zero_()
     assert len(grid.occupied_boxes()[0]) == 0
     scattered = torch.zeros(16, 16, 16, dtype=torch.bool)
-    scattered[::2, ::2, ::2] = True                               # 512 isolated cells: 31 boxes + one for the rest
+    scattered[::2, ::2, ::2] = True                               # 512 isolated cells: 127 boxes + one for the rest
     grid.occupied.copy_(scattered.reshape(-1))
     lo, hi = grid.occupied_boxes()
-    assert len(lo) == 32
+    assert len(lo) == 128
     centres = cell_points(torch.nonzero(grid.occupied)[:, 0], torch.full((512, 3), 0.5), 1.0, 16)
     assert (((centres[:, None] >= lo[None]) & (centres[:, None] <= hi[None])).all(-1)).any(-1).all()
 
