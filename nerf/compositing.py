@@ -12,15 +12,25 @@ def sample_deltas(z_vals: Tensor, rays_d: Tensor) -> Tensor:
     return dists * torch.linalg.vector_norm(rays_d, dim=-1, keepdim=True)
 
 
+def passing(alpha: Tensor) -> Tensor:
+    """1 - alpha_i (+ 1e-10, nerf-pytorch's guard): the share of the light that passes sample i."""
+    return 1.0 - alpha + 1e-10
+
+
 def transmittance(alpha: Tensor) -> Tensor:
     """T_i = prod_{j<i} (1 - alpha_j): the light left when reaching sample i (exclusive cumulative product)."""
-    trans = torch.cumprod(torch.cat([torch.ones_like(alpha[..., :1]), 1.0 - alpha + 1e-10], dim=-1), dim=-1)
+    trans = torch.cumprod(torch.cat([torch.ones_like(alpha[..., :1]), passing(alpha)], dim=-1), dim=-1)
     return trans[..., :-1]
+
+
+def alpha_from_deltas(sigma_raw: Tensor, deltas: Tensor) -> Tensor:
+    """alpha = 1 - exp(-relu(sigma) * delta) of samples with world-space step lengths `deltas` (sample_deltas)."""
+    return 1.0 - torch.exp(-torch.relu(sigma_raw) * deltas)
 
 
 def alpha_of(sigma_raw: Tensor, z_vals: Tensor, rays_d: Tensor) -> Tensor:
     """alpha = 1 - exp(-relu(sigma) * delta * ||d||) of samples at depths z_vals [R, S] along rays rays_d [R, 3]."""
-    return 1.0 - torch.exp(-torch.relu(sigma_raw) * sample_deltas(z_vals, rays_d))
+    return alpha_from_deltas(sigma_raw, sample_deltas(z_vals, rays_d))
 
 
 def alpha_weights(alpha: Tensor) -> Tensor:

@@ -47,11 +47,11 @@ def ray_box_interval(rays_o: Tensor, rays_d: Tensor, lo: Tensor, hi: Tensor) -> 
     of the axis-aligned boxes [lo, hi] (`lo`, `hi` [K, 3]) they cross (slab test, Kay and Kajiya 1986); t_enter >
     t_exit for a ray that crosses none. Every point of a ray inside a box lies in [t_enter, t_exit]. A direction
     component of zero is taken as a tiny one of the same sign, so such a ray is inside that slab for all t or none."""
+    if len(lo) == 0:
+        return rays_o.new_full(rays_o.shape[:1], math.inf), rays_o.new_full(rays_o.shape[:1], -math.inf)
     tiny = torch.finfo(rays_d.dtype).tiny ** 0.5
     d = torch.where(rays_d.abs() < tiny, torch.where(rays_d < 0, -tiny, tiny), rays_d)[:, None, :]
     t_lo, t_hi = (lo[None] - rays_o[:, None, :]) / d, (hi[None] - rays_o[:, None, :]) / d       # [R, K, 3]
     enter, leave = torch.minimum(t_lo, t_hi).amax(dim=-1), torch.maximum(t_lo, t_hi).amin(dim=-1)
     crossed = leave >= enter
-    if enter.shape[1] == 0:
-        return enter.new_full(enter.shape[:1], math.inf), enter.new_full(enter.shape[:1], -math.inf)
     return torch.where(crossed, enter, math.inf).amin(dim=-1), torch.where(crossed, leave, -math.inf).amax(dim=-1)

@@ -9,7 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from common.camera import Intrinsics
-from nerf.compositing import alpha_of, composite, sample_deltas, transmittance
+from nerf.compositing import alpha_from_deltas, alpha_of, composite, passing, sample_deltas, transmittance
 from nerf.fields import build_field
 from nerf.occupancy import OccupancyGrid, density_threshold
 from nerf.options import NeRFOptions
@@ -148,8 +148,8 @@ class NeRFRenderer(nn.Module):
                 rgb_kept, sigma_kept = field(pts[ray, sample][:, None], None if viewdirs is None else viewdirs[ray])
             sigma[ray, sample] = sigma_kept[:, 0].float()
             rgb[ray, sample] = rgb_kept[:, 0].float()
-            alpha = 1.0 - torch.exp(-torch.relu(sigma[:, start:start + step]) * deltas[:, start:start + step])
-            light = light * (1.0 - alpha + 1e-10).prod(dim=-1)
+            alpha = alpha_from_deltas(sigma[:, start:start + step], deltas[:, start:start + step])
+            light = light * passing(alpha).prod(dim=-1)
             evaluated += piece.sum(dim=-1)
         return rgb, sigma, evaluated
 
@@ -175,7 +175,12 @@ class NeRFRenderer(nn.Module):
         otherwise make the finer march cost more than no grid at all. One host sync; the mask is reused by the
         coarse pass."""
         occupied = self.grid.occupied_at(rays_o[:, None, :] + rays_d[:, None, :] * z[..., None])
-        return None if int(occupied.sum()) > rays_o.shape[0] * self.N_samples else occupied
+        return None if self._over_budget(occupied, rays_o.shape[0]) else occupied
+
+    def _over_budget(self, occupied: Tensor, n_rays: int) -> bool:
+        """Whether a march's occupied samples (`occupied`, the grid's mask) outnumber what plain sampling evaluates
+        for `n_rays` rays (N_samples each): the march's cost rule. One host sync."""
+        return int(occupied.sum()) > n_rays * self.N_samples
 
     def _crossing(self, rays_o: Tensor, rays_d: Tensor, z: Tensor) -> tuple[Tensor, slice, Tensor]:
         """(indices [R'] of the rays that cross a box of occupied cells, the columns of `z [R, S]` that may lie in
@@ -187,9 +192,10 @@ class NeRFRenderer(nn.Module):
         ray enters its first box and leaves its last (the boxes widened by a quarter cell against rounding). A few
         host syncs."""
         lo, hi = self.grid.occupied_boxes()
-        nothing = torch.zeros(0, dtype=torch.long, device=z.device)
+        none_cross = (torch.zeros(0, dtype=torch.long, device=z.device), slice(0, 0),
+                      torch.zeros(0, 0, dtype=torch.bool, device=z.device))
         if len(lo) == 0:
-            return nothing, slice(0, 0), torch.zeros(0, 0, dtype=torch.bool, device=z.device)
+            return none_cross
         margin = 0.25 * 2.0 * self.grid.bound / self.grid.resolution
         t_enter, t_exit = ray_box_interval(rays_o, rays_d, lo - margin, hi + margin)
         index = torch.nonzero((t_exit >= t_enter) & (t_exit >= z[:, 0]) & (t_enter <= z[:, -1]))[:, 0]
@@ -197,7 +203,7 @@ class NeRFRenderer(nn.Module):
         inside = (zs >= t_enter[index, None]) & (zs <= t_exit[index, None])
         columns = torch.nonzero(inside.any(dim=0))[:, 0]
         if len(columns) == 0:
-            return nothing, slice(0, 0), torch.zeros(0, 0, dtype=torch.bool, device=z.device)
+            return none_cross
         window = slice(int(columns[0]), min(int(columns[-1]) + 2, z.shape[1]))
         inside = inside[:, window]
         ray, column = torch.nonzero(inside, as_tuple=True)
@@ -242,7 +248,7 @@ class NeRFRenderer(nn.Module):
             out = self._render_marched(rays_o, rays_d, z, occupied, perturb, raw_noise_std, generator)
             return {k: v.reshape(*batch_shape, *v.shape[1:]) for k, v in out.items()}
         index, window, occupied = self._crossing(rays_o, rays_d, z)
-        if rule and int(occupied.sum()) > n_rays * self.N_samples:           # the march's cost rule (above)
+        if rule and self._over_budget(occupied, n_rays):
             z = self._plain_march(n_rays, perturb, rays_o.device, generator)
             index, window, occupied = self._crossing(rays_o, rays_d, z)
         background = 1.0 if self.white_bkgd else 0.0
