@@ -70,6 +70,10 @@ class InerfOptions(Options):
                                             "(after inerf_lr_hold); its rays are no longer rendered (0 = every "
                                             "query runs every step)")
     inerf_converge_window: int = option(10, "steps between two checks of inerf_converge_deg")
+    inerf_rerun_factor: float = option(2.0, "a query whose final loss is above this many times the median final "
+                                            "loss of the queries refined with it is refined once more, from where "
+                                            "it stopped, with the whole step-size schedule; the lower loss is kept "
+                                            "(0 = never)")
     inerf_march_samples: int = option(0, "with an occupancy grid: the coarse march of iNeRF's rays (0 = the "
                                          "training march, occupancy_samples); a coarser march costs fewer grid "
                                          "lookups and field evaluations per ray")
@@ -84,6 +88,7 @@ class InerfOptions(Options):
             require(getattr(self, name) >= 1, f"{name} must be >= 1, got {getattr(self, name)}")
         require(self.inerf_chunk >= 0, f"inerf_chunk must be >= 0, got {self.inerf_chunk}")
         require(self.inerf_converge_deg >= 0, f"inerf_converge_deg must be >= 0, got {self.inerf_converge_deg}")
+        require(self.inerf_rerun_factor >= 0, f"inerf_rerun_factor must be >= 0, got {self.inerf_rerun_factor}")
         require(self.inerf_converge_window >= 1,
                 f"inerf_converge_window must be >= 1, got {self.inerf_converge_window}")
         require(self.inerf_march_samples == 0 or self.inerf_march_samples >= 2,

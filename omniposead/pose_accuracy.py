@@ -36,9 +36,10 @@ from omniposead.pipeline import estimate_batch_poses, load_class
 
 TEST_POSES_FILE = "test_poses.json"
 STAGES = (("retrieval", "coarse_pose"), ("iNeRF", "refined_pose"))
-FLAGS = ("unsure", "fallback_tried", "fallback_used", "loss_ratio")   # per-image pose confidence, when known
+# per-image pose confidence, when known: the record's key of each
 RECORD_FLAGS = {"unsure": "pose_unsure", "fallback_tried": "pose_fallback_tried", "fallback_used": "pose_fallback_used",
-                "loss_ratio": "pose_loss_ratio"}
+                "rerun": "pose_rerun", "rerun_used": "pose_rerun_used", "loss_ratio": "pose_loss_ratio"}
+FLAGS = tuple(RECORD_FLAGS)
 
 
 def flags_of(record: dict) -> dict:
@@ -97,6 +98,8 @@ def confidence_summary(rows: list[dict], failure_deg: float = 5.0) -> dict:
     return {"n": len(rows), "unsure": sum(r["unsure"] for r in rows),
             "fallback_tried": sum(r.get("fallback_tried", False) for r in rows),
             "fallback_used": sum(r.get("fallback_used", False) for r in rows),
+            "rerun": sum(r.get("rerun", False) for r in rows),
+            "rerun_used": sum(r.get("rerun_used", False) for r in rows),
             f"over_{failure_deg:g}deg": len(failed),
             f"over_{failure_deg:g}deg_flagged": sum(r["unsure"] for r in failed),
             "correct_flagged": sum(r["unsure"] for r in correct)}
@@ -115,7 +118,8 @@ def format_table(report: dict) -> str:
     if c.get("n"):
         lines.append(f"pose unsure: {c['unsure']} of {c['n']} ({c['over_5deg_flagged']} of the {c['over_5deg']} over "
                      f"5 deg, {c['correct_flagged']} correct ones); global fallback tried {c['fallback_tried']}, "
-                     f"used {c['fallback_used']}")
+                     f"used {c['fallback_used']}; refined again (inerf_rerun_factor) {c.get('rerun', 0)}, kept "
+                     f"{c.get('rerun_used', 0)}")
     if report.get("seconds_per_query") is not None:
         lines.append(f"seconds per query (retrieval + iNeRF): {report['seconds_per_query']:.3f}")
     return "\n".join(lines)

@@ -478,3 +478,42 @@ def test_learning_rate_schedule_holds_then_decays():
     assert learning_rate(held, 100) == pytest.approx(0.005) and learning_rate(held, 150) == pytest.approx(0.00125)
     with pytest.raises(Exception, match="inerf_lr_hold"):
         dataclasses.replace(paper, inerf_lr_hold=-1).validated()
+
+
+def test_a_query_that_ran_out_of_steps_is_refined_again_from_where_it_stopped(scene):
+    """inerf_rerun_factor: three queries refined together; the one started far from its view has not arrived when
+    the steps run out and its final loss stands out, so it is refined once more from where it stopped (the whole
+    schedule again) and ends close; the two that arrived are not touched; without the rerun it stays off."""
+    trues = np.stack([look_at(30.0, 25.0), look_at(-100.0, 10.0), look_at(120.0, 5.0)])
+    images = np.stack([render(scene, p) for p in trues])
+    train = SimpleNamespace(poses=np.stack([perturb(trues[0], 2.0, 0.0, seed=1), perturb(trues[1], 2.0, 0.0, seed=2),
+                                            perturb(trues[2], 15.0, 0.1, seed=3)]),
+                            intrinsics=CAMERA, height=H, width=W)
+    database = _PerQueryDatabase([[0], [1], [2]])
+    opts = cfg(inerf_steps=20, inerf_rays=128, inerf_sampling="random", inerf_lr=0.02, inerf_lr_decay=0.5,
+               inerf_lr_decay_every=5)
+    once = estimate_poses(scene, database, train, images, dataclasses.replace(opts, inerf_rerun_factor=0.0), "cpu",
+                          progress=False)
+    again = estimate_poses(scene, database, train, images, dataclasses.replace(opts, inerf_rerun_factor=2.0), "cpu",
+                           progress=False)
+    errors_once, errors_again = rotation_error_deg(np.stack([e.refined_pose for e in once]), trues), \
+        rotation_error_deg(np.stack([e.refined_pose for e in again]), trues)
+    assert errors_once[2] > 3.0 and once[2].final_loss > 2.0 * np.median([e.final_loss for e in once])
+    assert errors_again[2] < 1.0 and again[2].final_loss < once[2].final_loss
+    assert again[2].rerun and again[2].rerun_used and again[2].record()["pose_rerun_used"] is True
+    assert len(again[2].loss_curve) == 2 * 20 and again[2].work_rays == once[2].work_rays + 22 * 128
+    for q in (0, 1):
+        assert not again[q].rerun and errors_once[q] < 1.0
+        np.testing.assert_allclose(again[q].refined_pose, once[q].refined_pose, atol=1e-6)
+    with pytest.raises(Exception, match="inerf_rerun_factor"):
+        dataclasses.replace(opts, inerf_rerun_factor=-1.0).validated()
+
+
+class _PerQueryDatabase:
+    """Retrieval that ranks the given training views first for each query, in order."""
+
+    def __init__(self, per_query):
+        self.per_query = np.asarray(per_query)
+
+    def query(self, images, k=1):
+        return self.per_query[:len(images), :k], np.zeros((len(images), k), np.float32)
