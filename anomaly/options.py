@@ -50,6 +50,9 @@ class ScoreOptions(Options):
     reference_views: int = option(3, "reference = reprojected: training views tried per pixel, nearest camera first")
     reference_tolerance: float = option(0.01, "reference = reprojected: a training view sees a point when its NeRF "
                                               "depth there is within this fraction of the point's depth")
+    reference_depth_downscale: int = option(1, "reference = reprojected: the training views' NeRF depth (their "
+                                               "z-buffer) is rendered at 1/this of the image size, this^2 times "
+                                               "fewer rays per warped view; the colours stay full size")
     score_stages: tuple[int, ...] = option((1, 2, 3, 4, 5), "backbone stages (1..5) whose features are compared")
     score_include_rgb: bool = option(True, "append the RGB image to the features")
     score_stage_weights: tuple[float, ...] = option((), "optional weight per compared stage (empty = all 1, the "
@@ -80,6 +83,8 @@ class ScoreOptions(Options):
                 f"reference must be one of {', '.join(REFERENCES)}, got {self.reference!r}")
         require(self.reference_views >= 1, f"reference_views must be >= 1, got {self.reference_views}")
         require(self.reference_tolerance > 0, f"reference_tolerance must be > 0, got {self.reference_tolerance}")
+        require(self.reference_depth_downscale >= 1,
+                f"reference_depth_downscale must be >= 1, got {self.reference_depth_downscale}")
         require(self.residual_fallback_views >= 1,
                 f"residual_fallback_views must be >= 1, got {self.residual_fallback_views}")
         return self
@@ -126,7 +131,8 @@ class ScoreOptions(Options):
                 "score_stage_weights": list(self._setting("score_stage_weights")),
                 "score_sigma": self.smoothing_sigma(),
                 **({"reference": self.reference, "reference_views": self.reference_views,
-                    "reference_tolerance": self.reference_tolerance} if self.reference != "nerf" else {})}
+                    "reference_tolerance": self.reference_tolerance,
+                    "reference_depth_downscale": self.reference_depth_downscale} if self.reference != "nerf" else {})}
 
     def term_weights(self) -> tuple[list[float], float]:
         """(weight per stage, weight of the RGB term). All 1 by default (the plain L2 formula)."""

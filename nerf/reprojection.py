@@ -23,8 +23,9 @@ from nerf.rays import image_rays
 
 @dataclass(frozen=True)
 class SourceView:
-    """One training photograph with what warping needs: image [H, W, 3], its NeRF depth [H, W] (surface depth,
-    already divided by opacity), camera-to-world [4, 4]."""
+    """One training photograph with what warping needs: image [H, W, 3], its NeRF depth [h, w] (surface depth,
+    already divided by opacity; it may be smaller than the image: it is looked up in the same normalised image
+    coordinates), camera-to-world [4, 4]."""
     image: Tensor
     depth: Tensor
     c2w: Tensor
@@ -63,7 +64,7 @@ def _sample(image: Tensor, grid: Tensor, mode: str) -> Tensor:
 def warp_view(points: Tensor, view: SourceView, intrinsics: Intrinsics, tolerance: float) -> tuple[Tensor, Tensor]:
     """(colour [H, W, 3], seen [H, W] bool) of world `points` [H, W, 3] in `view`: seen where the point projects
     inside the image, in front of the camera, on a surface the view's NeRF depth puts within `tolerance` x depth."""
-    height, width = view.depth.shape
+    height, width = view.image.shape[:2]
     grid, z = project(points, view.c2w, intrinsics, height, width)
     inside = (grid.abs() <= 1.0).all(-1) & (z > 0)
     their_depth = _sample(view.depth[..., None], grid, "nearest")[..., 0]

@@ -4,7 +4,8 @@ reprojected`). One maker per class serves the pipeline, the residual model's fit
 three compare against the same kind of reference.
 
 The warped views are the trainer's training split (never the held-out views the residual model is fitted on);
-each one's NeRF depth is rendered once, when first needed, and kept for the run.
+each one's NeRF depth is rendered once, when first needed (at 1/reference_depth_downscale of the size), and kept
+for the run.
 """
 from __future__ import annotations
 
@@ -47,8 +48,9 @@ class ReferenceMaker:
 
     def _source(self, index: int) -> SourceView:
         if index not in self._depths:
-            buffers = self.renderer.render_buffers(self._pose(self.views.poses[index]), self.views.height,
-                                                   self.views.width, self.views.intrinsics)
+            factor = self.score.reference_depth_downscale
+            buffers = self.renderer.render_buffers(self._pose(self.views.poses[index]), self.views.height // factor,
+                                                   self.views.width // factor, self.views.intrinsics.downscaled(factor))
             self._depths[index] = surface_depth(buffers["depth"], buffers["acc"])
         image = torch.as_tensor(self.views.images[index], dtype=torch.float32, device=self.device)
         return SourceView(image, self._depths[index], self._pose(self.views.poses[index]))

@@ -54,6 +54,25 @@ def test_a_plane_seen_from_a_shifted_camera_is_warped_exactly():
     assert not from_views[:, :2].any() and (reference[:, :2] == 0).all()     # outside its image: the NeRF's
 
 
+def test_a_source_depth_smaller_than_its_image_warps_the_same():
+    """reference_depth_downscale: the source's z-buffer at half size is looked up in the same normalised
+    coordinates, so the plane warps as with the full-size depth, and a half-size blocker still blocks."""
+    target, source = camera_at(0.0, 0.0, 4.0), camera_at(0.4, 0.1, 4.0)
+    depth, nerf = torch.full((H, W), 4.0), torch.zeros(H, W, 3)
+    full = reprojected_reference(nerf, depth, target, [SourceView(plane_image(source), torch.full((H, W), 4.0),
+                                                                  source)], K, tolerance=0.01)
+    half = reprojected_reference(nerf, depth, target, [SourceView(plane_image(source),
+                                                                  torch.full((H // 2, W // 2), 4.0), source)],
+                                 K, tolerance=0.01)
+    assert torch.equal(full[1], half[1]) and torch.allclose(full[0], half[0], atol=1e-6)
+    blocker = torch.full((H // 2, W // 2), 4.0)
+    blocker[:, : W // 4] = 2.0                                    # the source's left half sees something nearer
+    reference, seen = reprojected_reference(nerf, depth, target, [SourceView(plane_image(source), blocker, source)],
+                                            K, tolerance=0.01)
+    grid, _ = project(backproject(depth, target, K), source, K, H, W)
+    assert not seen[grid[..., 0] < -0.05].any() and seen[(grid[..., 0] > 0.05) & (grid.abs() < 0.9).all(-1)].all()
+
+
 def test_an_occluded_point_keeps_the_nerf_colour_and_the_next_view_fills_it():
     target, near, far = camera_at(0.0, 0.0, 4.0), camera_at(0.0, 0.0, 4.0), camera_at(0.2, 0.0, 4.0)
     depth = torch.full((H, W), 4.0)
