@@ -62,3 +62,34 @@ def test_bad_input_is_refused():
     tiny[:5, :5] = True
     with pytest.raises(DataError, match="too small"):
         paint_defect(image, tiny, "Stains", np.random.default_rng(0))
+
+
+def test_a_capture_becomes_a_class_in_the_mad_layout(tmp_path):
+    """mad.capture: every test_every-th photograph held out, the rest train/good (downscaled); each held-out one is
+    a good test image and a painted one per defect type whose mask is exactly where it differs from the good
+    one; the reader accepts the class; the same seed writes the same bytes."""
+    from mad.capture import build_capture_class
+    from mad.loader import load_test_set
+
+    (tmp_path / "cap" / "images").mkdir(parents=True)
+    for i in range(6):
+        image, _ = disc_photo(seed=i)
+        big = cv2.resize(image, (2 * W, 2 * H), interpolation=cv2.INTER_LINEAR)
+        cv2.imwrite(str(tmp_path / "cap" / "images" / f"{i + 1:02d}.jpg"), cv2.cvtColor(big, cv2.COLOR_RGB2BGR))
+    record = build_capture_class(tmp_path / "cap", tmp_path / "real" / "toy", size=W, test_every=3, seed=0)
+    root = tmp_path / "real" / "toy"
+    assert sorted(record["train"].values()) == ["01.jpg", "03.jpg", "04.jpg", "06.jpg"]
+    assert sorted(set(record["test"].values())) == ["02.jpg", "05.jpg"]
+    assert cv2.imread(str(root / "train" / "good" / "0.png")).shape == (H, W, 3)
+    samples = load_test_set(root, downscale=1, white_bkgd=False, allow_empty_masks=False)
+    assert sorted({s.defect_type for s in samples}) == ["Burrs", "Missing", "Stains", "good"] and len(samples) == 8
+    good = {s.name.split("/")[1]: s.image for s in samples if s.defect_type == "good"}
+    for s in samples:
+        if s.defect_type != "good":
+            differs = (np.abs(s.image - good[s.name.split("/")[1]]) > 3.5 / 255).any(-1)
+            assert np.array_equal(differs, s.mask > 0)
+    build_capture_class(tmp_path / "cap", tmp_path / "again" / "toy", size=W, test_every=3, seed=0)
+    for path in sorted(root.rglob("*.png")):
+        assert path.read_bytes() == (tmp_path / "again" / "toy" / path.relative_to(root)).read_bytes()
+    with pytest.raises(DataError, match="images/ folder"):
+        build_capture_class(tmp_path / "nothing", tmp_path / "x", size=W)

@@ -67,7 +67,7 @@ def test_a_source_depth_smaller_than_its_image_warps_the_same():
     assert torch.equal(full[1], half[1]) and torch.allclose(full[0], half[0], atol=1e-6)
     blocker = torch.full((H // 2, W // 2), 4.0)
     blocker[:, : W // 4] = 2.0                                    # the source's left half sees something nearer
-    reference, seen = reprojected_reference(nerf, depth, target, [SourceView(plane_image(source), blocker, source)],
+    _, seen = reprojected_reference(nerf, depth, target, [SourceView(plane_image(source), blocker, source)],
                                             K, tolerance=0.01)
     grid, _ = project(backproject(depth, target, K), source, K, H, W)
     assert not seen[grid[..., 0] < -0.05].any() and seen[(grid[..., 0] > 0.05) & (grid.abs() < 0.9).all(-1)].all()
