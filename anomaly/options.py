@@ -1,6 +1,7 @@
 """Options of the feature-difference scorer (anomaly maps and image scores)."""
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Collection
 from dataclasses import dataclass
@@ -129,10 +130,14 @@ class ScoreOptions(Options):
         return {"score_protocol": self.score_protocol, "score_normalization": self.score_normalization,
                 "score_stages": list(self.compared_stages()), "score_include_rgb": self.compares_rgb(),
                 "score_stage_weights": list(self._setting("score_stage_weights")),
-                "score_sigma": self.smoothing_sigma(),
-                **({"reference": self.reference, "reference_views": self.reference_views,
-                    "reference_tolerance": self.reference_tolerance,
-                    "reference_depth_downscale": self.reference_depth_downscale} if self.reference != "nerf" else {})}
+                "score_sigma": self.smoothing_sigma(), **self.reference_record()}
+
+    def reference_record(self) -> dict:
+        """The options the reference depends on: none for the NeRF's render (the paper's), every reference_* option
+        for the reprojected one."""
+        if self.reference == "nerf":
+            return {}
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name.startswith("reference")}
 
     def term_weights(self) -> tuple[list[float], float]:
         """(weight per stage, weight of the RGB term). All 1 by default (the plain L2 formula)."""

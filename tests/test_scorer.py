@@ -118,6 +118,7 @@ def test_rgb_only_is_the_pixel_colour_distance(backbone):
 def test_options_from_config_and_validation(backbone):
     cfg = argparse.Namespace(score_protocol="paper", score_normalization="none", residual_fallback_views=8,
                              residual_views=0, reference="nerf", reference_views=3, reference_tolerance=0.01,
+                             reference_depth_downscale=1,
                              score_stages=[1, 3], score_include_rgb=False, score_stage_weights=[],
                              score_sigma=0.0, image_score_pool=32)
     assert ScoreOptions.from_config(cfg) == ScoreOptions(score_stages=(1, 3), score_include_rgb=False,
@@ -251,3 +252,15 @@ def test_a_cap_on_views_keeps_the_first_the_last_and_even_spacing():
     assert evenly_chosen(held, 4) == [0, 64, 128, 192]
     assert evenly_chosen(held, 0) == held and evenly_chosen(held, 30) == held
     assert evenly_chosen([3, 9], 1) == [3]
+
+
+def test_the_reprojected_references_every_option_is_in_the_scorer_record():
+    """The record that saved maps and the residual model's fingerprint carry: every reference_* option for the
+    reprojected reference (so a new one cannot be forgotten), nothing for the NeRF's render."""
+    from anomaly.options import ScoreOptions
+
+    assert ScoreOptions().reference_record() == {}
+    record = ScoreOptions(reference="reprojected", reference_depth_downscale=2).scorer_record()
+    assert record["reference_depth_downscale"] == 2 and record["reference_views"] == 3
+    assert ScoreOptions(reference="reprojected").reference_record() != \
+        ScoreOptions(reference="reprojected", reference_depth_downscale=2).reference_record()
