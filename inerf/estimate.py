@@ -109,12 +109,13 @@ def further_starts(ranked: np.ndarray, view_angles: np.ndarray, tried: list[int]
     return chosen
 
 
-def queries_to_retry(best_losses: dict[int, float], factor: float) -> list[int]:
-    """The queries whose best loss exceeds `factor` times the median best loss (none for fewer than 2)."""
-    if factor <= 0 or len(best_losses) < 2:
+def queries_to_retry(losses: dict[int, float], factor: float) -> list[int]:
+    """The queries whose loss exceeds `factor` times the median loss of them all (none for fewer than 2): the
+    retry's (best loss after the first steps) and the rerun's (final loss)."""
+    if factor <= 0 or len(losses) < 2:
         return []
-    median = float(np.median(list(best_losses.values())))
-    return sorted(q for q, loss in best_losses.items() if loss > factor * median)
+    median = float(np.median(list(losses.values())))
+    return sorted(q for q, loss in losses.items() if loss > factor * median)
 
 
 def _refine_jobs(renderer, images, starts, jobs, intrinsics, opts, device, seed, *, steps, first_step, bar) -> list:
@@ -211,12 +212,13 @@ def estimate_poses(renderer, database, train_views, images, opts: InerfOptions, 
             tail = _refine_jobs(renderer, images, refined, [(q, q) for q in order], train_views.intrinsics, opts,
                                 device, seed, steps=steps - first, first_step=first, bar=bar)
             finals = dict(zip(order, tail, strict=True))
-        rerun = queries_to_retry({q: _loss(finals.get(q, results[j])) for q, j in best.items()},
-                                 opts.inerf_rerun_factor)
+        # each query's refinement so far: its best start's run, then that run's continuation when there is one
+        chain = {q: [results[j]] + ([finals[q]] if q in finals else []) for q, j in best.items()}
+        rerun = queries_to_retry({q: _loss(runs[-1]) for q, runs in chain.items()}, opts.inerf_rerun_factor)
         reruns = {}
         if rerun:
             bar.total += -(-len(rerun) // opts.inerf_batch) * steps
-            stopped_at = {q: _pose(finals.get(q, results[best[q]])) for q in rerun}
+            stopped_at = {q: _pose(chain[q][-1]) for q in rerun}
             again = _refine_jobs(renderer, images, stopped_at, [(q, q) for q in rerun], train_views.intrinsics,
                                  opts, device, seed, steps=steps, first_step=0, bar=bar)
             reruns = dict(zip(rerun, again, strict=True))
@@ -227,14 +229,13 @@ def estimate_poses(renderer, database, train_views, images, opts: InerfOptions, 
         j = best[q]
         start_index = jobs[j][1]
         head, row = results[j]
-        runs = [results[j]] + ([finals[q]] if q in finals else [])
-        rerun_used = q in reruns and _loss(reruns[q]) < _loss(runs[-1])
-        runs += [reruns[q]] if rerun_used else []
+        rerun_used = q in reruns and _loss(reruns[q]) < _loss(chain[q][-1])
+        runs = chain[q] + ([reruns[q]] if rerun_used else [])
         last, last_row = runs[-1]
         curve = np.concatenate([r.loss_curves[i] for r, i in runs])
         starts = _starts_of(jobs, q)
-        rays, samples = work_of([results[j] for j, (qq, _) in enumerate(jobs) if qq == q]
-                                + ([finals[q]] if q in finals else []) + ([reruns[q]] if q in reruns else []))
+        rays, samples = work_of([results[j] for j, (qq, _) in enumerate(jobs) if qq == q]   # every start's
+                                + chain[q][1:] + ([reruns[q]] if q in reruns else []))
         out.append(PoseEstimate(
             coarse_pose=train_poses[ranked_idx[q, 0]].copy(),
             refined_pose=last.poses[last_row],

@@ -47,8 +47,8 @@ def read_photo(path: Path, size: int) -> np.ndarray:
 
 def split_capture(n: int, test_every: int) -> tuple[list[int], list[int]]:
     """(train, test) indices: every `test_every`-th photograph, from the middle of the first block, is held out."""
-    test = list(range(test_every // 2, n, test_every))
-    return [i for i in range(n) if i not in set(test)], test
+    test = range(test_every // 2, n, test_every)
+    return [i for i in range(n) if i not in test], list(test)
 
 
 def build_capture_class(capture_dir: Path, class_dir: Path, *, size: int = 400, test_every: int = 5, seed: int = 0,
