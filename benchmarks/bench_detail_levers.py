@@ -70,10 +70,10 @@ def run_class(config: str, class_flags: list[str], variants: list[tuple[str, lis
         images = np.stack([s.image for s in assets.test_set])
         masks, defect_types = [s.mask for s in assets.test_set], [s.defect_type for s in assets.test_set]
         if oracle is None:
-            oracle = oracle_references(assets.class_dir, names, assets.views.height, assets.views.width,
-                                       assets.views.intrinsics)
+            oracle = oracle_references(assets.class_dir, assets.test_set, assets.views.intrinsics)
             if oracle is None:
-                raise PadError(f"{assets.class_dir}: not a generated class (no oracle to compare with)")
+                raise PadError(f"{assets.class_dir}: neither a generated class nor a capture's (no oracle to "
+                               "compare with)")
         key = reference_setting(cfg)
         if key not in rendered:
             started = time.perf_counter()

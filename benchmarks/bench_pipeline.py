@@ -34,7 +34,7 @@ from common.io import atomic_write, write_json
 from common.runtime import resolve_device
 from omniposead import pose_accuracy
 from omniposead.config import OmniposeConfig, parse_config
-from omniposead.decomposition import decompose_class
+from omniposead.decomposition import decompose_class, scorer_key
 
 
 def run_pipeline(args: list[str]) -> tuple[OmniposeConfig, float, dict, dict]:
@@ -59,7 +59,7 @@ def run_one(config: str, extra: list[str], decompose: bool = False) -> dict:
            "pixel_aupro": metrics["pixel_aupro"], "per_defect": metrics["per_defect"],
            "backbone": metrics["backbone"], "pose": poses["stages"], "n_images": metrics["n_images"],
            "field": cfg.nerf.field, "nerf_seconds": train_log["seconds"], "heldout_psnr": train_log["val_psnr"],
-           "output_dir": str(cfg.run.output_dir),
+           "output_dir": str(cfg.run.output_dir), "scorer": scorer_key(cfg),
            "stages": json.loads((cfg.run.output_dir / STAGE_RECORD).read_text())}
     if decompose:
         rows = decompose_class(cfg, resolve_device(cfg.run.device), progress=False)["rows"]

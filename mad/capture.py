@@ -3,22 +3,30 @@
     python -m mad.capture --capture data/captures/skull --out data/real --class_name skull [--size 400]
     python -m mad.colmap_poses --class_dir data/real/skull          # then: the training poses by SfM
 
-Every `--test_every`-th photograph (natural order) is held out; the rest become `train/good` (no poses yet:
-mad.colmap_poses recovers them). Each held-out photograph is a good test image and, once per defect type, a
-defect image painted on it (mad.paint: Stains, Burrs, Missing on the object found against its background),
-with the mask of exactly the painted pixels:
+Every `--test_every`-th photograph (natural order) is held out; the rest become `train/good`. Without poses the
+class has none yet (mad.colmap_poses recovers them); with the capture's poses (<capture>/poses.json, written by
+`--poses_from_sfm` from an SfM run on the photographs themselves, e.g. at their full resolution) the class gets
+transforms.json for its training views and test_poses.json for its test images. Each held-out photograph is a
+good test image and, once per defect type, a defect image painted on it (mad.paint: Stains, Burrs, Missing on the
+object found against its background), with the mask of exactly the painted pixels:
 ```
 <out>/<class>/train/good/<i>.png              the training photographs, long side --size
 <out>/<class>/test/good/<i>.png               the held-out photographs as they are
 <out>/<class>/test/<Defect>/<i>.png           the same photographs, painted
 <out>/<class>/ground_truth/<Defect>/<i>_mask.png
 <out>/<class>/capture.json                    where each image came from, the options, the painted areas
+<out>/<class>/transforms.json, test_poses.json   with the capture's poses only
 ```
+With `--backdrop black` every image keeps only its object (mad.foreground.object_mask of that image itself, as
+a query would be treated, painted or not) on black: a class for a NeRF that composites on black
+(`white_bkgd = False`) and never has to model the room behind the object. The masks stay the painted pixels.
 The same capture, options and seed give byte-identical files (each image's painting has its own RNG).
 """
 from __future__ import annotations
 
 import argparse
+import json
+import math
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -27,8 +35,9 @@ import numpy as np
 
 from common.errors import DataError, exit_on_user_error
 from common.io import write_image, write_json
-from mad.layout import GOOD, list_images
-from mad.paint import PAINTED_TYPES, object_mask, paint_defect
+from mad.foreground import object_mask
+from mad.layout import GOOD, TEST_POSES_FILE, TRANSFORMS_FILE, list_images
+from mad.paint import PAINTED_TYPES, paint_defect
 
 CAPTURE_RECORD = "capture.json"
 
@@ -51,8 +60,68 @@ def split_capture(n: int, test_every: int) -> tuple[list[int], list[int]]:
     return [i for i in range(n) if i not in test], list(test)
 
 
+BACKDROPS = ("keep", "black")
+POSES_FILE = "poses.json"                  # a capture's camera poses, when it has them (capture_poses_from_sfm)
+CAMERA_KEYS = ("fl_x", "fl_y", "cx", "cy", "w", "h")
+
+
+def capture_poses_from_sfm(transforms_path: Path, capture_dir: Path, source: str) -> dict:
+    """<capture>/poses.json from a transforms.json that mad.colmap_poses made on the capture's own photographs
+    (any size, e.g. at higher resolution than the class will use): the camera (fl_x, fl_y, cx, cy for w x h
+    images; k1 kept when SfM estimated it), the bounds, one camera-to-world per registered photograph, keyed by its
+    file name in <capture>/images, and `source`, a line saying how the poses were made."""
+    meta = json.loads(Path(transforms_path).read_text())
+    photos = {p.stem.lower(): p.name for p in list_images(capture_dir / "images")}
+    frames = []
+    for frame in meta["frames"]:
+        stem = Path(frame["file_path"]).stem.lower()
+        if stem not in photos:
+            raise DataError(f"{transforms_path}: {frame['file_path']} is not a photograph of {capture_dir / 'images'}")
+        frames.append({"file_path": f"images/{photos[stem]}", "transform_matrix": frame["transform_matrix"]})
+    poses = {"source": source, **{k: meta[k] for k in (*CAMERA_KEYS, "k1", "bounds") if k in meta}, "frames": frames}
+    write_json(capture_dir / POSES_FILE, poses)
+    return poses
+
+
+def read_capture_poses(path: Path) -> tuple[dict, dict[str, np.ndarray]]:
+    """(the camera and bounds, {photo file name: [4, 4] camera-to-world}) of a capture's poses.json."""
+    try:
+        meta = json.loads(Path(path).read_text())
+        camera = {k: float(meta[k]) for k in CAMERA_KEYS}
+        poses = {Path(f["file_path"]).name: np.asarray(f["transform_matrix"], dtype=np.float64) for f in meta["frames"]}
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise DataError(f"{path}: not a capture pose file (camera {', '.join(CAMERA_KEYS)} and frames with file_path "
+                        f"and transform_matrix: {err!r})") from None
+    bad = [name for name, pose in poses.items() if pose.shape != (4, 4) or not np.isfinite(pose).all()]
+    if bad:
+        raise DataError(f"{path}: the pose of {bad[0]} is not a finite 4x4 matrix")
+    return {**camera, "k1": float(meta.get("k1", 0.0)), "bounds": meta.get("bounds")}, poses
+
+
+def class_camera(camera: dict, width: int, height: int) -> dict:
+    """The capture's camera for the class's width x height images (each axis scaled by its own ratio, so that a
+    rounded image size keeps the principal point and the focal lengths exact)."""
+    sx, sy = width / camera["w"], height / camera["h"]
+    return {"fl_x": camera["fl_x"] * sx, "fl_y": camera["fl_y"] * sy, "cx": camera["cx"] * sx,
+            "cy": camera["cy"] * sy, "w": width, "h": height}
+
+
+def distortion_px(camera: dict, width: int, height: int) -> float:
+    """How far, in the class's pixels, the capture's radial distortion k1 moves an image corner: what treating the
+    photographs as pinhole images costs."""
+    cam = class_camera(camera, width, height)
+    x, y = max(cam["cx"], width - cam["cx"]) / cam["fl_x"], max(cam["cy"], height - cam["cy"]) / cam["fl_y"]
+    return abs(camera["k1"]) * (x * x + y * y) * math.hypot(x * cam["fl_x"], y * cam["fl_y"])
+
+
+def on_backdrop(photo: np.ndarray, backdrop: str) -> np.ndarray:
+    """The photograph as the class stores it: as it is ('keep'), or its object alone on black ('black')."""
+    return photo if backdrop == "keep" else photo * object_mask(photo)[..., None].astype(np.uint8)
+
+
 def build_capture_class(capture_dir: Path, class_dir: Path, *, size: int = 400, test_every: int = 5, seed: int = 0,
-                        defect_types: Sequence[str] = PAINTED_TYPES) -> dict:
+                        defect_types: Sequence[str] = PAINTED_TYPES, backdrop: str = "keep",
+                        poses: Path | None = None) -> dict:
     """Write the class (module docstring) and return its record."""
     images_dir = capture_dir / "images"
     if not images_dir.is_dir():
@@ -65,26 +134,51 @@ def build_capture_class(capture_dir: Path, class_dir: Path, *, size: int = 400, 
     unknown = sorted(set(defect_types) - set(PAINTED_TYPES))
     if unknown:
         raise DataError(f"no painter for {', '.join(unknown)} (known: {', '.join(PAINTED_TYPES)})")
+    if backdrop not in BACKDROPS:
+        raise DataError(f"backdrop must be one of {', '.join(BACKDROPS)}, got {backdrop!r}")
+    camera, capture_poses = read_capture_poses(poses) if poses is not None else (None, {})
     train, test = split_capture(len(photos), test_every)
-    record = {"capture": str(capture_dir), "size": size, "test_every": test_every, "seed": seed,
+    record = {"capture": str(capture_dir), "size": size, "test_every": test_every, "seed": seed, "backdrop": backdrop,
               "train": {}, "test": {}, "painted_pixels": {d: [] for d in defect_types}}
     for i, index in enumerate(train):
-        write_image(class_dir / "train" / GOOD / f"{i}.png", read_photo(photos[index], size))
+        write_image(class_dir / "train" / GOOD / f"{i}.png", on_backdrop(read_photo(photos[index], size), backdrop))
         record["train"][f"train/{GOOD}/{i}.png"] = photos[index].name
     for i, index in enumerate(test):
         photo = read_photo(photos[index], size)
         obj = object_mask(photo)
-        write_image(class_dir / "test" / GOOD / f"{i}.png", photo)
+        write_image(class_dir / "test" / GOOD / f"{i}.png", on_backdrop(photo, backdrop))
         record["test"][f"test/{GOOD}/{i}.png"] = photos[index].name
         for d, defect in enumerate(defect_types):
             rng = np.random.default_rng([seed, index, d])
             painted, mask = paint_defect(photo, obj, defect, rng)
-            write_image(class_dir / "test" / defect / f"{i}.png", painted)
+            write_image(class_dir / "test" / defect / f"{i}.png", on_backdrop(painted, backdrop))
             write_image(class_dir / "ground_truth" / defect / f"{i}_mask.png", mask.astype(np.uint8) * 255)
             record["test"][f"test/{defect}/{i}.png"] = photos[index].name
             record["painted_pixels"][defect].append(int(mask.sum()))
+    if camera is not None:
+        record.update(write_class_poses(class_dir, record, camera, capture_poses), poses=str(poses))
     write_json(class_dir / CAPTURE_RECORD, record)
     return record
+
+
+def write_class_poses(class_dir: Path, record: dict, camera: dict, poses: dict[str, np.ndarray]) -> dict:
+    """transforms.json (the training photographs that have a pose) and test_poses.json (every test image of a
+    photograph that has one) from the capture's poses; returns what the record notes: the photographs without
+    a pose and the distortion left in the images."""
+    height, width = cv2.imread(str(class_dir / next(iter(record["train"]))), cv2.IMREAD_UNCHANGED).shape[:2]
+    cam = class_camera(camera, width, height)
+
+    def frames(images: dict) -> list[dict]:
+        return [{"file_path": rel, "transform_matrix": poses[photo].tolist()}
+                for rel, photo in images.items() if photo in poses]
+
+    train = frames(record["train"])
+    if not train:
+        raise DataError(f"{record['capture']}: none of the training photographs has a pose")
+    write_json(class_dir / TRANSFORMS_FILE, {**cam, "bounds": camera["bounds"], "frames": train})
+    write_json(class_dir / TEST_POSES_FILE, {**cam, "frames": frames(record["test"])})
+    return {"unposed": sorted({p for p in (*record["train"].values(), *record["test"].values()) if p not in poses}),
+            "distortion_px_not_undone": round(distortion_px(camera, width, height), 3)}
 
 
 @exit_on_user_error
@@ -93,17 +187,43 @@ def main(argv: list[str] | None = None) -> None:
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--capture", type=Path, required=True, help="the capture folder (its photographs in images/)")
     parser.add_argument("--out", type=Path, default=Path("data/real"), help="the data root the class is written to")
-    parser.add_argument("--class_name", required=True, help="the class folder's name under --out")
+    parser.add_argument("--class_name", help="the class folder's name under --out (required but with --poses_from_sfm)")
     parser.add_argument("--size", type=int, default=400, help="long side of the class's images, pixels")
     parser.add_argument("--test_every", type=int, default=5, help="every this-many-th photograph is held out")
     parser.add_argument("--seed", type=int, default=0, help="the paintings' seed")
     parser.add_argument("--defect_types", nargs="+", default=list(PAINTED_TYPES), help="defect types painted")
+    parser.add_argument("--backdrop", choices=BACKDROPS, default="keep",
+                        help="keep the photographs' background, or keep each image's object alone on black")
+    parser.add_argument("--poses", default="capture",
+                        help=f"the capture's camera poses: 'capture' (<capture>/{POSES_FILE} when it exists), "
+                             f"'none' (a class without poses, for mad.colmap_poses) or a {POSES_FILE} file; with "
+                             f"poses the class gets {TRANSFORMS_FILE} and {TEST_POSES_FILE}")
+    parser.add_argument("--poses_from_sfm", type=Path, default=None, metavar="TRANSFORMS",
+                        help=f"instead of a class: write <capture>/{POSES_FILE} from a {TRANSFORMS_FILE} that "
+                             "mad.colmap_poses made on the capture's photographs (--source says how)")
+    parser.add_argument("--source", default="", help="with --poses_from_sfm: how the poses were made (one line)")
     args = parser.parse_args(argv)
-    record = build_capture_class(args.capture, args.out / args.class_name, size=args.size,
-                                 test_every=args.test_every, seed=args.seed, defect_types=args.defect_types)
+    if args.poses_from_sfm is not None:
+        poses = capture_poses_from_sfm(args.poses_from_sfm, args.capture, args.source)
+        print(f"{args.capture / POSES_FILE}: {len(poses['frames'])} of {len(list_images(args.capture / 'images'))} "
+              "photographs with a pose")
+        return
+    if not args.class_name:
+        parser.error("--class_name is required (but with --poses_from_sfm)")
+    poses = {"none": None, "capture": args.capture / POSES_FILE}.get(args.poses, Path(args.poses))
+    if args.poses == "capture" and not poses.is_file():
+        poses = None
+    record = build_capture_class(args.capture, args.out / args.class_name, size=args.size, poses=poses,
+                                 test_every=args.test_every, seed=args.seed, defect_types=args.defect_types,
+                                 backdrop=args.backdrop)
     print(f"{args.out / args.class_name}: {len(record['train'])} training photographs, "
-          f"{len(record['test'])} test images ({', '.join(args.defect_types)} painted on each held-out one); "
-          f"next: python -m mad.colmap_poses --class_dir {args.out / args.class_name}")
+          f"{len(record['test'])} test images ({', '.join(args.defect_types)} painted on each held-out one)")
+    if poses is None:
+        print(f"no poses: next, python -m mad.colmap_poses --class_dir {args.out / args.class_name}")
+    else:
+        print(f"poses from {poses} ({len(record['unposed'])} photographs without one, left out of the training and "
+              f"test poses); the radial distortion not undone moves the corners by "
+              f"{record['distortion_px_not_undone']} px")
 
 
 if __name__ == "__main__":

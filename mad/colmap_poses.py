@@ -33,23 +33,24 @@ import configargparse
 import numpy as np
 
 from common.errors import DataError, exit_on_user_error
-from common.io import write_json
+from common.io import atomic_path, write_json
 from mad.images import odd_sizes
 from mad.layout import GOOD, TRANSFORMS_FILE, list_images
 from mad.options import SfmOptions
 from mad.sfm.colmap import SfmSettings, default_threads, read_matched_pairs, run_sfm
 from mad.sfm.consistency import FlipLimits
-from mad.sfm.geometry import c2w_from_cam_from_world, normalise_poses
+from mad.sfm.geometry import c2w_from_cam_from_world, normalise_poses, scene_bounds
 from mad.sfm.view_check import CLEARED, LEFT_OUT, REPAIRED, CheckSettings, check_views
 
 REPORT = "colmap_report.json"
 
 
-def _settings(opts: SfmOptions, image_width: int) -> SfmSettings:
+def _settings(opts: SfmOptions, image_width: int, feature_mask: Path | None = None) -> SfmSettings:
     focal = None
     if opts.sfm_camera_angle_x is not None:
         focal = 0.5 * image_width / math.tan(0.5 * opts.sfm_camera_angle_x)
-    return SfmSettings(camera_model=opts.sfm_camera_model, focal_px=focal,
+    return SfmSettings(camera_model=opts.sfm_camera_model, focal_px=focal, feature_mask=feature_mask,
+                       affine_sift=opts.sfm_affine_sift, guided_matching=opts.sfm_guided_matching,
                        num_threads=opts.sfm_num_threads or default_threads(), max_features=opts.sfm_max_features,
                        peak_threshold=opts.sfm_peak_threshold, seed=opts.sfm_seed,
                        init_min_inliers=opts.sfm_init_min_inliers, abs_pose_min_inliers=opts.sfm_abs_pose_min_inliers)
@@ -74,14 +75,54 @@ def _image_size(path: Path) -> tuple[int, int]:
     return image.shape[1], image.shape[0]
 
 
-def _point_spread(reconstruction, norm: dict) -> dict:
-    """Distances of the sparse points from the object centre after normalisation (percentiles)."""
+def feature_masks(image_dir: Path, names: list[str], sizes: list[tuple[int, int]], source: str,
+                  out_dir: Path) -> Path | None:
+    """The masks COLMAP reads (<out_dir>/<image name>.png, 255 = extract features here) for `source`: 'none'
+    (None: the whole image), 'object' (mad.foreground.object_mask of each photograph) or a folder with one mask per
+    image, named <image name>.png or <image stem>.png, of the image's size. Every mask is checked before any is
+    written; a file is rewritten only when its content changed, so that an unchanged capture resumes its database."""
+    import cv2
+
+    if source == "none":
+        return None
+    masks = {}
+    if source == "object":
+        from mad.foreground import object_mask
+
+        for name in names:
+            image = cv2.imread(str(image_dir / name), cv2.IMREAD_COLOR)
+            masks[name] = object_mask(cv2.cvtColor(image, cv2.COLOR_BGR2RGB))
+    else:
+        folder = Path(source)
+        if not folder.is_dir():
+            raise DataError(f"{folder}: sfm_feature_mask is neither none, object nor a folder of masks")
+        for name, (width, height) in zip(names, sizes, strict=True):
+            found = [p for p in (folder / f"{name}.png", folder / f"{Path(name).stem}.png") if p.is_file()]
+            if not found:
+                raise DataError(f"{folder / (Path(name).stem + '.png')}: no feature mask for {name}")
+            mask = cv2.imread(str(found[0]), cv2.IMREAD_GRAYSCALE)
+            if mask is None or mask.shape != (height, width):
+                raise DataError(f"{found[0]}: not a {width}x{height} mask image (the size of {name})")
+            masks[name] = mask > 0
+    empty = [n for n, m in masks.items() if not m.any()]
+    if empty:
+        raise DataError(f"{image_dir / empty[0]}: its feature mask is empty ({len(empty)} such views); the object "
+                        "finder needs a plain backdrop, or give a folder of masks")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for name, mask in masks.items():
+        encoded = cv2.imencode(".png", mask.astype(np.uint8) * 255)[1].tobytes()
+        path = out_dir / f"{name}.png"
+        if not path.is_file() or path.read_bytes() != encoded:
+            with atomic_path(path) as tmp:
+                tmp.write_bytes(encoded)
+    return out_dir
+
+
+def _point_radii(reconstruction, norm: dict) -> np.ndarray:
+    """Distances of the sparse points from the object centre after normalisation."""
     xyz = np.array([p.xyz for p in reconstruction.points3D.values()], dtype=np.float64).reshape(-1, 3)
-    if not len(xyz):
-        return {}
     moved = norm["scale"] * (xyz - np.asarray(norm["centre"])) @ np.asarray(norm["rotation"]).T
-    radii = np.linalg.norm(moved, axis=1)
-    return {f"p{q}": round(float(np.percentile(radii, q)), 4) for q in (50, 90, 99)}
+    return np.linalg.norm(moved, axis=1)
 
 
 def recover_poses(class_dir: Path, opts: SfmOptions = SfmOptions(), *, out: Path | None = None,
@@ -107,7 +148,9 @@ def recover_poses(class_dir: Path, opts: SfmOptions = SfmOptions(), *, out: Path
     width, height = sizes[0]
 
     start = time.perf_counter()
-    sfm = run_sfm(image_dir, names, work_dir, _settings(opts, width), progress=progress, verbose=verbose)
+    masks = feature_masks(image_dir, names, sizes, opts.sfm_feature_mask,
+                          work_dir.with_name(f"{work_dir.name}_feature_masks"))
+    sfm = run_sfm(image_dir, names, work_dir, _settings(opts, width, masks), progress=progress, verbose=verbose)
     sfm.seconds["sfm_total_s"] = time.perf_counter() - start
     models = sfm.reconstructions
     if not models:
@@ -128,6 +171,7 @@ def recover_poses(class_dir: Path, opts: SfmOptions = SfmOptions(), *, out: Path
     cam = rec.cameras[camera_ids.pop()]
     fx, fy = float(cam.focal_length_x), float(cam.focal_length_y)
     cx, cy = float(cam.principal_point_x), float(cam.principal_point_y)
+    distortion = {"k1": float(cam.params[3])} if cam.model_name == "SIMPLE_RADIAL" else {}
 
     t0 = time.perf_counter()
     check = check_views(rec, read_matched_pairs(sfm.database), check_settings(opts))
@@ -139,6 +183,8 @@ def recover_poses(class_dir: Path, opts: SfmOptions = SfmOptions(), *, out: Path
     poses, norm = normalise_poses(np.stack([c2w_from_cam_from_world(cam_from_world[i]) for i in kept]),
                                   opts.sfm_radius, orient_up=opts.sfm_orient_up)
     pose_of = dict(zip(kept, poses, strict=True))
+    radii = _point_radii(rec, norm)
+    bounds = {k: round(v, 4) for k, v in scene_bounds(poses[:, :3, 3], radii).items()} if len(radii) else None
     verdicts = {id_to_name[i]: check.verdicts[i] for i in registered if i in check.verdicts}   # capture order
     by_outcome = {o: [n for n, v in verdicts.items() if v.outcome == o] for o in (LEFT_OUT, REPAIRED, CLEARED)}
 
@@ -156,8 +202,11 @@ def recover_poses(class_dir: Path, opts: SfmOptions = SfmOptions(), *, out: Path
         "mean_reprojection_error_px": float(rec.compute_mean_reprojection_error()),
         "points3D": int(rec.num_points3D()), "mean_track_length": float(rec.compute_mean_track_length()),
         "scale_colmap_to_ours": norm["scale"], "radius": opts.sfm_radius,
-        "point_distance_from_centre": _point_spread(rec, norm),
-        "intrinsics": {"model": cam.model_name, "fl_x": fx, "fl_y": fy, "cx": cx, "cy": cy, "w": width, "h": height},
+        "point_distance_from_centre": {f"p{q}": round(float(np.percentile(radii, q)), 4) for q in (50, 90, 99)}
+        if len(radii) else {},
+        "bounds": bounds,
+        "intrinsics": {"model": cam.model_name, "fl_x": fx, "fl_y": fy, "cx": cx, "cy": cy, "w": width, "h": height,
+                       **distortion},
         "timings_s": {k: round(v, 2) for k, v in sfm.seconds.items()},
         "consistency": {
             "agreement_median": float(np.median(agreements)) if agreements else None,
@@ -175,8 +224,8 @@ def recover_poses(class_dir: Path, opts: SfmOptions = SfmOptions(), *, out: Path
     if enough:
         write_json(out, {
             "camera_angle_x": 2 * math.atan(0.5 * width / fx),
-            "fl_x": fx, "fl_y": fy, "cx": cx, "cy": cy, "w": width, "h": height,
-            "camera_model": cam.model_name,
+            "fl_x": fx, "fl_y": fy, "cx": cx, "cy": cy, "w": width, "h": height, **distortion,
+            "camera_model": cam.model_name, "bounds": bounds,
             "frames": [{"file_path": f"train/{GOOD}/{id_to_name[i]}", "transform_matrix": pose_of[i].tolist()}
                        for i in kept],
             "excluded_views": {"unregistered": unregistered,
@@ -212,13 +261,19 @@ def summary_lines(report: dict) -> list[str]:
         lines.append(f"consistency: epipolar agreement with matched neighbours median {c['agreement_median']:.3f} "
                      f"(min {c['agreement_min']:.3f}); two-view rotation disagreement median "
                      f"{c['rot_disagreement_deg_median']:.2f} deg (max {c['rot_disagreement_deg_max']:.2f})")
-    spread = report["point_distance_from_centre"]
-    if spread:
+    spread, bounds = report["point_distance_from_centre"], report["bounds"]
+    if bounds:
         lines.append(f"sparse points within {spread['p90']:.2f} (90 %) / {spread['p99']:.2f} (99 %) of the centre, "
-                     f"cameras at {report['radius']:g}: near must stay below {report['radius'] - spread['p90']:.2f} "
-                     f"and far above {report['radius'] + spread['p90']:.2f} to hold 90 % of them")
+                     f"cameras at {report['radius']:g} on average; bounds that hold the object (in "
+                     f"{TRANSFORMS_FILE}): near = {bounds['near']:.2f}, far = {bounds['far']:.2f}, grid_bound = "
+                     f"occupancy_bound = {bounds['object_radius']:.2f} (the config keys)")
     lines.append(f"wrote {report['transforms']} ({report['written']} views) and the report beside the COLMAP database")
     return lines
+
+
+def add_sfm_options(parser: argparse.ArgumentParser) -> None:
+    """The SfM options, each also under its name without the sfm_ prefix (--radius, --camera_model, ...)."""
+    SfmOptions.add_args(parser, aliases={name: [name.removeprefix("sfm_")] for name in SfmOptions.__dataclass_fields__})
 
 
 def build_parser() -> configargparse.ArgumentParser:
@@ -229,7 +284,7 @@ def build_parser() -> configargparse.ArgumentParser:
     parser.add_argument("--out", default=None, help="output transforms.json (default <class_dir>/transforms.json)")
     parser.add_argument("--work_dir", default=None,
                         help="COLMAP database, models and report (default <class_dir>/colmap)")
-    SfmOptions.add_args(parser, aliases={name: [name.removeprefix("sfm_")] for name in SfmOptions.__dataclass_fields__})
+    add_sfm_options(parser)
     parser.add_argument("--overwrite", action="store_true", help="replace an existing transforms.json")
     parser.add_argument("--verbose", action="store_true", help="show COLMAP's own log")
     parser.add_argument("--no_progress", action="store_true", help="hide the progress bars")

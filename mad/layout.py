@@ -18,6 +18,7 @@ from common.errors import DataError
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 TRANSFORMS_FILE = "transforms.json"
+TEST_POSES_FILE = "test_poses.json"     # the test images' true poses, where known (generated classes, captures)
 GOOD = "good"
 
 

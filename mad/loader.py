@@ -41,6 +41,7 @@ class TrainViews:
     height: int
     width: int
     paths: list[Path] = field(default_factory=list)
+    bounds: dict[str, float] | None = None  # near, far, object_radius from the SfM points (mad.colmap_poses)
 
     @cached_property
     def image_digest(self) -> str:
@@ -139,6 +140,7 @@ def load_train_views(class_dir, downscale: int = 1, white_bkgd: bool = True) -> 
         height=int(height),
         width=int(width),
         paths=paths,
+        bounds=meta.get("bounds"),
     )
 
 

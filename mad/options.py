@@ -66,8 +66,12 @@ class SfmOptions(Options):
     GROUP: ClassVar[str] = "structure-from-motion (python -m mad.colmap_poses)"
 
     sfm_radius: float = option(4.0, "mean camera distance from the object after rescaling (4 suits near=2 / far=6)")
-    sfm_camera_model: str = option("SIMPLE_PINHOLE", "the one camera shared by all views (PINHOLE: fx != fy)",
-                                   choices=("SIMPLE_PINHOLE", "PINHOLE"))
+    sfm_camera_model: str = option("SIMPLE_PINHOLE", "the one camera shared by all views (PINHOLE: fx != fy; "
+                                                     "SIMPLE_RADIAL: one radial distortion term k1, refined by "
+                                                     "SfM, for poses of photographs whose lens distortion matters "
+                                                     "at the SfM resolution; transforms.json then holds k1, and "
+                                                     "the loader refuses it until the images are undistorted)",
+                                   choices=("SIMPLE_PINHOLE", "PINHOLE", "SIMPLE_RADIAL"))
     sfm_camera_angle_x: float | None = option(None, "known horizontal field of view in radians: fixes the focal "
                                                     "length instead of estimating it")
     sfm_num_threads: int | None = option(None, "COLMAP threads (default: all cores); results differ slightly "
@@ -75,6 +79,14 @@ class SfmOptions(Options):
     sfm_max_features: int = option(8192, "SIFT features per image at most")
     sfm_peak_threshold: float | None = option(None, "SIFT peak threshold (COLMAP default 0.0067; lower finds "
                                                     "more, weaker features)")
+    sfm_feature_mask: str = option("none", "where SIFT looks for features: none (the whole image), object (the "
+                                           "object against a plain darker or lighter backdrop, found by Otsu's "
+                                           "threshold: mad.foreground), or a folder of masks named like the images "
+                                           "(non-zero = look here)")
+    sfm_affine_sift: bool = option(False, "SIFT with affine shape estimation and domain-size pooling (COLMAP's "
+                                          "setting for weakly textured surfaces; slower extraction)")
+    sfm_guided_matching: bool = option(False, "after the two-view geometry, match again along it (more inliers "
+                                              "on repetitive or weak texture; slower matching)")
     sfm_seed: int = option(0, "COLMAP random seed")
     sfm_init_min_inliers: int = option(100, "verified matches the initial image pair needs (COLMAP default)")
     sfm_abs_pose_min_inliers: int = option(30, "2D-3D inliers needed to register a view (COLMAP default)")

@@ -1,8 +1,8 @@
 """Defects painted on photographs, for test sets of real captures (whose objects have no defects of their own).
 
 The generator places its defects in 3-D (mad.synth.defects); a photograph has no scene, so these painters work
-in the image, on the object's pixels (`object_mask`), with the same three types and the same promise: the mask
-is exactly the pixels the painting changed.
+in the image, on the object's pixels (mad.foreground.object_mask), with the same three types and the same
+promise: the mask is exactly the pixels the painting changed.
 
 - Stains: a soft irregular blot that darkens and tints the surface (a discolouration), kept inside the object.
 - Burrs: a few thin slivers standing out of the object's outline, in the object's own colour there, shaded.
@@ -22,26 +22,6 @@ import numpy as np
 from common.errors import DataError
 
 PAINTED_TYPES = ("Burrs", "Missing", "Stains")
-
-
-def object_mask(image: np.ndarray, blur: float = 3.0) -> np.ndarray:
-    """[H, W] bool: the object, for a capture whose object stands out from a darker or lighter background: Otsu's
-    threshold on the blurred grey image, the side of it that holds the image centre, its largest connected
-    component, holes filled. A capture where this fails brings its own masks."""
-    grey = cv2.GaussianBlur(cv2.cvtColor(image, cv2.COLOR_RGB2GRAY), (0, 0), blur)
-    _, bright = cv2.threshold(grey, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
-    h, w = grey.shape
-    centre = bright[h // 2 - h // 8:h // 2 + h // 8, w // 2 - w // 8:w // 2 + w // 8]
-    side = bright if centre.mean() >= 127.5 else 255 - bright
-    count, labels, stats, _ = cv2.connectedComponentsWithStats(side.astype(np.uint8), connectivity=8)
-    if count < 2:
-        return np.zeros((h, w), dtype=bool)
-    largest = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
-    mask = (labels == largest).astype(np.uint8)
-    outside = np.zeros((h + 2, w + 2), np.uint8)
-    filled = mask.copy()
-    cv2.floodFill(filled, outside, (0, 0), 1)             # everything connected to the corner (assumed outside)
-    return (mask | (1 - filled)).astype(bool)
 
 
 def _changed(before: np.ndarray, after: np.ndarray, threshold: int = 3) -> np.ndarray:

@@ -107,6 +107,25 @@ class NeRFOptions(Options):
     def has_fine(self) -> bool:
         return self.N_importance > 0
 
+    def bound_problems(self, bounds: dict[str, float]) -> list[str]:
+        """What the ray bounds and the field's cube get wrong for a scene whose `bounds` (mad.colmap_poses: near,
+        far, object_radius, from the SfM points) are known: one line each, naming the option and the value that
+        holds the object."""
+        problems = []
+        if self.near > bounds["near"]:
+            problems.append(f"near = {self.near:g} cuts the object off (its points need near <= {bounds['near']:.2f})")
+        if self.far < bounds["far"]:
+            problems.append(f"far = {self.far:g} cuts the object off (its points need far >= {bounds['far']:.2f})")
+        cubes = [("grid_bound", self.grid_bound)] if self.field == "triplane" else []
+        cubes += [("occupancy_bound", self.occupancy_bound)] if self.occupancy_grid else []
+        for name, value in cubes:
+            if value < bounds["object_radius"]:
+                problems.append(f"{name} = {value:g} cuts the object off (it needs {bounds['object_radius']:.2f})")
+            elif value > 2 * bounds["object_radius"]:
+                problems.append(f"{name} = {value:g} spends most of its cells on empty space (the object needs "
+                                f"{bounds['object_radius']:.2f})")
+        return problems
+
     @property
     def march_samples(self) -> int:
         """Stratified samples per ray of the coarse pass once the grid is built (occupancy_samples or N_samples)."""

@@ -26,11 +26,13 @@ from common.camera import Intrinsics
 from common.io import write_json
 from evaluation.class_evaluation import ScoredSet
 from evaluation.metrics import evaluate
+from mad.capture import CAPTURE_RECORD
 from mad.images import read_image_file
-from mad.layout import GOOD
+from mad.layout import GOOD, TEST_POSES_FILE
+from mad.loader import TestSample
 from omniposead.config import OmniposeConfig
 from omniposead.pipeline import load_class
-from omniposead.pose_accuracy import TEST_POSES_FILE, load_test_poses
+from omniposead.pose_accuracy import load_test_poses
 
 ROWS = ("oracle", "nerf_true_pose", "pipeline")
 DECOMPOSITION_FILE = "decomposition.json"
@@ -39,18 +41,27 @@ METRICS = ("pixel_auroc", "image_auroc", "pixel_aupro")
 
 
 def scorer_key(cfg: OmniposeConfig) -> str:
-    """The scorer variant a table belongs to, e.g. 'paper/none', 'official/none', 'paper/residual'."""
-    return f"{cfg.score.score_protocol}/{cfg.score.score_normalization}"
+    """The scorer variant a table belongs to, e.g. 'paper/none', 'official/none', 'paper/residual', and
+    'paper/residual/reprojected' when the reference is the warped training views (the NeRF's render is the
+    paper's and names no suffix)."""
+    key = f"{cfg.score.score_protocol}/{cfg.score.score_normalization}"
+    return key if cfg.score.reference == "nerf" else f"{key}/{cfg.score.reference}"
 
 
-def oracle_references(class_dir: Path, names: list[str], height: int, width: int,
-                      intrinsics: Intrinsics) -> np.ndarray | None:
-    """The generator's anomaly-free renders [N,H,W,3] at the true test poses, with the class's generator
-    settings from synth_stats.json (seed, texture, supersampling); None for a class that was not generated.
-    The generator's camera is a centred pinhole, so only the focal length (fx) is passed on."""
+def oracle_references(class_dir: Path, samples: list[TestSample], intrinsics: Intrinsics) -> np.ndarray | None:
+    """The perfect anomaly-free reference [N,H,W,3] of each test sample, where the class has one: for a generated
+    class the generator's renders at the true test poses, with its settings from synth_stats.json (seed, texture,
+    supersampling; the generator's camera is a centred pinhole, so only the focal length fx is passed on); for a
+    class made from a real capture (mad.capture) the photograph the defect was painted on, as its good test image
+    (a good image is its own oracle in both). None for any other class."""
+    if (class_dir / CAPTURE_RECORD).is_file():
+        good = {s.name.split("/")[-1]: s.image for s in samples if s.defect_type == GOOD}
+        return np.stack([good[s.name.split("/")[-1]] for s in samples]).astype(np.float32)
     stats_path = class_dir / SYNTH_STATS_FILE
     if not stats_path.is_file() or not (class_dir / TEST_POSES_FILE).is_file():
         return None
+    names = [s.name for s in samples]
+    height, width = samples[0].image.shape[:2]
     from mad.synth.detail import class_scene
     from mad.synth.render import render_view
 
@@ -117,9 +128,8 @@ def decompose_class(cfg: OmniposeConfig, device=None, progress: bool = True) -> 
     assets = load_class(cfg, device, train=False, progress=progress, poses=False)
     views, test_set = assets.views, assets.test_set
     names = [s.name for s in test_set]
-    size = (views.height, views.width)
     references = {
-        "oracle": oracle_references(assets.class_dir, names, *size, views.intrinsics),
+        "oracle": oracle_references(assets.class_dir, test_set, views.intrinsics),
         "nerf_true_pose": nerf_references(assets.reference, assets.class_dir, names),
         "pipeline": pipeline_references(run.output_dir, names, run.white_bkgd),
     }

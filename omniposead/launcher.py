@@ -212,7 +212,8 @@ def slurm_job_over(job, class_state: str | None) -> bool:
 def pose_median_deg(cfg: OmniposeConfig, name: str) -> float | None:
     """Median rotation error (degrees) of the poses the pipeline refined for class `name`, when the class has
     true test poses (generated classes; MAD has none); None otherwise."""
-    from omniposead.pose_accuracy import TEST_POSES_FILE, estimates_from_outputs, load_test_poses, pose_errors
+    from mad.layout import TEST_POSES_FILE
+    from omniposead.pose_accuracy import estimates_from_outputs, load_test_poses, pose_errors
 
     class_cfg = cfg.for_class(name)
     if not (class_cfg.run.class_dir / TEST_POSES_FILE).is_file():

@@ -42,7 +42,7 @@ from evaluation.plots import overlay_heatmap
 from features.backbone import FrozenBackbone, load_backbone
 from inerf.estimate import PoseEstimate, estimate_poses
 from inerf.global_search import CandidateViews, global_fallback, lost_queries, with_confidence
-from mad.layout import GOOD, resolve_class_dir
+from mad.layout import GOOD, TRANSFORMS_FILE, resolve_class_dir
 from mad.loader import TestSample, TrainViews, load_test_set, load_train_views
 from mad.view_subset import select_train_views
 from nerf.checkpoint import check_views, checkpoint_path, read_checkpoint, renderer_from_state, weights_digest
@@ -73,6 +73,8 @@ def class_train_views(cfg: OmniposeConfig, class_dir: Path) -> TrainViews:
     (mad.view_subset: farthest-point on the camera centres from a seed-drawn view) when one is asked for."""
     run = cfg.run
     views = load_train_views(class_dir, downscale=run.image_downscale, white_bkgd=run.white_bkgd)
+    for problem in cfg.nerf.bound_problems(views.bounds) if views.bounds else []:
+        warnings.warn(f"{class_dir / TRANSFORMS_FILE}: {problem}", stacklevel=2)
     subset = select_train_views(views, run.train_views, run.seed)
     if subset is not views:
         print(f"[{run.class_name}] training views: {len(subset.images)} of {len(views.images)} (train_views = "

@@ -30,11 +30,11 @@ from common.io import write_json
 from common.rotations import rotation_error_deg
 from common.runtime import resolve_device, synchronize
 from inerf.metrics import summarise, translation_error_frac
+from mad.layout import TEST_POSES_FILE
 from omniposead.classes import exit_code, run_classes
 from omniposead.config import OmniposeConfig, build_parser
 from omniposead.pipeline import estimate_batch_poses, load_class
 
-TEST_POSES_FILE = "test_poses.json"
 STAGES = (("retrieval", "coarse_pose"), ("iNeRF", "refined_pose"))
 # per-image pose confidence, when known: the record's key of each
 RECORD_FLAGS = {"unsure": "pose_unsure", "fallback_tried": "pose_fallback_tried", "fallback_used": "pose_fallback_used",

@@ -31,6 +31,7 @@ from mad.sfm.geometry import (
     cam_from_world_from_c2w,
     closest_point_to_axes,
     normalise_poses,
+    scene_bounds,
     turned_about_axis,
     umeyama,
 )
@@ -186,6 +187,19 @@ def test_the_benchmark_account_of_views_with_two_on_the_wrong_side():
     assert view_account(report, errors)["accepted"] and not view_account({**report, "views": 22}, errors)["accepted"]
 
 
+def test_scene_bounds_hold_the_points_and_ignore_a_few_strays():
+    rng = np.random.default_rng(0)
+    directions = rng.normal(size=(30, 3))
+    centres = directions / np.linalg.norm(directions, axis=1, keepdims=True) * rng.uniform(3.8, 4.2, (30, 1))
+    radii = np.concatenate([rng.uniform(0.0, 0.5, 990), np.full(5, 3.0)])    # 0.5 % strays far out
+    bounds = scene_bounds(centres, radii)
+    assert 0.5 <= bounds["object_radius"] <= 0.5 * 1.15 + 1e-9
+    distances = np.linalg.norm(centres, axis=1)
+    assert bounds["near"] == pytest.approx(distances.min() - bounds["object_radius"])
+    assert bounds["far"] == pytest.approx(distances.max() + bounds["object_radius"])
+    assert scene_bounds(centres, np.full(10, 5.0))["near"] == pytest.approx(0.05 * distances.min())  # never <= 0
+
+
 def test_work_dir_resumes_only_with_the_same_inputs(tmp_path):
     work = tmp_path / "colmap"
     fingerprint = {"images": [["0.png", 10, 1]], "extraction": {"max_features": 8192}}
@@ -206,6 +220,84 @@ def test_bad_class_folders(tmp_path):
     (cdir / "transforms.json").write_text("{}")
     with pytest.raises(DataError, match=r"transforms\.json: already exists \(pass --overwrite"):
         recover_poses(cdir)
+
+
+def _disc_photo(size=64, radius=16):
+    """A bright disc on a dark backdrop, with some texture on both (RGB uint8)."""
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[:size, :size]
+    disc = (yy - size / 2) ** 2 + (xx - size / 2) ** 2 < radius ** 2
+    image = rng.integers(0, 40, (size, size, 3)).astype(np.uint8)
+    image[disc] = rng.integers(170, 255, (int(disc.sum()), 3))
+    return image, disc
+
+
+def test_feature_masks_from_the_object_or_a_folder(tmp_path):
+    """`sfm_feature_mask`: the object finder's masks or a user's folder become the files COLMAP reads
+    (<image name>.png); an unchanged mask is not rewritten (the database resumes); a missing, wrongly sized or
+    empty mask is one error naming the file."""
+    import cv2
+
+    image_dir = tmp_path / "good"
+    image_dir.mkdir()
+    image, disc = _disc_photo()
+    names = ["a.png", "b.png"]
+    for name in names:
+        cv2.imwrite(str(image_dir / name), image[:, :, ::-1])
+    sizes = [(64, 64)] * 2
+    assert mad.colmap_poses.feature_masks(image_dir, names, sizes, "none", tmp_path / "m") is None
+    out = mad.colmap_poses.feature_masks(image_dir, names, sizes, "object", tmp_path / "m")
+    written = cv2.imread(str(out / "a.png.png"), cv2.IMREAD_GRAYSCALE) > 0
+    assert (written == disc).mean() > 0.97 and written[32, 32] and not written[2, 2]
+    stamp = (out / "a.png.png").stat().st_mtime_ns
+    mad.colmap_poses.feature_masks(image_dir, names, sizes, "object", tmp_path / "m")
+    assert (out / "a.png.png").stat().st_mtime_ns == stamp
+
+    user = tmp_path / "user"
+    user.mkdir()
+    left = np.zeros((64, 64), np.uint8)
+    left[:, :32] = 255
+    cv2.imwrite(str(user / "a.png"), left)                  # by stem
+    with pytest.raises(DataError, match=r"user/b\.png: no feature mask for b\.png"):
+        mad.colmap_poses.feature_masks(image_dir, names, sizes, str(user), tmp_path / "m")
+    cv2.imwrite(str(user / "b.png.png"), left[:32])          # COLMAP's name, the wrong size
+    with pytest.raises(DataError, match=r"b\.png\.png: not a 64x64 mask image"):
+        mad.colmap_poses.feature_masks(image_dir, names, sizes, str(user), tmp_path / "m")
+    cv2.imwrite(str(user / "b.png.png"), np.zeros((64, 64), np.uint8))
+    with pytest.raises(DataError, match=r"b\.png: its feature mask is empty"):
+        mad.colmap_poses.feature_masks(image_dir, names, sizes, str(user), tmp_path / "m")
+    cv2.imwrite(str(user / "b.png.png"), left)
+    mad.colmap_poses.feature_masks(image_dir, names, sizes, str(user), tmp_path / "m")
+    assert (cv2.imread(str(out / "a.png.png"), cv2.IMREAD_GRAYSCALE) > 0).tolist() == (left > 0).tolist()
+    with pytest.raises(DataError, match=r"nowhere: sfm_feature_mask is neither none, object nor a folder"):
+        mad.colmap_poses.feature_masks(image_dir, names, sizes, str(tmp_path / "nowhere"), tmp_path / "m")
+
+
+def test_colmap_extracts_features_only_inside_the_mask(tmp_path):
+    """The masks reach COLMAP: with the left half masked out, every SIFT keypoint lies in the right half."""
+    pycolmap = pytest.importorskip("pycolmap")
+    import cv2
+
+    from mad.sfm.colmap import DATABASE, SfmSettings, _extract
+
+    image_dir, masks = tmp_path / "good", tmp_path / "masks"
+    image_dir.mkdir()
+    masks.mkdir()
+    rng = np.random.default_rng(1)
+    texture = cv2.resize(rng.integers(0, 255, (40, 40, 3)).astype(np.uint8), (160, 160),
+                         interpolation=cv2.INTER_NEAREST)
+    cv2.imwrite(str(image_dir / "0.png"), texture)
+    right = np.zeros((160, 160), np.uint8)
+    right[:, 80:] = 255
+    cv2.imwrite(str(masks / "0.png.png"), right)
+    for folder, expect_left in ((None, True), (masks, False)):
+        db = tmp_path / f"{folder is None}" / DATABASE
+        db.parent.mkdir()
+        _extract(db, image_dir, ["0.png"], SfmSettings(num_threads=1, feature_mask=folder), progress=False)
+        database = pycolmap.Database.open(db)
+        x = np.asarray(database.read_keypoints(database.read_all_images()[0].image_id))[:, 0]
+        database.close()
+        assert len(x) > 20 and (x.min() < 80) == expect_left
 
 
 RING = 16                                  # the fixture's views, on a ring at 8 degree steps
@@ -370,3 +462,19 @@ def test_the_tool_writes_repaired_views_and_lists_the_left_out_ones(ring, tmp_pa
             assert set(meta["excluded_views"]["failed_flip_check"]) == set(FLIPPED)
             assert not {f"train/good/{name}" for name in FLIPPED} & set(written)
             assert len(written) == clean["written"] - len(FLIPPED)
+
+
+def test_bound_problems_name_the_option_that_does_not_hold_the_object():
+    from nerf.options import NeRFOptions
+
+    bounds = {"near": 3.3, "far": 4.7, "object_radius": 0.6}
+    fitting = NeRFOptions(near=3.0, far=5.0, field="triplane", grid_bound=0.8, occupancy_grid=True,
+                          occupancy_bound=0.8)
+    assert fitting.bound_problems(bounds) == []
+    problems = NeRFOptions(near=3.5, far=4.5, field="triplane", grid_bound=0.5, occupancy_grid=True,
+                           occupancy_bound=1.5).bound_problems(bounds)
+    assert problems == ["near = 3.5 cuts the object off (its points need near <= 3.30)",
+                        "far = 4.5 cuts the object off (its points need far >= 4.70)",
+                        "grid_bound = 0.5 cuts the object off (it needs 0.60)",
+                        "occupancy_bound = 1.5 spends most of its cells on empty space (the object needs 0.60)"]
+    assert NeRFOptions(near=3.0, far=5.0, field="mlp").bound_problems(bounds) == []   # no cube to check

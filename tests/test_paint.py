@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from common.errors import DataError
-from mad.paint import PAINTED_TYPES, object_mask, paint_defect
+from mad.foreground import object_mask
+from mad.paint import PAINTED_TYPES, paint_defect
 
 H, W = 120, 160
 
@@ -93,3 +94,74 @@ def test_a_capture_becomes_a_class_in_the_mad_layout(tmp_path):
         assert path.read_bytes() == (tmp_path / "again" / "toy" / path.relative_to(root)).read_bytes()
     with pytest.raises(DataError, match="images/ folder"):
         build_capture_class(tmp_path / "nothing", tmp_path / "x", size=W)
+
+
+def test_a_black_backdrop_keeps_each_image_s_object_alone(tmp_path):
+    """`--backdrop black`: every image keeps its own object (found in that image) on pure black; the painted
+    defects still differ from the good image inside their masks."""
+    from mad.capture import build_capture_class
+
+    (tmp_path / "cap" / "images").mkdir(parents=True)
+    truths = []
+    for i in range(4):
+        image, truth = disc_photo(seed=i)
+        truths.append(truth)
+        cv2.imwrite(str(tmp_path / "cap" / "images" / f"{i + 1:02d}.png"), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+    record = build_capture_class(tmp_path / "cap", tmp_path / "toy", size=W, test_every=3, seed=0, backdrop="black")
+    assert record["backdrop"] == "black"
+    train = cv2.imread(str(tmp_path / "toy" / "train" / "good" / "0.png"))
+    lit = train.any(-1)
+    assert (lit & truths[0]).sum() / (lit | truths[0]).sum() > 0.95 and not train[~lit].any()
+    good = cv2.imread(str(tmp_path / "toy" / "test" / "good" / "0.png")).astype(int)
+    for defect in PAINTED_TYPES:
+        painted = cv2.imread(str(tmp_path / "toy" / "test" / defect / "0.png")).astype(int)
+        mask = cv2.imread(str(tmp_path / "toy" / "ground_truth" / defect / "0_mask.png"), cv2.IMREAD_GRAYSCALE) > 0
+        differs = (np.abs(painted - good) > 3).any(-1)
+        assert mask.any() and (differs & mask).sum() > 0.5 * mask.sum()
+    with pytest.raises(DataError, match="backdrop must be one of keep, black"):
+        build_capture_class(tmp_path / "cap", tmp_path / "x", size=W, backdrop="white")
+
+
+def test_the_capture_s_poses_become_the_class_s_transforms_and_test_poses(tmp_path):
+    """A capture with poses (written from an SfM transforms.json of its photographs at another size): the class
+    gets transforms.json for the training photographs that have a pose (the camera scaled to the class's images)
+    and test_poses.json for every test image of a posed photograph; the loader reads both."""
+    import json
+
+    from mad.capture import build_capture_class, capture_poses_from_sfm
+    from mad.loader import load_train_views
+    from omniposead.pose_accuracy import load_test_poses
+
+    (tmp_path / "cap" / "images").mkdir(parents=True)
+    for i in range(6):
+        image, _ = disc_photo(seed=i)
+        big = cv2.resize(image, (2 * W, 2 * H), interpolation=cv2.INTER_LINEAR)
+        cv2.imwrite(str(tmp_path / "cap" / "images" / f"{i + 1:02d}.JPG"), cv2.cvtColor(big, cv2.COLOR_RGB2BGR))
+    pose = lambda k: np.diag([1.0, 1.0, 1.0, 1.0]) + np.pad(np.eye(3)[:, :1] * k, ((0, 1), (3, 0)))  # noqa: E731
+    sfm = {"fl_x": 400.0, "fl_y": 400.0, "cx": 2 * W / 2, "cy": 2 * H / 2, "w": 2 * W, "h": 2 * H, "k1": 0.05,
+           "bounds": {"near": 3.0, "far": 5.0, "object_radius": 0.7},
+           "frames": [{"file_path": f"train/good/{i + 1:02d}.jpg", "transform_matrix": pose(i).tolist()}
+                      for i in range(6) if i != 2]}                      # photograph 03 was not registered
+    (tmp_path / "sfm.json").write_text(json.dumps(sfm))
+    poses = capture_poses_from_sfm(tmp_path / "sfm.json", tmp_path / "cap", "SfM at 2x")
+    assert poses["frames"][0]["file_path"] == "images/01.JPG" and poses["source"] == "SfM at 2x"
+    record = build_capture_class(tmp_path / "cap", tmp_path / "toy", size=W, test_every=3, seed=0,
+                                 poses=tmp_path / "cap" / "poses.json")
+    assert record["unposed"] == ["03.JPG"] and record["distortion_px_not_undone"] > 0
+    views = load_train_views(tmp_path / "toy", white_bkgd=False)        # 01, 04, 06 (03 has no pose)
+    assert len(views.images) == 3 and views.bounds["object_radius"] == 0.7
+    np.testing.assert_allclose(views.poses[1], pose(3), atol=1e-6)
+    assert views.intrinsics.fx == pytest.approx(200.0) and views.intrinsics.cx == pytest.approx(W / 2)
+    test_poses = load_test_poses(tmp_path / "toy")                       # held out: 02 and 05, each 4 images
+    assert len(test_poses) == 8
+    np.testing.assert_allclose(test_poses["Burrs/1"], pose(4))
+    # the capture's oracle (omniposead.decomposition): each test image's unpainted photograph
+    from mad.loader import load_test_set
+    from omniposead.decomposition import oracle_references
+
+    samples = load_test_set(tmp_path / "toy", white_bkgd=False)
+    oracle = oracle_references(tmp_path / "toy", samples, views.intrinsics)
+    good = {s.name.split("/")[1]: s.image for s in samples if s.defect_type == "good"}
+    assert len(oracle) == len(samples) == 8
+    for sample, reference in zip(samples, oracle, strict=True):
+        assert np.array_equal(reference, good[sample.name.split("/")[1]])

@@ -228,8 +228,7 @@ def test_decomposition_rows_and_pipeline_results_untouched(trained, tmp_path, ca
     from mad.loader import load_train_views
 
     views = load_train_views(data_root / "toy")
-    oracle = oracle_references(data_root / "toy", [s.name for s in samples], views.height, views.width,
-                               views.intrinsics)
+    oracle = oracle_references(data_root / "toy", samples, views.intrinsics)
     for i in good:  # the generator's render at the true pose IS the anomaly-free test image
         assert np.array_equal(np.round(oracle[i] * 255), np.round(samples[i].image * 255))
 

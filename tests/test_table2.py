@@ -1,6 +1,8 @@
 """benchmarks.table2: the paper-layout table and its Mean row from saved pipeline benchmark records."""
 import json
 
+import pytest
+
 from benchmarks import table2
 
 
@@ -27,3 +29,27 @@ def test_rows_and_mean(tmp_path, capsys):
     # the mean of what was measured: image (0.9 + 1.0) / 2, Burrs 0.9, rotation 0.3, 3.2 min, NeRF@GT of a alone
     assert lines[4] == ("| **Mean** (2 classes) | **99.0** | **95.0** | **98.0** | 90.0 / 100.0 / 90.0 "
                         "| 0.30 median | 3.2 | 100.0 / 85.0 / 90.0 |")
+
+
+def test_reused_nerf_counts_its_training_and_saved_decomposition_is_read(tmp_path, capsys):
+    """A run on an existing NeRF shows its training's seconds, not the 1 s of loading it; a record without a
+    decomposition takes the one benchmarks.decompose saved beside the class's outputs, for the record's scorer."""
+    out = tmp_path / "outputs" / "c"
+    out.mkdir(parents=True)
+    rows = {"oracle": {"image_auroc": 1.0}, "nerf_true_pose": {"image_auroc": 0.7}, "pipeline": {"image_auroc": 0.8}}
+    (out / "decomposition.json").write_text(json.dumps({"variants": {
+        "paper/residual": {"rows": {**rows, "nerf_true_pose": {"image_auroc": 0.1}}},
+        "paper/residual/reprojected": {"rows": rows}}}))
+    record = {**_record("c", 0.8, 0.8, 0.2, 0, 0.0), "output_dir": str(out), "scorer": "paper/residual/reprojected",
+              "nerf_seconds": 150.0}
+    record["stages"]["seconds"]["nerf"] = 0.5
+    path = tmp_path / "bench.json"
+    path.write_text(json.dumps({"rows": [record]}))
+    table2.main([str(path)])
+    line = capsys.readouterr().out.strip().splitlines()[2]
+    assert line.endswith("| 4.5 (data 0 s) | 100.0 / 70.0 / 80.0 |")     # (0 + 150 + 120) s, the reprojected row
+
+    record["scorer"] = "paper/none"                    # a scorer with no saved table is an error, not another's rows
+    path.write_text(json.dumps({"rows": [record]}))
+    with pytest.raises(SystemExit, match=r"decomposition\.json.*'paper/none'"):
+        table2.main([str(path)])

@@ -54,11 +54,12 @@ def test_decomposition_oracle_detects_everything_and_saved_references_are_scored
     assert rows["nerf_true_pose"]["image_auroc"] < rows["oracle"]["image_auroc"]
 
     # references saved as the pipeline does (<stem>_ref.png): here the oracle's, so the pipeline row equals it
-    from mad.loader import load_train_views
+    from mad.loader import load_test_set, load_train_views
 
     views = load_train_views(cfg.run.class_dir)
-    names = [f"{d}/{i}" for d in ("good", "Burrs", "Missing", "Stains") for i in range(2)]
-    oracle = oracle_references(cfg.run.class_dir, names, views.height, views.width, views.intrinsics)
+    samples = load_test_set(cfg.run.class_dir)
+    names = [s.name for s in samples]
+    oracle = oracle_references(cfg.run.class_dir, samples, views.intrinsics)
     for name, ref in zip(names, oracle, strict=True):
         path = result_paths(cfg.run.output_dir, name).reference
         path.parent.mkdir(parents=True, exist_ok=True)

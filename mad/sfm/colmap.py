@@ -36,6 +36,9 @@ class SfmSettings:
     num_threads: int = 2
     max_features: int = 8192
     peak_threshold: float | None = None
+    feature_mask: Path | None = None     # a folder of masks <image name>.png (non-zero = extract there)
+    affine_sift: bool = False
+    guided_matching: bool = False
     seed: int = 0
     init_min_inliers: int = 100
     abs_pose_min_inliers: int = 30
@@ -53,10 +56,14 @@ class SfmRun:
 def _fingerprint(image_dir: Path, names: list[str], settings: SfmSettings) -> dict:
     import pycolmap
 
-    files = [[n, (image_dir / n).stat().st_size, (image_dir / n).stat().st_mtime_ns] for n in names]
-    extraction = {k: v for k, v in vars(settings).items() if k not in ("num_threads", "seed", "init_min_inliers",
-                                                                          "abs_pose_min_inliers")}
-    return {"pycolmap": pycolmap.__version__, "images": files, "extraction": extraction}
+    def stamp(path: Path) -> list:
+        return [path.name, path.stat().st_size, path.stat().st_mtime_ns]
+
+    extraction = {k: str(v) if isinstance(v, Path) else v for k, v in vars(settings).items()
+                  if k not in ("num_threads", "seed", "init_min_inliers", "abs_pose_min_inliers")}
+    masks = [stamp(settings.feature_mask / f"{n}.png") for n in names] if settings.feature_mask else None
+    return {"pycolmap": pycolmap.__version__, "images": [stamp(image_dir / n) for n in names], "masks": masks,
+            "extraction": extraction}
 
 
 def prepare_work_dir(work_dir: Path, fingerprint: dict) -> bool:
@@ -99,17 +106,21 @@ def _extract(db: Path, image_dir: Path, names: list[str], settings: SfmSettings,
     todo = [n for n in names if images.get(n) not in with_keypoints]
     reader = pycolmap.ImageReaderOptions()
     reader.camera_model = settings.camera_model
+    if settings.feature_mask is not None:
+        reader.mask_path = str(settings.feature_mask)
     if settings.focal_px is not None:  # a known focal length, principal point at the centre
         bitmap = pycolmap.Bitmap.read(image_dir / names[0], False)
         f, w, h = settings.focal_px, bitmap.width, bitmap.height
-        reader.camera_params = (f"{f},{w / 2},{h / 2}" if settings.camera_model == "SIMPLE_PINHOLE"
-                                else f"{f},{f},{w / 2},{h / 2}")
+        reader.camera_params = {"SIMPLE_PINHOLE": f"{f},{w / 2},{h / 2}", "PINHOLE": f"{f},{f},{w / 2},{h / 2}",
+                                "SIMPLE_RADIAL": f"{f},{w / 2},{h / 2},0"}[settings.camera_model]
     extract = pycolmap.FeatureExtractionOptions()
     extract.num_threads = settings.num_threads
     extract.use_gpu = False
     extract.sift.max_num_features = settings.max_features
     if settings.peak_threshold is not None:
         extract.sift.peak_threshold = settings.peak_threshold
+    extract.sift.estimate_affine_shape = settings.affine_sift
+    extract.sift.domain_size_pooling = settings.affine_sift
     with progress_bar(total=len(names), initial=len(names) - len(todo), desc="SfM features", unit="img",
                       disable=not progress, dynamic_ncols=True) as bar:
         for start in range(0, len(todo), EXTRACT_CHUNK):
@@ -132,6 +143,7 @@ def _match(db: Path, work_dir: Path, names: list[str], settings: SfmSettings, pr
     match = pycolmap.FeatureMatchingOptions()
     match.num_threads = settings.num_threads
     match.use_gpu = False
+    match.guided_matching = settings.guided_matching
     verify = pycolmap.TwoViewGeometryOptions()
     verify.compute_relative_pose = True  # cam2_from_cam1, used by the flipped-view check
     pairing = pycolmap.ImportedPairingOptions()

@@ -105,3 +105,14 @@ def umeyama(src: np.ndarray, dst: np.ndarray) -> tuple[float, np.ndarray, np.nda
     rot = u @ sign @ vt
     s = float(np.trace(np.diag(d) @ sign) / ((xs ** 2).sum() / len(src)))
     return s, rot, mu_d - s * rot @ mu_s
+
+
+def scene_bounds(camera_centres: np.ndarray, point_radii: np.ndarray, quantile: float = 99.0,
+                 margin: float = 1.15) -> dict[str, float]:
+    """The bounds a NeRF of the scene needs, from the sparse points' distances to the object centre (the origin)
+    and the camera centres [N, 3]: the object's radius (the points' `quantile` percentile x `margin`: a few stray
+    points do not inflate it) and the nearest and farthest depth any camera needs along its rays to hold it."""
+    radius = margin * float(np.percentile(point_radii, quantile))
+    distances = np.linalg.norm(camera_centres, axis=1)
+    return {"object_radius": radius, "near": max(float(distances.min()) - radius, 0.05 * float(distances.min())),
+            "far": float(distances.max()) + radius}

@@ -13,6 +13,7 @@ import cv2
 import numpy as np
 
 from common.errors import DataError
+from mad.layout import TEST_POSES_FILE
 from mad.options import SynthOptions
 from mad.synth.cameras import focal_from_angle, random_pose, train_poses
 from mad.synth.defects import SUBTLE_DEFECTS, DefectStyle, make_defect_view
@@ -112,7 +113,7 @@ def generate_class(out_dir, class_name: str, opts: SynthOptions = SynthOptions()
             for i in sorted(by_split.get(split, {})):
                 test_frames.append({"file_path": f"test/{split}/{i}.png",
                                     "transform_matrix": np.asarray(by_split[split][i]["pose"]).tolist()})
-        _write_json(tmp / "test_poses.json", {"camera_angle_x": camera_angle_x, "frames": test_frames})
+        _write_json(tmp / TEST_POSES_FILE, {"camera_angle_x": camera_angle_x, "frames": test_frames})
         stats = {
             "generator": f"mad.synthesize v{GENERATOR_VERSION}",
             "class_name": class_name, "seed": int(seed), "size": size, "supersample": supersample,
