@@ -3,13 +3,13 @@
     python -m benchmarks.bench_capture_sfm --capture data/captures/skull --size 800 \\
         --variant defaults "" --variant affine "--affine_sift true --peak_threshold 0.002"
 
-The capture's class is made once at --size px with its poses (mad.capture: every --test_every-th photograph held
-out, transforms.json from <capture>/poses.json). Each variant runs `mad.colmap_poses` with its flags on that
-class's training photographs (its own work folder; the class's transforms.json is never touched) and is compared
-with the capture's poses after the similarity that best aligns them (benchmarks.sfm_truth.pose_errors): views
-registered (of those the capture has poses for), rotation and position errors, the SfM wall time. A variant whose
-SfM fails is a row too. Figures go to <out>/<class>/capture_sfm.json.
-"""
+The capture's class is made once at --size px with its poses (mad.capture: every --test_every-th photograph held out,
+transforms.json from <capture>/poses.json). Each variant runs `mad.colmap_poses` with its flags on that class's training
+photographs (its own work folder; the class's transforms.json is never touched) and is compared with the capture's poses
+after the similarity that best aligns them (benchmarks.sfm_truth.pose_errors): views registered (of those the capture
+has poses for), rotation and position errors, the SfM wall time. A variant whose SfM fails is a row too;
+`--min_registered_fraction 0` in a variant's flags measures the views of a partial model. Figures go to
+<out>/<class>/capture_sfm.json."""
 from __future__ import annotations
 
 import argparse
@@ -64,8 +64,8 @@ def table(rows: list[dict], posed: int, photos: int) -> str:
         seconds = (f"{t['sfm_total_s']:.0f} ({t['extract_s']:.0f}, {t['match_s']:.0f}, {t['map_s']:.0f})"
                    if "sfm_total_s" in t else "")
         if "errors" not in r:
-            lines.append(f"| {r['variant']} | {report.get('registered', 0)} (no transforms: {r['error'][-60:]}) "
-                         f"| | | | {seconds} |")
+            lines.append(f"| {r['variant']} | {report.get('registered', 0)} (no {TRANSFORMS_FILE}: see the JSON's "
+                         f"error) | | | | {seconds} |")
             continue
         e, rot, pos = r["errors"], r["errors"]["rotation_deg"], r["errors"]["position_percent_of_radius"]
         lines.append(f"| {r['variant']} | {e['recovered']} ({100 * e['recovered'] / posed:.0f} %) "

@@ -478,3 +478,20 @@ def test_bound_problems_name_the_option_that_does_not_hold_the_object():
                         "grid_bound = 0.5 cuts the object off (it needs 0.60)",
                         "occupancy_bound = 1.5 spends most of its cells on empty space (the object needs 0.60)"]
     assert NeRFOptions(near=3.0, far=5.0, field="mlp").bound_problems(bounds) == []   # no cube to check
+
+
+def test_capture_sfm_benchmark_reads_variant_flags_and_tables_failed_runs():
+    from benchmarks.bench_capture_sfm import sfm_options, table
+
+    opts = sfm_options("--affine_sift true --sfm_peak_threshold 0.002 --camera_model SIMPLE_RADIAL")
+    assert opts.sfm_affine_sift and opts.sfm_peak_threshold == 0.002 and opts.sfm_camera_model == "SIMPLE_RADIAL"
+    assert sfm_options("") == SfmOptions()
+    timings = {"sfm_total_s": 30.0, "extract_s": 10.0, "match_s": 15.0, "map_s": 5.0}
+    failed = {"variant": "small", "error": "only 18/53 views registered", "report": {"registered": 18,
+                                                                                     "timings_s": timings}}
+    stats = {"median": 0.5, "p90": 1.0, "max": 2.0}
+    done = {"variant": "big", "report": {"mean_reprojection_error_px": 0.4, "timings_s": timings},
+            "errors": {"recovered": 50, "rotation_deg": stats, "position_percent_of_radius": stats}}
+    lines = table([failed, done], posed=53, photos=53).splitlines()
+    assert lines[2].startswith("| small | 18 (no transforms.json") and lines[2].endswith("| 30 (10, 15, 5) |")
+    assert lines[3] == "| big | 50 (94 %) | 0.50 / 1.00 / 2.00 | 0.50 / 2.00 | 0.40 | 30 (10, 15, 5) |"
