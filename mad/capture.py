@@ -187,7 +187,7 @@ def main(argv: list[str] | None = None) -> None:
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--capture", type=Path, required=True, help="the capture folder (its photographs in images/)")
     parser.add_argument("--out", type=Path, default=Path("data/real"), help="the data root the class is written to")
-    parser.add_argument("--class_name", help="the class folder's name under --out (required but with --poses_from_sfm)")
+    parser.add_argument("--class_name", help="the class folder's name under --out (required unless --poses_from_sfm)")
     parser.add_argument("--size", type=int, default=400, help="long side of the class's images, pixels")
     parser.add_argument("--test_every", type=int, default=5, help="every this-many-th photograph is held out")
     parser.add_argument("--seed", type=int, default=0, help="the paintings' seed")
@@ -209,7 +209,7 @@ def main(argv: list[str] | None = None) -> None:
               "photographs with a pose")
         return
     if not args.class_name:
-        parser.error("--class_name is required (but with --poses_from_sfm)")
+        parser.error("--class_name is required (unless --poses_from_sfm)")
     poses = {"none": None, "capture": args.capture / POSES_FILE}.get(args.poses, Path(args.poses))
     if args.poses == "capture" and not poses.is_file():
         poses = None

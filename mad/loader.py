@@ -140,8 +140,21 @@ def load_train_views(class_dir, downscale: int = 1, white_bkgd: bool = True) -> 
         height=int(height),
         width=int(width),
         paths=paths,
-        bounds=meta.get("bounds"),
+        bounds=_bounds(meta, tpath),
     )
+
+
+BOUND_KEYS = ("near", "far", "object_radius")
+
+
+def _bounds(meta: dict, path: Path) -> dict[str, float] | None:
+    """transforms.json's "bounds" (mad.colmap_poses), checked: None when absent."""
+    bounds = meta.get("bounds")
+    if bounds is None:
+        return None
+    if not isinstance(bounds, dict) or not all(isinstance(bounds.get(k), (int, float)) for k in BOUND_KEYS):
+        raise DataError(f"{path}: 'bounds' must hold the numbers {', '.join(BOUND_KEYS)}, got {bounds!r}")
+    return {k: float(bounds[k]) for k in BOUND_KEYS}
 
 
 def load_test_set(class_dir, downscale: int = 1, white_bkgd: bool = True,

@@ -495,3 +495,21 @@ def test_capture_sfm_benchmark_reads_variant_flags_and_tables_failed_runs():
     lines = table([failed, done], posed=53, photos=53).splitlines()
     assert lines[2].startswith("| small | 18 (no transforms.json") and lines[2].endswith("| 30 (10, 15, 5) |")
     assert lines[3] == "| big | 50 (94 %) | 0.50 / 1.00 / 2.00 | 0.50 / 2.00 | 0.40 | 30 (10, 15, 5) |"
+
+
+def test_transforms_bounds_are_read_and_bad_ones_refused(tmp_path):
+    import json
+
+    from mad.loader import load_train_views
+    from tests.conftest import generate_tiny
+
+    class_dir = generate_tiny(tmp_path, n_train=4, n_test_good=1, n_test_defect=1)
+    meta = json.loads((class_dir / "transforms.json").read_text())
+    assert load_train_views(class_dir).bounds is None                   # generated classes have none
+    meta["bounds"] = {"near": 3, "far": 5.0, "object_radius": 0.6}
+    (class_dir / "transforms.json").write_text(json.dumps(meta))
+    assert load_train_views(class_dir).bounds == {"near": 3.0, "far": 5.0, "object_radius": 0.6}
+    meta["bounds"] = {"near": 3.0}
+    (class_dir / "transforms.json").write_text(json.dumps(meta))
+    with pytest.raises(DataError, match=r"transforms\.json: 'bounds' must hold the numbers near, far, object_radius"):
+        load_train_views(class_dir)
