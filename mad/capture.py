@@ -38,6 +38,7 @@ from common.io import write_image, write_json
 from mad.foreground import object_mask
 from mad.layout import GOOD, TEST_POSES_FILE, TRANSFORMS_FILE, list_images
 from mad.paint import PAINTED_TYPES, paint_defect
+from mad.transforms import frame_pose
 
 CAPTURE_RECORD = "capture.json"
 
@@ -88,13 +89,11 @@ def read_capture_poses(path: Path) -> tuple[dict, dict[str, np.ndarray]]:
     try:
         meta = json.loads(Path(path).read_text())
         camera = {k: float(meta[k]) for k in CAMERA_KEYS}
-        poses = {Path(f["file_path"]).name: np.asarray(f["transform_matrix"], dtype=np.float64) for f in meta["frames"]}
+        frames = list(meta["frames"])
     except (OSError, ValueError, KeyError, TypeError) as err:
-        raise DataError(f"{path}: not a capture pose file (camera {', '.join(CAMERA_KEYS)} and frames with file_path "
-                        f"and transform_matrix: {err!r})") from None
-    bad = [name for name, pose in poses.items() if pose.shape != (4, 4) or not np.isfinite(pose).all()]
-    if bad:
-        raise DataError(f"{path}: the pose of {bad[0]} is not a finite 4x4 matrix")
+        raise DataError(f"{path}: not a capture pose file (camera {', '.join(CAMERA_KEYS)} and a list of frames: "
+                        f"{err!r})") from None
+    poses = {Path(f["file_path"]).name: frame_pose(f, i, Path(path)) for i, f in enumerate(frames)}
     return {**camera, "k1": float(meta.get("k1", 0.0)), "bounds": meta.get("bounds")}, poses
 
 

@@ -31,6 +31,7 @@ from common.rotations import rotation_error_deg
 from common.runtime import resolve_device, synchronize
 from inerf.metrics import summarise, translation_error_frac
 from mad.layout import TEST_POSES_FILE
+from mad.transforms import frame_pose
 from omniposead.classes import exit_code, run_classes
 from omniposead.config import OmniposeConfig, build_parser
 from omniposead.pipeline import estimate_batch_poses, load_class
@@ -51,20 +52,16 @@ def load_test_poses(class_dir) -> dict[str, np.ndarray]:
     """{"<defect_type>/<stem>": [4,4] camera-to-world} from <class_dir>/test_poses.json."""
     path = Path(class_dir) / TEST_POSES_FILE
     if not path.is_file():
-        raise DataError(f"{path}: no test poses (only generated classes have them; MAD itself does not)")
+        raise DataError(f"{path}: no test poses (generated classes and captures with poses have them; MAD itself "
+                        "does not)")
     try:
         frames = json.loads(path.read_text())["frames"]
     except (OSError, ValueError, KeyError, TypeError) as err:
         raise DataError(f"{path}: not a test-pose file with a 'frames' list ({err})") from None
     poses = {}
     for i, frame in enumerate(frames):
-        try:
-            rel = Path(frame["file_path"])
-            pose = np.asarray(frame["transform_matrix"], dtype=np.float64)
-        except (KeyError, TypeError, ValueError) as err:
-            raise DataError(f"{path}: frame {i} lacks file_path/transform_matrix ({err})") from None
-        if pose.shape != (4, 4) or not np.isfinite(pose).all():
-            raise DataError(f"{path}: frame {i} ({rel}) transform_matrix is not a finite 4x4 matrix")
+        pose = frame_pose(frame, i, path)
+        rel = Path(frame["file_path"])
         poses[f"{rel.parent.name}/{rel.stem}"] = pose
     return poses
 
