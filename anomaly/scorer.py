@@ -186,18 +186,34 @@ def image_scores(maps, pool: int):
     Accepts a torch tensor [B,H,W] (returns a tensor on the same device) or a numpy array
     (returns numpy). `pool` = 1 gives the plain maximum.
     """
-    if int(pool) < 1:
-        raise ConfigError(f"image_score_pool must be >= 1, got {pool}")
     as_numpy = isinstance(maps, np.ndarray)
     x = torch.from_numpy(np.ascontiguousarray(maps)) if as_numpy else maps
+    scores = _box_average(x, pool).flatten(1).amax(dim=1)
+    return scores.numpy() if as_numpy else scores
+
+
+def defect_masks(maps, threshold: float, pool: int) -> np.ndarray:
+    """Binary defect masks [B,H,W] bool of maps [B,H,W] (numpy or torch): every pixel of a pool x pool window
+    whose average is above `threshold`. With the image threshold and the image score's pool, a mask is empty
+    exactly when the image score is at or below the threshold (pool = 1: the pixels above it)."""
+    x = torch.from_numpy(np.ascontiguousarray(maps)) if isinstance(maps, np.ndarray) else maps.detach().cpu()
+    above = (_box_average(x, pool) > threshold).float()
+    kh, kw = x.shape[-2] - above.shape[-2] + 1, x.shape[-1] - above.shape[-1] + 1
+    # a pixel is covered by the windows whose top-left corner is at most (kh - 1, kw - 1) above and left of it
+    covered = F.max_pool2d(F.pad(above, (kw - 1, kw - 1, kh - 1, kh - 1)), kernel_size=(kh, kw), stride=1)
+    return covered[:, 0].numpy() > 0.5
+
+
+def _box_average(x: torch.Tensor, pool: int) -> torch.Tensor:
+    """Average over every pool x pool window (the kernel capped by the map's size), stride 1: [B,1,h,w]."""
+    if int(pool) < 1:
+        raise ConfigError(f"image_score_pool must be >= 1, got {pool}")
     if x.ndim != 3:
         raise ValueError(f"expected maps [B,H,W], got {tuple(x.shape)}")
     kh, kw = min(int(pool), x.shape[-2]), min(int(pool), x.shape[-1])
     # separable box filter (rows then columns): the same average as one k x k pool, O(k) per pixel
     pooled = F.avg_pool2d(x.float()[:, None], kernel_size=(kh, 1), stride=1)
-    pooled = F.avg_pool2d(pooled, kernel_size=(1, kw), stride=1)
-    scores = pooled.flatten(1).amax(dim=1)
-    return scores.numpy() if as_numpy else scores
+    return F.avg_pool2d(pooled, kernel_size=(1, kw), stride=1)
 
 
 def _check_pair(query: torch.Tensor, reference: torch.Tensor) -> None:

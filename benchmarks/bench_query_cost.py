@@ -28,13 +28,16 @@ from omniposead.config import parse_config
 ROOT = Path("outputs/query_cost")
 
 
-def class_flags(config: str, seeds: list[int], textured: bool) -> list[tuple[str, list[str]]]:
-    """(label, flags) of every class: the config on each seed, and the textured object on the first seed."""
+def class_flags(config: str, seeds: list[int], textured: bool, detail: bool = False) -> list[tuple[str, list[str]]]:
+    """(label, flags) of every class: the config on each seed, and the textured object and the detailed stand-in
+    on the first seed, or seed 0 without seeds (classes <name>_tex and <name>_detail, as Table 2 names them)."""
     classes = [(f"s{seed}", seed_args(config, seed)) for seed in seeds]
-    if textured:
-        name = parse_config(["--config", config]).run.class_name
-        classes.append(("textured", [*seed_args(config, seeds[0]), "--synth_textured", "true",
-                                     "--class_name", f"{name}_tex"]))
+    name = parse_config(["--config", config]).run.class_name
+    for wanted, label, flag, suffix in ((textured, "textured", "--synth_textured", "tex"),
+                                        (detail, "detail", "--synth_detail", "detail")):
+        if wanted:
+            classes.append((label, [*seed_args(config, seeds[0] if seeds else 0), flag, "true", "--class_name",
+                                    f"{name}_{suffix}"]))
     return classes
 
 

@@ -21,6 +21,7 @@ from anomaly.scorer import image_scores, protocol_size
 from common.errors import DataError
 from common.io import write_image, write_json
 from common.run import RunOptions
+from evaluation.html_report import REPORT_NAME, write_html_report
 from evaluation.metrics import evaluate
 from evaluation.options import EvalOptions
 from evaluation.plots import (
@@ -32,7 +33,7 @@ from evaluation.plots import (
     select_qualitative,
 )
 from mad.images import read_image_file
-from mad.layout import GOOD
+from mad.layout import GOOD, mask_path
 from mad.loader import TestSample, load_run_test_set
 
 
@@ -193,5 +194,35 @@ def evaluate_class(run: RunOptions, score: ScoreOptions, ev: EvalOptions, write_
                                    reference=reference, mask=masks[i], amap=maps[i]))
     qualitative_sheet(out_dir / "qualitative.png", rows, vmin, vmax, threshold,
                       title=f"{obj}: heat-map scale [{vmin:.3g}, {vmax:.3g}], mask threshold {threshold:.3g}")
+    write_test_report(out_dir, obj, samples, records, metrics)
     write_json(out_dir / "metrics.json", metrics)
     return metrics
+
+
+TEST_REPORT_COLUMNS = (("name", "image"), ("defect_type", "defect"), ("image_score", "image score"),
+                       ("pose_loss_ratio", "pose loss / threshold"), ("pose_unsure", "pose unsure"))
+TEST_REPORT_THUMBNAILS = (("query", "image"), ("reference", "reference"), ("overlay", "heat map"),
+                          ("mask", "true mask"))
+
+
+def write_test_report(out_dir, obj: str, samples: list[TestSample], records: dict[str, dict], metrics: dict):
+    """report.html beside qualitative.png: the metrics and the unsure poses at the top, a sortable row per test
+    image with the image, its reference, its heat map and its true mask."""
+    rows = []
+    for sample, image in zip(samples, metrics["images"], strict=True):
+        paths = result_paths(out_dir, sample.name)
+        truth = None if sample.label == 0 else mask_path(sample.path.parents[2], sample.defect_type, sample.path)
+        rows.append({**image, "pose_loss_ratio": records[sample.name].get("pose_loss_ratio"),
+                     "query": paths.query if paths.query.is_file() else sample.path,
+                     "reference": paths.reference if paths.reference.is_file() else None,
+                     "overlay": paths.overlay if paths.overlay.is_file() else None, "mask": truth})
+    unsure = metrics["pose_unsure"]
+    lo, hi = metrics["colour_scale"]
+    notes = [(f"pixel AUROC {metrics['pixel_auroc']:.3f}, image AUROC {metrics['image_auroc']:.3f}, "
+              f"pixel AUPRO {metrics['pixel_aupro']:.3f} over {len(samples)} test images"),
+             f"heat maps on the class's scale {lo:.3g} .. {hi:.3g}",
+             f"unsure poses: {len(unsure)}" + (f" ({', '.join(unsure)})" if unsure else "")]
+    rows.sort(key=lambda r: -r["image_score"])                      # the highest score first
+    return write_html_report(out_dir / REPORT_NAME, f"{obj}: {len(samples)} test images", notes, rows,
+                             TEST_REPORT_COLUMNS, TEST_REPORT_THUMBNAILS,
+                             row_class=lambda r: ["defective"] * (r["label"] == 1) + ["unsure"] * r["pose_unsure"])

@@ -6,7 +6,8 @@ nearest views, skipping any within `inerf_restart_min_angle` degrees of one alre
 they cover distinct views: on near-symmetric objects the nearest views can all sit on the wrong side,
 and a refinement that starts there renders the wrong side (a huge false anomaly). With
 `inerf_restart_fraction = f` every start runs f * inerf_steps steps, then only each query's best continues
-for the remaining steps (its learning-rate schedule carries on where it stopped).
+for the remaining steps (its learning-rate schedule carries on where it stopped); `inerf_start_rays` (when
+set) is the ray count of those first steps and of the retry's.
 
 Retry (`inerf_retry_factor = r > 0`, with k > 1): a query whose best loss after those first steps is above r
 times the median best loss of the queries refined together has most likely started on the wrong side
@@ -23,7 +24,7 @@ raises the loss too, so some correct poses are refined twice; that costs steps, 
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -186,12 +187,15 @@ def estimate_poses(renderer, database, train_views, images, opts: InerfOptions, 
     steps = opts.inerf_steps
     first = round(opts.inerf_restart_fraction * steps) if k > 1 else steps
     first = first if 0 < first < steps else steps
+    # the starts' own ray count, only where a best start continues with inerf_rays (its final loss is then the
+    # one every later decision reads: the rerun, the pose confidence)
+    start_opts = replace(opts, inerf_rays=opts.inerf_start_rays) if opts.inerf_start_rays and first < steps else opts
     batches = -(-len(jobs) // opts.inerf_batch)
     total = batches * first + (-(-len(images) // opts.inerf_batch)) * (steps - first)
     with progress_bar(total=total, desc=f"iNeRF ({len(images)} queries x {k} starts)", unit="step", leave=False,
                       disable=not progress) as bar:
-        results = _refine_jobs(renderer, images, train_poses, jobs, train_views.intrinsics, opts, device, seed,
-                               steps=first, first_step=0, bar=bar)
+        results = _refine_jobs(renderer, images, train_poses, jobs, train_views.intrinsics, start_opts, device,
+                               seed, steps=first, first_step=0, bar=bar)
         best = _best_jobs(jobs, results)
         retry = queries_to_retry({q: _loss(results[j]) for q, j in best.items()}, opts.inerf_retry_factor) \
             if k > 1 else []
@@ -201,8 +205,8 @@ def estimate_poses(renderer, database, train_views, images, opts: InerfOptions, 
         if extra:
             bar.total += -(-len(extra) // opts.inerf_batch) * first
             bar.set_description(f"iNeRF ({len(images)} queries x {k} starts, {len(retry)} retried)")
-            results += _refine_jobs(renderer, images, train_poses, extra, train_views.intrinsics, opts, device,
-                                    seed, steps=first, first_step=0, bar=bar)
+            results += _refine_jobs(renderer, images, train_poses, extra, train_views.intrinsics, start_opts,
+                                    device, seed, steps=first, first_step=0, bar=bar)
             jobs += extra
             best = _best_jobs(jobs, results)
         finals = {}

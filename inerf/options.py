@@ -37,6 +37,11 @@ class InerfOptions(Options):
     inerf_restart_fraction: float = option(0.2, "with k > 1 starts: all of them run this fraction of inerf_steps, "
                                                 "then only each query's best continues for the rest (1 = all run "
                                                 "every step; 0.2 costs about 1.5x a single start at 5 starts)")
+    inerf_start_rays: int = option(0, "with k > 1 starts and a restart fraction below 1: rays per query per step "
+                                      "(and fixed evaluation rays) while all the starts run; the best start then "
+                                      "continues with inerf_rays (0 = inerf_rays throughout). The starts lie at "
+                                      "least inerf_restart_min_angle apart, and telling the right one from the wrong "
+                                      "ones needs fewer rays than settling it finely")
     inerf_retry_factor: float = option(3.0, "with k > 1 starts: a query whose best loss after the first steps is "
                                             "above this many times the median of the batch's gets k more starts, "
                                             "away from those tried (0 = no retry)")
@@ -86,6 +91,7 @@ class InerfOptions(Options):
         require(self.inerf_steps >= 0, f"inerf_steps must be >= 0, got {self.inerf_steps}")
         for name in ("inerf_rays", "inerf_batch", "inerf_topk_restarts", "inerf_lr_decay_every"):
             require(getattr(self, name) >= 1, f"{name} must be >= 1, got {getattr(self, name)}")
+        require(self.inerf_start_rays >= 0, f"inerf_start_rays must be >= 0, got {self.inerf_start_rays}")
         require(self.inerf_chunk >= 0, f"inerf_chunk must be >= 0, got {self.inerf_chunk}")
         require(self.inerf_converge_deg >= 0, f"inerf_converge_deg must be >= 0, got {self.inerf_converge_deg}")
         require(self.inerf_rerun_factor >= 0, f"inerf_rerun_factor must be >= 0, got {self.inerf_rerun_factor}")

@@ -40,6 +40,22 @@ class PipelineOptions(Options):
 
 
 @dataclass(frozen=True)
+class PredictOptions(Options):
+    GROUP: ClassVar[str] = "verdicts on new photos (predict.py)"
+
+    max_false_alarm: float = option(0.1, "without --validation_dir: the threshold is set so that about this share "
+                                         "of anomaly-free photos is called defective, from the class's held-out "
+                                         "training views scored like queries")
+    validation_dir: str = option("", "a labelled folder laid out like a MAD class (test/good, test/<defect>, "
+                                     "ground_truth/<defect>): the thresholds are its best image and pixel F1 "
+                                     "(anomalib's adaptive threshold) instead")
+
+    def validated(self) -> PredictOptions:
+        require(0.0 < self.max_false_alarm < 1.0, f"max_false_alarm must be in (0, 1), got {self.max_false_alarm}")
+        return self
+
+
+@dataclass(frozen=True)
 class LauncherOptions(Options):
     GROUP: ClassVar[str] = "launcher (many classes at once: omniposead.launcher)"
 
@@ -77,6 +93,7 @@ class OmniposeConfig:
     score: ScoreOptions
     evaluation: EvalOptions
     pipeline: PipelineOptions
+    predict: PredictOptions
     launcher: LauncherOptions
 
     @classmethod
@@ -90,7 +107,8 @@ class OmniposeConfig:
 STAGES: dict[str, type[Options]] = {
     "run": RunOptions, "synth": SynthOptions, "nerf": NeRFOptions, "train": TrainOptions,
     "backbone": BackboneOptions, "retrieval": RetrievalOptions, "inerf": InerfOptions, "score": ScoreOptions,
-    "evaluation": EvalOptions, "pipeline": PipelineOptions, "launcher": LauncherOptions,
+    "evaluation": EvalOptions, "pipeline": PipelineOptions, "predict": PredictOptions,
+    "launcher": LauncherOptions,
 }
 
 

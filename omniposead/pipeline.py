@@ -204,21 +204,24 @@ def check_test_set(test_set: list[TestSample], views: TrainViews, class_dir: Pat
 
 
 def load_class(cfg: OmniposeConfig, device: torch.device | None = None, *, train: bool = True,
-               require_labels: bool = False, progress: bool = True, poses: bool = True) -> ClassAssets:
+               require_labels: bool = False, progress: bool = True, poses: bool = True,
+               test_set: bool = True, views: TrainViews | None = None) -> ClassAssets:
     """Load (and, with `train`, generate and train as needed) everything of the class `cfg.run.class_name`.
     The class is validated first, so a bad file stops the run before any training. Without `train` a
     missing checkpoint is an error. Without `poses` the pose-unsure threshold is not calibrated (for work
-    that estimates no pose)."""
+    that estimates no pose); without `test_set` the class's test folder is not read (new photos are scored).
+    `views`: the class's training views when the caller has loaded them already (class_train_views)."""
     device = resolve_device(cfg.run.device) if device is None else device
     run = cfg.run
     seed_everything(run.seed)
     clock = StageTimes()
     with clock.stage("data"):
         class_dir = prepare_class(cfg) if train else resolve_class_dir(run.data_root, run.class_name)
-        views = class_train_views(cfg, class_dir)
-        test_set = load_test_set(class_dir, downscale=run.image_downscale, white_bkgd=run.white_bkgd,
-                                 allow_empty_masks=run.allow_empty_masks)
-        check_test_set(test_set, views, class_dir, require_labels)
+        views = class_train_views(cfg, class_dir) if views is None else views
+        samples = load_test_set(class_dir, downscale=run.image_downscale, white_bkgd=run.white_bkgd,
+                                allow_empty_masks=run.allow_empty_masks) if test_set else []
+        if samples:
+            check_test_set(samples, views, class_dir, require_labels)
         ensure_writable(run.ckpt_dir, "checkpoint")
         remove_stale_temps(run.ckpt_dir)
     with clock.stage("backbone"):
@@ -237,7 +240,7 @@ def load_class(cfg: OmniposeConfig, device: torch.device | None = None, *, train
                     if cfg.score.score_normalization == "residual" else None)
     with clock.stage("pose calibration"):
         calibration = load_or_calibrate(cfg, views, nerf.renderer, nerf.digest, device) if poses else None
-    return ClassAssets(cfg, device, class_dir, views, test_set, nerf.renderer, nerf.step, nerf.digest, backbone,
+    return ClassAssets(cfg, device, class_dir, views, samples, nerf.renderer, nerf.step, nerf.digest, backbone,
                        database, reference, residual, calibration, clock=clock)
 
 
@@ -257,14 +260,19 @@ def estimate_batch_poses(assets: ClassAssets, images: np.ndarray, progress: bool
 
 
 @dataclass
-class ImageResult:
-    """One test image through the pipeline."""
-    sample: TestSample
+class ScoredImage:
+    """One query image through the pipeline: its pose, reference, map and score."""
     pose: PoseEstimate
-    reference: np.ndarray      # [H,W,3] float32 in [0,1]: the NeRF rendered at the refined pose
+    reference: np.ndarray      # [H,W,3] float32 in [0,1]: the anomaly-free reference at the refined pose
     score_map: np.ndarray      # [H,W] float32
     image_score: float
     seconds: dict[str, float]  # per image: pose, render, score
+
+
+@dataclass
+class ImageResult(ScoredImage):
+    """One test image through the pipeline."""
+    sample: TestSample
 
     def record(self, backbone: str, scorer: dict) -> dict:
         """The JSON record written beside the map (anomaly.results); `scorer`: ScoreOptions.scorer_record()."""
@@ -281,8 +289,14 @@ def to_chw(images: np.ndarray, device: torch.device) -> torch.Tensor:
 def process_batch(assets: ClassAssets, samples: list[TestSample], progress: bool = False) -> list[ImageResult]:
     """Pose -> reference render -> anomaly map -> image score for a batch of test images
     (progress: a bar over the iNeRF steps)."""
+    scored = score_images(assets, np.stack([sample.image for sample in samples]), progress)
+    return [ImageResult(**vars(s), sample=sample) for s, sample in zip(scored, samples, strict=True)]
+
+
+def score_images(assets: ClassAssets, images: np.ndarray, progress: bool = False) -> list[ScoredImage]:
+    """Pose -> reference render -> anomaly map -> image score for a batch of query images [B,H,W,3] at the
+    training size (progress: a bar over the iNeRF steps)."""
     cfg, device = assets.cfg, assets.device
-    images = np.stack([sample.image for sample in samples])
     t0 = time.perf_counter()
     poses = estimate_batch_poses(assets, images, progress=progress)
     t1 = time.perf_counter()
@@ -291,12 +305,12 @@ def process_batch(assets: ClassAssets, samples: list[TestSample], progress: bool
     maps = anomaly_map(assets.backbone, to_chw(images, device), references, cfg.score, residual=assets.residual)
     scores = image_scores(maps, cfg.score.image_pool())
     t3 = time.perf_counter()
-    n = len(samples)
+    n = len(images)
     seconds = {"pose": (t1 - t0) / n, "render": (t2 - t1) / n, "score": (t3 - t2) / n}
     references_np = references.permute(0, 2, 3, 1).cpu().numpy()
     maps_np = maps.cpu().numpy()
-    return [ImageResult(sample, pose, references_np[i], maps_np[i], float(scores[i]), dict(seconds))
-            for i, (sample, pose) in enumerate(zip(samples, poses, strict=True))]
+    return [ScoredImage(pose, references_np[i], maps_np[i], float(scores[i]), dict(seconds))
+            for i, pose in enumerate(poses)]
 
 
 def used_assets(assets: ClassAssets) -> dict:

@@ -118,7 +118,10 @@ def format_table(report: dict) -> str:
                      f"used {c['fallback_used']}; refined again (inerf_rerun_factor) {c.get('rerun', 0)}, kept "
                      f"{c.get('rerun_used', 0)}")
     if report.get("seconds_per_query") is not None:
-        lines.append(f"seconds per query (retrieval + iNeRF): {report['seconds_per_query']:.3f}")
+        lines.append(f"seconds per query (retrieval + iNeRF): {report['seconds_per_query']:.3f}"
+                     + (f"; iNeRF work per query: {report['work_rays_per_query']:,.0f} rays, "
+                        f"{report['work_samples_per_query']:,.0f} field evaluations"
+                        if report.get("work_rays_per_query") is not None else ""))
     return "\n".join(lines)
 
 
@@ -155,7 +158,9 @@ def estimates_from_pipeline(cfg: OmniposeConfig, device, progress: bool = True) 
             "device": str(assets.device),
             "final_loss_median": float(np.median([r.final_loss for r in results])),
             "pose_threshold": assets.pose_calibration.threshold if assets.pose_calibration else None,
-            "sampling_fallbacks": sum(r.sampling != cfg.inerf.inerf_sampling for r in results)}
+            "sampling_fallbacks": sum(r.sampling != cfg.inerf.inerf_sampling for r in results),
+            "work_rays_per_query": float(np.mean([r.work_rays for r in results])),
+            "work_samples_per_query": float(np.mean([r.work_samples for r in results]))}
     return estimates, seconds, info
 
 
@@ -183,6 +188,7 @@ def evaluate_class(cfg: OmniposeConfig, from_outputs: bool = False, device=None,
                            "inerf_topk_restarts": inerf.inerf_topk_restarts,
                            "inerf_restart_min_angle": inerf.inerf_restart_min_angle,
                            "inerf_restart_fraction": inerf.inerf_restart_fraction,
+                           "inerf_start_rays": inerf.inerf_start_rays,
                            "inerf_retry_factor": inerf.inerf_retry_factor,
                            "downscale": cfg.run.image_downscale},
               **info}

@@ -25,6 +25,7 @@ OUTSIDE_IDENTITY = {
     "train": "acts only through the checkpoint, which used.nerf_weights names by its content",
     "evaluation": "reads the maps once they are made (save_overlays only adds a preview picture)",
     "pipeline": "chooses whether to evaluate after the maps are made",
+    "predict": "turns finished maps into verdicts (a threshold of its own, recomputed when it changes)",
     "launcher": "chooses where and how many classes run at once",
 }
 

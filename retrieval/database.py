@@ -135,6 +135,26 @@ class DescriptorDatabase:
                    notes=state.get("notes"), batch_size=batch_size)
 
 
+class WithoutViews:
+    """A database whose queries never return the training views `excluded`: views of the class scored as if
+    they were queries (the threshold's held-out views) must not find themselves."""
+
+    def __init__(self, database: DescriptorDatabase, excluded):
+        self.database, self.excluded = database, np.asarray(sorted({int(i) for i in excluded}), dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self.database) - len(self.excluded)
+
+    def query(self, images, k: int = 1) -> tuple[np.ndarray, np.ndarray]:
+        """As DescriptorDatabase.query, the excluded views left out (indices still into the whole database)."""
+        k = max(1, min(int(k), len(self)))
+        idx, dist = self.database.query(images, k + len(self.excluded))
+        keep = ~np.isin(idx, self.excluded)
+        rows = [np.flatnonzero(row)[:k] for row in keep]
+        return (np.stack([i[r] for i, r in zip(idx, rows, strict=True)]),
+                np.stack([d[r] for d, r in zip(dist, rows, strict=True)]))
+
+
 def database_fingerprint(train_views, backbone, desc_dim: int, retrieval_size: int) -> str:
     """Hash of the training images (mad.loader.TrainViews.image_digest), backbone (description + weights),
     desc_dim and retrieval_size."""

@@ -5,7 +5,7 @@ Layers, bottom to top (a module may import its own package and any lower layer):
 
     common  <  mad, features, nerf  <  retrieval, inerf, anomaly  <  evaluation  <  omniposead  <  entry points
 
-Entry points are the command lines (anomaly_nerf_lego.py, auroc_test.py, `python train_nerf.py`,
+Entry points are the command lines (anomaly_nerf_lego.py, auroc_test.py, predict.py, `python train_nerf.py`,
 `python -m mad.synthesize`, benchmarks/): they may import anything, and nothing imports them.
 """
 from __future__ import annotations
@@ -18,7 +18,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE_LAYERS = {"common": 0, "mad": 1, "features": 1, "nerf": 1, "retrieval": 2, "inerf": 2, "anomaly": 2,
                   "evaluation": 3, "omniposead": 4}
-ENTRY_POINTS = {"anomaly_nerf_lego", "auroc_test", "train_nerf"}
+ENTRY_POINTS = {"anomaly_nerf_lego", "auroc_test", "train_nerf", "predict"}
 ENTRY_LAYER = 5
 
 

@@ -209,6 +209,24 @@ def test_the_work_of_every_start_is_counted(scene):
     assert single.rays.tolist() == [5 * 16] and single.samples.tolist() == [5 * 5 * 16]
 
 
+def test_the_starts_run_on_their_own_ray_count(scene):
+    """inerf_start_rays: the starts' steps and evaluations use it, the winner's continuation inerf_rays; with no
+    continuation (restart fraction 1) every step uses inerf_rays, so the final loss is always on inerf_rays."""
+    counting, true = _CountingScene(scene, per_ray=1), look_at(60.0, 20.0)
+    train = SimpleNamespace(poses=np.stack([look_at(60.0 + 20 * i, 20.0) for i in range(3)]), intrinsics=CAMERA,
+                            height=H, width=W)
+    opts = cfg(inerf_steps=8, inerf_rays=16, inerf_topk_restarts=3, inerf_restart_fraction=0.5, inerf_start_rays=4,
+               inerf_restart_min_angle=0.0, inerf_retry_factor=0.0, inerf_sampling="random")
+    image = render(scene, true)[None]
+    estimate = estimate_poses(counting, _FakeDatabase([0, 1, 2]), train, image, opts, "cpu", progress=False)[0]
+    assert estimate.work_rays == 3 * 6 * 4 + 6 * 16
+    whole = estimate_poses(counting, _FakeDatabase([0, 1, 2]), train, image,
+                           dataclasses.replace(opts, inerf_restart_fraction=1.0), "cpu", progress=False)[0]
+    assert whole.work_rays == 3 * 10 * 16
+    with pytest.raises(Exception, match="inerf_start_rays"):
+        dataclasses.replace(opts, inerf_start_rays=-1).validated()
+
+
 @pytest.mark.slow
 def test_a_converged_query_stops_and_keeps_its_pose(scene):
     """inerf_converge_deg: once the step size decays, a query whose camera moved less than the limit over a window
@@ -270,6 +288,11 @@ def test_diverse_restarts_escape_a_wrong_neighbourhood(scene):
     assert scene.calls - calls == (20 + 2) + (40 + 2)       # one batch of 2 starts, then the winner alone
     assert pruned[0].start_indices == [0, 2] and pruned[0].restart_rank == 1
     assert pruned[0].loss_curve.shape == (60,) and rotation_error_deg(pruned[0].refined_pose, true) < 2.0
+    # the starts on an eighth of the rays tell the right one from the wrong one as well
+    few = estimate_poses(scene, database, train, image, cfg(inerf_steps=60, inerf_topk_restarts=2,
+                                                            inerf_restart_fraction=1 / 3, inerf_start_rays=32),
+                         "cpu", progress=False)
+    assert few[0].restart_rank == 1 and rotation_error_deg(few[0].refined_pose, true) < 2.0
 
 
 @pytest.mark.slow
