@@ -14,10 +14,11 @@ Reads the per-image results written by anomaly_nerf_lego.py (layout: anomaly/res
 map), with the image_score_pool the maps were made with (run.json) unless --image_score_pool (or the
 config) gives one: the pooling can be tuned without rerunning the pipeline.
 
-Per class it prints `pixel AUROC: 0.xxx`, `image AUROC: 0.xxx`, the pixel AUPRO and the
-per-defect breakdown, and writes metrics.json, roc.png, qualitative.png (and, with
---save_overlays, <defect>/<stem>_overlay.png with the class-wide colour scale) into the class's
-output folder. `--obj all` also prints a markdown table like the paper's Table 2 (its Mean row over
+Per class it prints `pixel AUROC: 0.xxx`, `image AUROC: 0.xxx`, the pixel AUPRO, the pixel F1 (the best
+over thresholds, as OmniAD reports it) and the per-defect breakdown, and writes metrics.json, roc.png,
+qualitative.png, report.html (a page to review every image) and (with --save_overlays)
+<defect>/<stem>_overlay.png with the class-wide colour scale into the class's output folder.
+`--obj all` also prints a markdown table like the paper's Table 2 (its Mean row over
 the classes that could be evaluated, their count stated) and writes it to
 <output_root>/<dataset>/results_table.md; it exits with 1 if any class could not be evaluated.
 The work itself is the evaluation package; this file is its command line.

@@ -3,7 +3,11 @@ from __future__ import annotations
 
 import numpy as np
 
-TABLE_KEYS = ("pixel_auroc", "image_auroc", "pixel_aupro")
+TABLE_KEYS = ("pixel_auroc", "image_auroc", "pixel_aupro", "pixel_f1")
+# The header of each class metric in every table: the class report, the all-class table, the decomposition and the
+# baselines. Pixel F1 is the best F1 over the map's thresholds (OmniAD's pixel-wise F1).
+METRIC_HEADERS = {"pixel_auroc": "pixel AUROC", "image_auroc": "image AUROC", "pixel_aupro": "pixel AUPRO",
+                  "pixel_f1": "pixel F1"}
 
 
 def report(metrics: dict) -> str:
@@ -15,6 +19,9 @@ def report(metrics: dict) -> str:
         f"image AUROC: {metrics['image_auroc']:.3f}",
         f"pixel AUPRO: {metrics['pixel_aupro']:.3f} (FPR <= {metrics['aupro_fpr_limit']:g})",
     ]
+    if metrics.get("pixel_f1") is not None:
+        lines.append(f"pixel F1: {metrics['pixel_f1']:.3f} (the best over thresholds, at map value "
+                     f"{metrics['pixel_threshold']:.3g})")
     for dtype, entry in metrics["per_defect"].items():
         lines.append(f"  {dtype} ({entry['n_images']} images vs good): image AUROC {_fmt(entry['image_auroc'])}, "
                      f"pixel AUROC {_fmt(entry['pixel_auroc'])}, pixel AUPRO {_fmt(entry['pixel_aupro'])}")
@@ -40,26 +47,39 @@ def cost_line(cost: dict | None) -> str | None:
 
 
 def results_table(rows: list[dict], extra: tuple[tuple[str, str, str], ...] = ()) -> str:
-    """Markdown table in percent with a Mean row over the given (complete) classes. `extra`: further columns
-    as (key, header, format spec), shown as given (n/a where a row has none; their mean over the rows that do)."""
-    out = ["| class | pixel AUROC (%) | image AUROC (%) | pixel AUPRO (%) |" + "".join(f" {h} |" for _, h, _ in extra),
-           "|---|---:|---:|---:|" + "---:|" * len(extra)]
+    """Markdown table in percent with a Mean row over the given classes (a metric a row lacks is n/a, and the
+    mean is over the rows that have it). `extra`: further columns as (key, header, format spec), shown as given
+    (n/a where a row has none; their mean over the rows that do)."""
+    out = ["| class |" + "".join(f" {METRIC_HEADERS[k]} (%) |" for k in TABLE_KEYS)
+           + "".join(f" {h} |" for _, h, _ in extra),
+           "|---|" + "---:|" * (len(TABLE_KEYS) + len(extra))]
 
     def cells(values: list) -> str:
         return "".join(f" {'n/a' if v is None else format(v, spec)} |"
                        for v, (_, _, spec) in zip(values, extra, strict=True))
 
     for r in rows:
-        out.append(f"| {r['class']} | " + " | ".join(f"{100 * r[k]:.1f}" for k in TABLE_KEYS) + " |"
+        out.append(f"| {r['class']} | " + " | ".join(_percent(r.get(k)) for k in TABLE_KEYS) + " |"
                    + cells([r.get(key) for key, _, _ in extra]))
     if rows:
-        means = [100 * float(np.mean([r[k] for r in rows])) for k in TABLE_KEYS]
-        extra_means = [float(np.mean(vs)) if (vs := [r[key] for r in rows if r.get(key) is not None]) else None
-                       for key, _, _ in extra]
+        means = [_mean([r.get(k) for r in rows]) for k in TABLE_KEYS]
+        extra_means = [_mean([r.get(key) for r in rows]) for key, _, _ in extra]
         n = len(rows)
-        out.append(f"| **Mean ({n} class{'es' if n != 1 else ''})** | " + " | ".join(f"**{m:.1f}**" for m in means)
+        out.append(f"| **Mean ({n} class{'es' if n != 1 else ''})** | "
+                   + " | ".join("n/a" if m is None else f"**{100 * m:.1f}**" for m in means)
                    + " |" + cells(extra_means))
     return "\n".join(out) + "\n"
+
+
+def _percent(value) -> str:
+    return "n/a" if value is None else f"{100 * value:.1f}"
+
+
+def _mean(values: list) -> float | None:
+    """The mean of the values that are there (a metric a class could not have, or maps evaluated before it
+    was recorded), None when none is."""
+    present = [v for v in values if v is not None]
+    return float(np.mean(present)) if present else None
 
 
 def _fmt(value) -> str:

@@ -39,6 +39,7 @@ import torch.nn.functional as F
 from anomaly.patchcore import PatchCore, PatchcoreOptions
 from anomaly.results import load_record, load_score_map, result_paths
 from common.io import atomic_write, write_json
+from evaluation.report import METRIC_HEADERS
 from mad.layout import GOOD
 from nerf.checkpoint import LOG_NAME
 from nerf.trainer import heldout_view_indices
@@ -210,6 +211,9 @@ def compare_class(cfg: OmniposeConfig, pc_opts: PatchcoreOptions | None, device:
             "scorer": cfg.score.scorer_record(), "rows": [row.record() for row in rows]}
 
 
+PER_DEFECT = ("image_auroc", "pixel_auroc", "pixel_aupro")    # what evaluation.metrics gives per defect type
+
+
 def _cell(value, digits: int = 3) -> str:
     return "n/a" if value is None else f"{value:.{digits}f}"
 
@@ -221,14 +225,14 @@ def defect_types_of(tables: list[dict]) -> list[str]:
 def markdown_table(tables: list[dict]) -> str:
     """One markdown table: a row per (class, method), the metrics, the image AUROC per defect type, the times."""
     defects = defect_types_of(tables)
-    head = (["class", "method", "pixel AUROC", "image AUROC", "pixel AUPRO"]
+    head = (["class", "method", *(METRIC_HEADERS[k] for k in METRICS)]
             + [f"image / pixel AUROC {d}" for d in defects] + ["setup s", "s / query", "s / class", "note"])
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for t in tables:
         for row in t["rows"]:
             m = row["metrics"]
             cells = [t["class"], row["description"]]
-            cells += [_cell(m[k]) if m else "n/a" for k in METRICS]
+            cells += [_cell(m.get(k)) if m else "n/a" for k in METRICS]
             for d in defects:
                 pd = (m or {}).get("per_defect", {}).get(d)
                 cells.append(f"{_cell(pd['image_auroc'])} / {_cell(pd['pixel_auroc'])}" if pd else "n/a")
@@ -240,7 +244,7 @@ def markdown_table(tables: list[dict]) -> str:
 def csv_table(tables: list[dict]) -> str:
     """The same rows as CSV (per-defect image and pixel AUROC and AUPRO as columns)."""
     defects = defect_types_of(tables)
-    columns = ["class", "method", "description", *METRICS, *(f"{d}_{k}" for d in defects for k in METRICS),
+    columns = ["class", "method", "description", *METRICS, *(f"{d}_{k}" for d in defects for k in PER_DEFECT),
                "setup_s", "query_s", "class_s", "n_queries", "note"]
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
@@ -250,7 +254,7 @@ def csv_table(tables: list[dict]) -> str:
             m = row["metrics"] or {}
             entry = {"class": t["class"], "method": row["method"], "description": row["description"],
                      **{k: m.get(k) for k in METRICS},
-                     **{f"{d}_{k}": (m.get("per_defect", {}).get(d) or {}).get(k) for d in defects for k in METRICS},
+                     **{f"{d}_{k}": (m.get("per_defect", {}).get(d) or {}).get(k) for d in defects for k in PER_DEFECT},
                      **{k: row[k] for k in ("setup_s", "query_s", "class_s", "n_queries", "note")}}
             writer.writerow(entry)
     return buffer.getvalue()

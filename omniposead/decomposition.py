@@ -26,6 +26,7 @@ from common.camera import Intrinsics
 from common.io import write_json
 from evaluation.class_evaluation import ScoredSet
 from evaluation.metrics import evaluate
+from evaluation.report import METRIC_HEADERS, TABLE_KEYS
 from mad.capture import CAPTURE_RECORD
 from mad.images import read_image_file
 from mad.layout import GOOD, TEST_POSES_FILE
@@ -37,7 +38,7 @@ from omniposead.pose_accuracy import load_test_poses
 ROWS = ("oracle", "nerf_true_pose", "pipeline")
 DECOMPOSITION_FILE = "decomposition.json"
 SYNTH_STATS_FILE = "synth_stats.json"
-METRICS = ("pixel_auroc", "image_auroc", "pixel_aupro")
+METRICS = TABLE_KEYS            # pixel / image AUROC, pixel AUPRO, pixel F1 (evaluation.report)
 
 
 def scorer_key(cfg: OmniposeConfig) -> str:
@@ -115,7 +116,7 @@ def score_maps(cfg: OmniposeConfig, maps: list[np.ndarray], masks: list[np.ndarr
 
 def score_references(cfg: OmniposeConfig, backbone, residual, images: np.ndarray, references: np.ndarray,
                      masks: list[np.ndarray], defect_types: list[str], device, batch: int = 8) -> dict:
-    """Pixel AUROC, image AUROC and pixel AUPRO of the test images scored against `references`."""
+    """Pixel AUROC, image AUROC, pixel AUPRO and pixel F1 of the test images scored against `references`."""
     maps = reference_maps(cfg, backbone, residual, images, references, device, batch)
     result = score_maps(cfg, maps, masks, defect_types)
     return {key: result[key] for key in METRICS}
@@ -150,12 +151,18 @@ def format_table(table: dict) -> str:
     scorer = table["scorer"]
     lines = [(f"{table['class']} ({table['n_images']} test images, {table['n_good']} good), scorer "
               f"{scorer['score_protocol']}/{scorer['score_normalization']}, backbone: {table['backbone']}"),
-             "", "| reference | pixel AUROC | image AUROC | pixel AUPRO |", "|---|---:|---:|---:|"]
+             "", "| reference |" + "".join(f" {METRIC_HEADERS[k]} |" for k in METRICS),
+             "|---|" + "---:|" * len(METRICS)]
     for row in ROWS:
         metrics = table["rows"].get(row)
-        cells = ([f"{metrics[k]:.3f}" for k in METRICS] if metrics else [f"n/a ({why[row]})", "", ""])
+        cells = ([_cell(metrics.get(k)) for k in METRICS] if metrics
+                 else [f"n/a ({why[row]})"] + [""] * (len(METRICS) - 1))
         lines.append(f"| {row} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def _cell(value) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
 
 
 def save_decomposition(path: Path, key: str, table: dict) -> dict:

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from common.errors import ConfigError, DataError
 from common.io import atomic_write, write_json
-from evaluation.report import results_table
+from evaluation.report import TABLE_KEYS, results_table
 from omniposead.classes import ClassOutcome, class_names, summary_table
 from omniposead.config import LauncherOptions, OmniposeConfig, build_parser
 
@@ -239,7 +239,7 @@ def write_class_table(cfg: OmniposeConfig, outcomes: list[ClassOutcome]) -> Path
         metrics_path = cfg.run.for_class(o.name).output_dir / "metrics.json"
         if o.ok and metrics_path.is_file():
             metrics = json.loads(metrics_path.read_text())
-            rows.append({"class": o.name, **{k: metrics[k] for k in ("pixel_auroc", "image_auroc", "pixel_aupro")},
+            rows.append({"class": o.name, **{k: metrics.get(k) for k in TABLE_KEYS},
                          "pose_median_deg": pose_median_deg(cfg, o.name),
                          "seconds": o.seconds, "seconds_per_query": o.seconds / max(metrics["n_images"], 1)})
         else:

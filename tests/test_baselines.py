@@ -166,12 +166,14 @@ def test_table_assembly_markdown_and_csv(tmp_path):
     lines = md.strip().splitlines()
     assert len(lines) == 2 + 2 * len(baselines.METHODS)
     assert "image / pixel AUROC Burrs" in lines[0] and all(d in md for d in baselines.METHODS.values())
-    assert "| demo_s1 | NeRF at the true pose | n/a | n/a | n/a | n/a | n/a |" in md
+    assert "| demo_s1 | NeRF at the true pose | n/a | n/a | n/a | n/a | n/a | n/a |" in md
+    assert lines[0].startswith("| class | method | pixel AUROC | image AUROC | pixel AUPRO | pixel F1 |")
     paths = baselines.write_tables(tmp_path / "t" / "baselines", tables, header="machine: x\n\n")
     assert [p.suffix for p in paths] == [".md", ".csv", ".json"]
     rows = list(csv.DictReader(io.StringIO(paths[1].read_text())))
     assert len(rows) == 2 * len(baselines.METHODS) and rows[0]["method"] == "patchcore"
     assert float(rows[1]["class_s"]) == pytest.approx(10.0 + 6 * 0.5) and "Burrs_image_auroc" in rows[0]
+    assert 0.0 < float(rows[0]["pixel_f1"]) <= 1.0 and "Burrs_pixel_f1" not in rows[0]    # F1 is per class
     assert json.loads(paths[2].read_text())["tables"][1]["class"] == "demo_s1"
     assert paths[0].read_text().startswith("machine: x")
 

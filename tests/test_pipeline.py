@@ -243,7 +243,7 @@ def test_decomposition_rows_and_pipeline_results_untouched(trained, tmp_path, ca
     rows = table["variants"]["paper/none"]["rows"]
     assert rows["oracle"]["image_auroc"] == 1.0  # the oracle reference differs from a query only at its defect
     for row in ("oracle", "nerf_true_pose", "pipeline"):
-        assert set(rows[row]) == {"pixel_auroc", "image_auroc", "pixel_aupro"}
+        assert set(rows[row]) == {"pixel_auroc", "image_auroc", "pixel_aupro", "pixel_f1"}
     assert {p: p.read_bytes() for p in before} == before  # per-image results untouched
 
 

@@ -91,25 +91,32 @@ def test_a_test_set_already_loaded_is_not_loaded_again(evaluated, monkeypatch):
 
 def test_report_lines_and_the_mean_row_of_the_table():
     metrics = {"class": "01Toy", "n_images": 6, "n_good": 2, "backbone": "b", "pixel_auroc": 0.9123,
-               "image_auroc": 0.75, "pixel_aupro": 0.5, "aupro_fpr_limit": 0.3,
+               "image_auroc": 0.75, "pixel_aupro": 0.5, "aupro_fpr_limit": 0.3, "pixel_f1": 0.4567,
+               "pixel_threshold": 2.5,
                "per_defect": {"Burrs": {"n_images": 2, "image_auroc": 1.0, "pixel_auroc": None, "pixel_aupro": None}}}
     assert report(metrics).splitlines() == [
         "== 01Toy: 6 test images (2 good), backbone: b ==", "pixel AUROC: 0.912", "image AUROC: 0.750",
-        "pixel AUPRO: 0.500 (FPR <= 0.3)",
+        "pixel AUPRO: 0.500 (FPR <= 0.3)", "pixel F1: 0.457 (the best over thresholds, at map value 2.5)",
         "  Burrs (2 images vs good): image AUROC 1.000, pixel AUROC n/a, pixel AUPRO n/a"]
-    rows = [{"class": "A", "pixel_auroc": 0.9, "image_auroc": 0.8, "pixel_aupro": 0.7},
-            {"class": "B", "pixel_auroc": 0.8, "image_auroc": 0.5, "pixel_aupro": 0.6}]
+    rows = [{"class": "A", "pixel_auroc": 0.9, "image_auroc": 0.8, "pixel_aupro": 0.7, "pixel_f1": 0.5},
+            {"class": "B", "pixel_auroc": 0.8, "image_auroc": 0.5, "pixel_aupro": 0.6, "pixel_f1": 0.3}]
+    assert results_table(rows).splitlines()[0] == \
+        "| class | pixel AUROC (%) | image AUROC (%) | pixel AUPRO (%) | pixel F1 (%) |"
     assert results_table(rows).splitlines()[2:] == [
-        "| A | 90.0 | 80.0 | 70.0 |", "| B | 80.0 | 50.0 | 60.0 |",
-        "| **Mean (2 classes)** | **85.0** | **65.0** | **65.0** |"]
+        "| A | 90.0 | 80.0 | 70.0 | 50.0 |", "| B | 80.0 | 50.0 | 60.0 | 30.0 |",
+        "| **Mean (2 classes)** | **85.0** | **65.0** | **65.0** | **40.0** |"]
     assert results_table([]).splitlines()[2:] == []
+    # a class evaluated before pixel F1 was recorded: n/a, and the mean over the others
+    assert results_table([rows[0], {**rows[1], "pixel_f1": None}]).splitlines()[3:] == [
+        "| B | 80.0 | 50.0 | 60.0 | n/a |", "| **Mean (2 classes)** | **85.0** | **65.0** | **65.0** | **50.0** |"]
     # extra columns: as given, n/a where a row has none, the mean over the rows that have one
     rows[0].update(pose_deg=0.5, seconds=10.0)
     rows[1].update(pose_deg=None, seconds=30.0)
     table = results_table(rows, (("pose_deg", "pose (deg)", ".2f"), ("seconds", "s", ".0f"))).splitlines()
     assert table[0].endswith("| pose (deg) | s |") and table[1].endswith("---:|---:|")
-    assert table[2:] == ["| A | 90.0 | 80.0 | 70.0 | 0.50 | 10 |", "| B | 80.0 | 50.0 | 60.0 | n/a | 30 |",
-                         "| **Mean (2 classes)** | **85.0** | **65.0** | **65.0** | 0.50 | 20 |"]
+    assert table[2:] == ["| A | 90.0 | 80.0 | 70.0 | 50.0 | 0.50 | 10 |",
+                         "| B | 80.0 | 50.0 | 60.0 | 30.0 | n/a | 30 |",
+                         "| **Mean (2 classes)** | **85.0** | **65.0** | **65.0** | **40.0** | 0.50 | 20 |"]
 
 
 def test_query_cost_is_the_mean_over_the_records_and_is_reported():

@@ -43,7 +43,9 @@ def test_decomposition_oracle_detects_everything_and_saved_references_are_scored
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the random-backbone warning
         assert decompose.main(tiny_args) == 0
-    assert "n/a (no saved references" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    header = "| reference | pixel AUROC | image AUROC | pixel AUPRO | pixel F1 |"
+    assert "n/a (no saved references" in printed and header in printed
     table = json.loads((cfg.run.output_dir / "decomposition.json").read_text())["variants"]["paper/none"]
     rows = table["rows"]
     assert table["n_images"] == 2 + 3 * 2 and table["n_good"] == 2 and rows["pipeline"] is None
@@ -52,6 +54,7 @@ def test_decomposition_oracle_detects_everything_and_saved_references_are_scored
     # a NeRF trained for 2 steps renders a blur: worse than the oracle
     assert rows["nerf_true_pose"]["pixel_auroc"] < rows["oracle"]["pixel_auroc"]
     assert rows["nerf_true_pose"]["image_auroc"] < rows["oracle"]["image_auroc"]
+    assert rows["nerf_true_pose"]["pixel_f1"] < rows["oracle"]["pixel_f1"] <= 1.0      # OmniAD's pixel F1 column
 
     # references saved as the pipeline does (<stem>_ref.png): here the oracle's, so the pipeline row equals it
     from mad.loader import load_test_set, load_train_views
