@@ -23,8 +23,9 @@ def report(metrics: dict) -> str:
         lines.append(f"pixel F1: {metrics['pixel_f1']:.3f} (the best over thresholds, at map value "
                      f"{metrics['pixel_threshold']:.3g})")
     for dtype, entry in metrics["per_defect"].items():
-        lines.append(f"  {dtype} ({entry['n_images']} images vs good): image AUROC {_fmt(entry['image_auroc'])}, "
-                     f"pixel AUROC {_fmt(entry['pixel_auroc'])}, pixel AUPRO {_fmt(entry['pixel_aupro'])}")
+        lines.append(f"  {dtype} ({entry['n_images']} images vs good): image AUROC "
+                     f"{metric_cell(entry['image_auroc'])}, pixel AUROC {metric_cell(entry['pixel_auroc'])}, "
+                     f"pixel AUPRO {metric_cell(entry['pixel_aupro'])}")
     cost = cost_line(metrics.get("query_cost"))
     if cost:
         lines.append(cost)
@@ -82,5 +83,6 @@ def _mean(values: list) -> float | None:
     return float(np.mean(present)) if present else None
 
 
-def _fmt(value) -> str:
-    return "n/a" if value is None else f"{value:.3f}"
+def metric_cell(value, digits: int = 3) -> str:
+    """A figure as every table shows it: `digits` decimals, "n/a" where it is missing."""
+    return "n/a" if value is None else f"{value:.{digits}f}"

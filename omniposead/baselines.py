@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from anomaly.patchcore import PatchCore, PatchcoreOptions
 from anomaly.results import load_record, load_score_map, result_paths
 from common.io import atomic_write, write_json
-from evaluation.report import METRIC_HEADERS
+from evaluation.report import METRIC_HEADERS, metric_cell
 from mad.layout import GOOD
 from nerf.checkpoint import LOG_NAME
 from nerf.trainer import heldout_view_indices
@@ -214,10 +214,6 @@ def compare_class(cfg: OmniposeConfig, pc_opts: PatchcoreOptions | None, device:
 PER_DEFECT = ("image_auroc", "pixel_auroc", "pixel_aupro")    # what evaluation.metrics gives per defect type
 
 
-def _cell(value, digits: int = 3) -> str:
-    return "n/a" if value is None else f"{value:.{digits}f}"
-
-
 def defect_types_of(tables: list[dict]) -> list[str]:
     return sorted({d for t in tables for row in t["rows"] if row["metrics"] for d in row["metrics"]["per_defect"]})
 
@@ -232,11 +228,13 @@ def markdown_table(tables: list[dict]) -> str:
         for row in t["rows"]:
             m = row["metrics"]
             cells = [t["class"], row["description"]]
-            cells += [_cell(m.get(k)) if m else "n/a" for k in METRICS]
+            cells += [metric_cell(m.get(k)) if m else "n/a" for k in METRICS]
             for d in defects:
                 pd = (m or {}).get("per_defect", {}).get(d)
-                cells.append(f"{_cell(pd['image_auroc'])} / {_cell(pd['pixel_auroc'])}" if pd else "n/a")
-            cells += [_cell(row["setup_s"], 1), _cell(row["query_s"], 2), _cell(row["class_s"], 1), row["note"]]
+                cells.append(f"{metric_cell(pd['image_auroc'])} / {metric_cell(pd['pixel_auroc'])}"
+                             if pd else "n/a")
+            cells += [metric_cell(row["setup_s"], 1), metric_cell(row["query_s"], 2), metric_cell(row["class_s"], 1),
+                      row["note"]]
             lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 

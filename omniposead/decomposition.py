@@ -26,7 +26,7 @@ from common.camera import Intrinsics
 from common.io import write_json
 from evaluation.class_evaluation import ScoredSet
 from evaluation.metrics import evaluate
-from evaluation.report import METRIC_HEADERS, TABLE_KEYS
+from evaluation.report import METRIC_HEADERS, TABLE_KEYS, metric_cell
 from mad.capture import CAPTURE_RECORD
 from mad.images import read_image_file
 from mad.layout import GOOD, TEST_POSES_FILE
@@ -155,14 +155,10 @@ def format_table(table: dict) -> str:
              "|---|" + "---:|" * len(METRICS)]
     for row in ROWS:
         metrics = table["rows"].get(row)
-        cells = ([_cell(metrics.get(k)) for k in METRICS] if metrics
+        cells = ([metric_cell(metrics.get(k)) for k in METRICS] if metrics
                  else [f"n/a ({why[row]})"] + [""] * (len(METRICS) - 1))
         lines.append(f"| {row} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
-
-
-def _cell(value) -> str:
-    return "n/a" if value is None else f"{value:.3f}"
 
 
 def save_decomposition(path: Path, key: str, table: dict) -> dict:

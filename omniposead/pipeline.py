@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import time
 import warnings
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -350,6 +351,24 @@ def keep_current(name: str, out_dir: Path, done: list[TestSample]) -> list[TestS
     return [s for s in done if s.name not in stale_names]
 
 
+def maps_to_make(name: str, out_dir: Path, record: dict, samples: list, stale: Iterable[str]) -> list:
+    """The samples (anything with a result name `.name` and an `.image_digest`) whose maps must be made, once
+    out_dir's run.json holds `record`: when its saved identity differs, one line names the changes and the saved
+    results that `stale` names are discarded first (before the new run.json: an interrupted remake resumes
+    correctly), and every sample is made; otherwise the samples not done, or done from another image
+    (keep_current)."""
+    saved = load_run_record(out_dir)
+    changes = identity_changes(saved.get("identity"), record["identity"]) if saved is not None else []
+    if changes:
+        print(f"[{name}] changed since the saved maps: {'; '.join(changes)}: making every map again")
+        for result in stale:
+            discard_result(out_dir, result)
+    save_run_record(out_dir, record)
+    done = [] if changes else [s for s in samples if is_done(out_dir, s.name)]
+    done_names = {s.name for s in keep_current(name, out_dir, done)}
+    return [s for s in samples if s.name not in done_names]
+
+
 def run_class(cfg: OmniposeConfig, device: torch.device | None = None, progress: bool = True) -> ClassMaps:
     """Write the anomaly maps of every test image of `cfg.run.class_name`; one run per class at a time (a lock
     under its output folder: common.lock)."""
@@ -362,18 +381,8 @@ def run_class(cfg: OmniposeConfig, device: torch.device | None = None, progress:
 def _run_class(cfg: OmniposeConfig, out_dir: Path, device: torch.device | None, progress: bool) -> ClassMaps:
     remove_stale_temps(out_dir)
     assets = load_class(cfg, device, require_labels=cfg.pipeline.evaluate, progress=progress)
-    record, saved = run_record(assets), load_run_record(out_dir)
-    changes = identity_changes(saved.get("identity"), record["identity"]) if saved is not None else []
-    redo = bool(changes)
-    if redo:
-        print(f"[{cfg.run.class_name}] changed since the saved maps: {'; '.join(changes)}: making every map again")
-        for sample in assets.test_set:      # before the new run.json: an interrupted remake resumes correctly
-            discard_result(out_dir, sample.name)
-    save_run_record(out_dir, record)
-    done = [] if redo else [s for s in assets.test_set if is_done(out_dir, s.name)]
-    done = keep_current(cfg.run.class_name, out_dir, done)
-    done_names = {s.name for s in done}
-    pending = [s for s in assets.test_set if s.name not in done_names]
+    pending = maps_to_make(cfg.run.class_name, out_dir, run_record(assets), assets.test_set,
+                           [s.name for s in assets.test_set])
     name, description = cfg.run.class_name, assets.backbone.description
     total = len(assets.test_set)
     print(f"[{name}] {total} test images, {total - len(pending)} already done, backbone: {description}")

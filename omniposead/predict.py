@@ -36,14 +36,11 @@ import numpy as np
 import torch
 
 from anomaly.results import (
-    discard_result,
     is_done,
     load_record,
-    load_run_record,
     load_score_map,
     result_paths,
     save_result,
-    save_run_record,
 )
 from anomaly.scorer import defect_masks
 from common.errors import DataError, Interrupted
@@ -61,8 +58,8 @@ from mad.layout import IMAGE_EXTENSIONS, list_images
 from mad.loader import TrainViews, load_test_set, raise_problems
 from nerf.trainer import heldout_view_indices
 from omniposead.config import OmniposeConfig
-from omniposead.pipeline import ClassAssets, class_train_views, keep_current, load_class, score_images, used_assets
-from omniposead.run_identity import identity_changes, run_identity
+from omniposead.pipeline import ClassAssets, class_train_views, load_class, maps_to_make, score_images, used_assets
+from omniposead.run_identity import run_identity
 from retrieval.database import WithoutViews
 
 THRESHOLD_NAME = "threshold.json"
@@ -314,18 +311,10 @@ def predict_photos(cfg: OmniposeConfig, inputs: list[str], out_dir: Path, device
 
 def _make_maps(assets: ClassAssets, photos: list[Photo], out_dir: Path, progress: bool) -> None:
     cfg, name = assets.cfg, assets.cfg.run.class_name
-    identity = run_identity(cfg, used_assets(assets))
-    saved = load_run_record(out_dir)
-    changes = identity_changes(saved.get("identity"), identity) if saved is not None else []
-    if changes:
-        print(f"[{name}] changed since the saved maps: {'; '.join(changes)}: making every photo's map again")
-        for stale in (out_dir / PHOTOS).glob("*.json"):
-            discard_result(out_dir, f"{PHOTOS}/{stale.stem}")
-    save_run_record(out_dir, {"class": name, "identity": identity})
-    done = [p for p in photos if not changes and is_done(out_dir, p.result_name)]
-    done = keep_current(name, out_dir, [_Named(p) for p in done])
-    done_names = {d.name for d in done}
-    pending = [p for p in photos if p.result_name not in done_names]
+    run_json = {"class": name, "identity": run_identity(cfg, used_assets(assets))}
+    # after a change every saved photo's map goes, not only this call's: a later call must not reuse one
+    stale = [f"{PHOTOS}/{saved.stem}" for saved in (out_dir / PHOTOS).glob("*.json")]
+    pending = [n.photo for n in maps_to_make(name, out_dir, run_json, [_Named(p) for p in photos], stale)]
     print(f"[{name}] {len(photos)} photos, {len(photos) - len(pending)} already done")
     description, scorer = assets.backbone.description, cfg.score.scorer_record()
     try:
@@ -349,7 +338,7 @@ def _make_maps(assets: ClassAssets, photos: list[Photo], out_dir: Path, progress
 
 @dataclass
 class _Named:
-    """A photo as pipeline.keep_current sees a sample: its result name and image hash."""
+    """A photo as pipeline.maps_to_make sees a sample: its result name and image hash."""
     photo: Photo
 
     @property
