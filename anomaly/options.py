@@ -13,6 +13,7 @@ N_STAGES = 5
 PROTOCOLS = ("paper", "official")
 NORMALIZATIONS = ("none", "residual")
 REFERENCES = ("nerf", "reprojected")
+REFERENCE_MATCHES = ("nerf", "query")
 # What a protocol fixes, whatever the options say: 'official' is the PAD authors' evaluation script
 # (README, "Scoring"): EfficientNet-B4 blocks 1, 5, 9, 21 (UniAD's layers 1-4) + RGB, unweighted, sigma 4,
 # plain max. A value given explicitly (config file or command line) that differs is an error
@@ -51,6 +52,14 @@ class ScoreOptions(Options):
     reference_views: int = option(3, "reference = reprojected: training views tried per pixel, nearest camera first")
     reference_tolerance: float = option(0.01, "reference = reprojected: a training view sees a point when its NeRF "
                                               "depth there is within this fraction of the point's depth")
+    reference_match: str = option("nerf", "reference = reprojected: what each pixel's warped colour is chosen to be "
+                                          "closest to: 'nerf' = the NeRF's render (passes over a highlight one "
+                                          "view caught); 'query' = the query itself (of the anomaly-free "
+                                          "photographs, the one that explains the query best, a nearest "
+                                          "neighbour per pixel: what no training view shows still differs)",
+                                  choices=REFERENCE_MATCHES)
+    reference_match_window: int = option(1, "reference = reprojected: the colours are compared over a box of this "
+                                            "many pixels per side (1 = per pixel)")
     reference_depth_downscale: int = option(1, "reference = reprojected: the training views' NeRF depth (their "
                                                "z-buffer) is rendered at 1/this of the image size, this^2 times "
                                                "fewer rays per warped view; the colours stay full size")
@@ -83,6 +92,10 @@ class ScoreOptions(Options):
         require(self.reference in REFERENCES,
                 f"reference must be one of {', '.join(REFERENCES)}, got {self.reference!r}")
         require(self.reference_views >= 1, f"reference_views must be >= 1, got {self.reference_views}")
+        require(self.reference_match in REFERENCE_MATCHES,
+                f"reference_match must be one of {', '.join(REFERENCE_MATCHES)}, got {self.reference_match!r}")
+        require(self.reference_match_window >= 1,
+                f"reference_match_window must be >= 1, got {self.reference_match_window}")
         require(self.reference_tolerance > 0, f"reference_tolerance must be > 0, got {self.reference_tolerance}")
         require(self.reference_depth_downscale >= 1,
                 f"reference_depth_downscale must be >= 1, got {self.reference_depth_downscale}")

@@ -13,8 +13,9 @@ score_normalization = residual, on the NeRF's error model fitted on held-out TRA
 
 Implementation note: bilinear resizing is linear, so resize(f_q) - resize(f_ref) == resize(f_q - f_ref).
 The difference is therefore taken at each stage's native resolution and only the difference is
-upsampled, channel chunk by channel chunk, which keeps the peak memory at one stage's worth of
-upsampled channels instead of the full concatenated feature volume of query and reference.
+resized; and since only its squared norm is needed, the rows' interpolation is expanded inside the norm
+(feature_distance): no [B,C,H,W] volume is ever made, which cut a 400 px map of the five Lite2 stages
+from about 0.47 to 0.03 s per image on a 2-core CPU (benchmarks/RESULTS.md, "The map's cost").
 
 Everything is pure tensor code on the inputs' device (CPU for tests, CUDA for full runs).
 """
@@ -129,23 +130,57 @@ def feature_distance(diffs: Sequence[torch.Tensor], size: tuple[int, int],
                      weights: Sequence[float] | None = None) -> torch.Tensor:
     """Per-pixel L2 norm [B,H,W] of the (weighted) concatenation of difference maps resized to `size`.
 
-    Each difference is [B,C_k,h_k,w_k]; it is bilinearly resized (align_corners=False) to `size`.
+    Each difference is [B,C_k,h_k,w_k]; it is bilinearly resized (align_corners=False) to `size`, without ever
+    holding a [B,C_k,H,W] volume: resizing is separable, so each term is resized along the columns at its own
+    rows, and the rows' interpolation is expanded inside the squared norm (_resized_square_norm).
     """
     weights = [1.0] * len(diffs) if weights is None else list(weights)
     if len(diffs) != len(weights):
         raise ValueError(f"{len(diffs)} difference terms but {len(weights)} weights")
     sq = None
     for diff, w in zip(diffs, weights, strict=True):
-        for start in range(0, diff.shape[1], _CHANNEL_CHUNK):
-            part = diff[:, start:start + _CHANNEL_CHUNK].float()
-            if tuple(part.shape[-2:]) != tuple(size):
-                part = F.interpolate(part, size=size, mode="bilinear", align_corners=False)
-            term = part.square().sum(dim=1)
-            term = term * w if w != 1.0 else term
-            sq = term if sq is None else sq + term
+        term = _resized_square_norm(diff.float(), size)
+        term = term * w if w != 1.0 else term
+        sq = term if sq is None else sq + term
     if sq is None:
         raise ValueError("no features to compare")
     return sq.clamp_min(0).sqrt()
+
+
+def _resized_square_norm(diff: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """|| bilinear_resize(diff)(u) ||^2 over the channels [B,H,W] of diff [B,C,h,w], exactly (to rounding) as
+    F.interpolate(diff, size, mode='bilinear', align_corners=False).square().sum(1), at the cost of C x h x W
+    instead of C x H x W: an output row is w0 a + w1 b of two source rows a, b (after resizing the columns), and
+    ||w0 a + w1 b||^2 = w0^2 |a|^2 + 2 w0 w1 <a, b> + w1^2 |b|^2 needs only each source row's norms and its inner
+    products with the next row, summed over the channels chunk by chunk."""
+    height, width = size
+    norms = inner = None
+    for start in range(0, diff.shape[1], _CHANNEL_CHUNK):
+        part = diff[:, start:start + _CHANNEL_CHUNK]
+        if part.shape[-1] != width:
+            part = F.interpolate(part, size=(part.shape[-2], width), mode="bilinear", align_corners=False)
+        part_norms = part.square().sum(dim=1)
+        norms = part_norms if norms is None else norms + part_norms
+        if part.shape[-2] != height:
+            below = torch.cat([part[:, :, 1:], part[:, :, -1:]], dim=2)       # row i + 1, the last row clamped
+            part_inner = (part * below).sum(dim=1)
+            inner = part_inner if inner is None else inner + part_inner
+    if inner is None:
+        return norms
+    first, second, weight = _bilinear_rows(norms.shape[-2], height, norms.device)
+    w0, w1 = (1.0 - weight)[:, None], weight[:, None]
+    return w0 * w0 * norms[:, first] + 2.0 * w0 * w1 * inner[:, first] + w1 * w1 * norms[:, second]
+
+
+def _bilinear_rows(rows_in: int, rows_out: int, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(first source row, second source row, weight of the second) [rows_out] of each output row of a bilinear
+    resize with align_corners=False, PyTorch's rule: source = (out + 0.5) * in / out - 0.5, clamped at 0; the
+    second row is the first's successor, or the first itself on the last row."""
+    source = ((torch.arange(rows_out, device=device, dtype=torch.float32) + 0.5) * (rows_in / rows_out) - 0.5)
+    source = source.clamp_min(0.0)
+    first = source.long().clamp_max(rows_in - 1)
+    second = (first + 1).clamp_max(rows_in - 1)
+    return first, second, source - first.float()
 
 
 def gaussian_kernel1d(sigma: float, radius: int, device=None, dtype=torch.float32) -> torch.Tensor:

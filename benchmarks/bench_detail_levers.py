@@ -8,7 +8,7 @@ reference rendered at the true test pose (and the oracle's, the generator's anom
 
 Each class must be trained already (run the pipeline first); nothing is trained here. A variant's flags may change
 the scorer (score_*, image_score_pool; its residual model is refitted when the scorer asks for another one), the
-reference (render_samples, reference, reference_views, reference_tolerance) or the NeRF itself (a --ckpt_root where
+reference (render_samples, reference and every reference_* option) or the NeRF itself (a --ckpt_root where
 a NeRF trained with other field options waits, with those options): the references are rendered once per distinct
 checkpoint and reference setting, and reused by every scorer variant. Per variant and class: image AUROC
 against the oracle and the NeRF at the true pose, the NeRF's loss (the difference), the NeRF's pixel AUROC and
@@ -39,7 +39,7 @@ def reference_setting(cfg) -> tuple:
     field options under another --ckpt_root) and the render and reference options. Variants equal here share
     their renders."""
     return (str(cfg.run.ckpt_dir), cfg.nerf.render_samples, cfg.nerf.render_early_stop, cfg.score.reference,
-            cfg.score.reference_views, cfg.score.reference_tolerance)
+            tuple(sorted(cfg.score.reference_record().items())))
 
 
 def lever_row(cfg, assets, images, masks, defect_types, references: np.ndarray, oracle: np.ndarray,
@@ -77,7 +77,7 @@ def run_class(config: str, class_flags: list[str], variants: list[tuple[str, lis
         key = reference_setting(cfg)
         if key not in rendered:
             started = time.perf_counter()
-            references = nerf_references(assets.reference, assets.class_dir, names)
+            references = nerf_references(assets.reference, assets.class_dir, names, images)
             rendered[key] = references, (time.perf_counter() - started) / len(names)
         references, render_s = rendered[key]
         rows[name] = lever_row(cfg, assets, images, masks, defect_types, references, oracle, render_s)

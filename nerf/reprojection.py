@@ -73,19 +73,34 @@ def warp_view(points: Tensor, view: SourceView, intrinsics: Intrinsics, toleranc
 
 
 def reprojected_reference(nerf_rgb: Tensor, depth: Tensor, c2w: Tensor, views: Iterable[SourceView],
-                          intrinsics: Intrinsics, tolerance: float) -> tuple[Tensor, Tensor]:
+                          intrinsics: Intrinsics, tolerance: float, match: Tensor | None = None,
+                          window: int = 1) -> tuple[Tensor, Tensor]:
     """(reference [H, W, 3], from_views [H, W] bool): each pixel of the target camera whose surface point (`depth`:
     the target's surface depth, 0 on the background) some of `views` see takes the colour, among theirs, closest to
-    the NeRF's `nerf_rgb` there; the other pixels keep the NeRF's colour. The closest, not the nearest view's: a
-    specular highlight or a reflection that one view caught and the target did not is passed over when another
-    view saw the surface without it, while detail the NeRF blurs is the same in every view."""
+    `match` [H, W, 3] there (default: the NeRF's `nerf_rgb`); the other pixels keep the NeRF's colour. The closest,
+    not the nearest view's: a specular highlight or a reflection that one view caught and the target did not is
+    passed over when another view saw the surface without it, while detail the NeRF blurs is the same in every
+    view. `window` > 1 compares the colours' mean absolute difference over a window x window box (the pixels the view
+    sees) instead of one pixel, so neighbouring pixels tend to come from the same view."""
+    match = nerf_rgb if match is None else match
     points = backproject(depth, c2w, intrinsics)
     reference, solid = nerf_rgb.clone(), depth > 0
     best = torch.full(depth.shape, float("inf"), device=depth.device)
     for view in views:
         colour, seen = warp_view(points, view, intrinsics, tolerance)
-        error = (colour - nerf_rgb).abs().sum(-1)
+        error = _window_mean((colour - match).abs().sum(-1), seen & solid, window)
         take = seen & solid & (error < best)
         reference[take] = colour[take]
         best = torch.where(take, error, best)
     return reference, torch.isfinite(best)
+
+
+def _window_mean(error: Tensor, valid: Tensor, window: int) -> Tensor:
+    """error [H, W] averaged over the `valid` pixels of a window x window box centred on each pixel (the border
+    replicated): the pixels a view does not see carry no colour of the surface and take no part."""
+    if window <= 1:
+        return error
+    pad, weight = window // 2, valid.float()
+    sums = [F.avg_pool2d(F.pad(x[None, None], (pad, window - 1 - pad, pad, window - 1 - pad), mode="replicate"),
+                         window, stride=1)[0, 0] for x in (error * weight, weight)]
+    return sums[0] / sums[1].clamp_min(1e-12)

@@ -120,9 +120,9 @@ def nerf_train_seconds(cfg: OmniposeConfig) -> float | None:
         return None
 
 
-def _render(assets: ClassAssets, poses: np.ndarray) -> np.ndarray:
-    """The class's references (omniposead.reference) at `poses` [N,4,4] -> [N,H,W,3]."""
-    return np.stack([assets.reference(pose).cpu().numpy() for pose in poses])
+def _render(assets: ClassAssets, poses: np.ndarray, images: np.ndarray) -> np.ndarray:
+    """The class's references (omniposead.reference) at `poses` [N,4,4] for `images` [N,H,W,3] -> [N,H,W,3]."""
+    return np.stack([assets.reference(pose, image).cpu().numpy() for pose, image in zip(poses, images, strict=True)])
 
 
 def pipeline_maps(out_dir: Path, names: list[str]) -> tuple[np.ndarray, float]:
@@ -168,12 +168,12 @@ def compare_class(cfg: OmniposeConfig, pc_opts: PatchcoreOptions | None, device:
     nerf_setup = None if nerf_s is None else nerf_s + db_s
     add("nearest_image", our_maps("score_nearest", views.images[nearest]), db_s,
         ret_q + timer.seconds["score_nearest"] / n)
-    rendered = timer.run("render_retrieved", _render, assets, views.poses[nearest])
+    rendered = timer.run("render_retrieved", _render, assets, views.poses[nearest], images)
     add("nerf_retrieved_pose", our_maps("score_retrieved", rendered), nerf_setup,
         ret_q + (timer.seconds["render_retrieved"] + timer.seconds["score_retrieved"]) / n)
     ours, ours_q = pipeline_maps(cfg.run.output_dir, names)
     add("pipeline", ours, nerf_setup, ours_q, note="residual fit and pose calibration not in setup_s")
-    truth = timer.run("render_truth", nerf_references, assets.reference, assets.class_dir, names)
+    truth = timer.run("render_truth", nerf_references, assets.reference, assets.class_dir, names, images)
     if truth is None:
         add("nerf_true_pose", None, None, None, note="no test_poses.json")
     else:
@@ -197,7 +197,7 @@ def compare_class(cfg: OmniposeConfig, pc_opts: PatchcoreOptions | None, device:
             note=f"{patchcore.description}; fitted on {len(fit_idx)} training views, bank {patchcore.bank_size}")
         pc_normal, _ = patchcore.predict(views.images[held])
         ours_normal = np.stack(reference_maps(cfg, assets.backbone, assets.residual, views.images[held],
-                                              _render(assets, views.poses[held]), assets.device))
+                                              _render(assets, views.poses[held], views.images[held]), assets.device))
         fused = fuse_maps(ours, ours_normal, pc_maps, pc_normal)
         fused_setup = None if nerf_setup is None else nerf_setup + timer.seconds["patchcore_fit"]
         add("fused", fused, fused_setup, ours_q + pc_q, note=f"z-scores on {len(held)} held-out training views")

@@ -75,13 +75,13 @@ def oracle_references(class_dir: Path, samples: list[TestSample], intrinsics: In
     return np.stack(renders).astype(np.float32) / 255.0
 
 
-def nerf_references(reference, class_dir: Path, names: list[str]) -> np.ndarray | None:
+def nerf_references(reference, class_dir: Path, names: list[str], images: np.ndarray) -> np.ndarray | None:
     """The class's references [N,H,W,3] (omniposead.reference.ReferenceMaker: the NeRF's render, or the warped
-    training views) at the true test poses; None without test_poses.json."""
+    training views) for the test images `images` [N,H,W,3] at their true poses; None without test_poses.json."""
     if not (class_dir / TEST_POSES_FILE).is_file():
         return None
     truth = load_test_poses(class_dir)
-    return np.stack([reference(truth[name]).cpu().numpy() for name in names])
+    return np.stack([reference(truth[name], image).cpu().numpy() for name, image in zip(names, images, strict=True)])
 
 
 def pipeline_references(out_dir: Path, names: list[str], white_bkgd: bool) -> np.ndarray | None:
@@ -129,12 +129,12 @@ def decompose_class(cfg: OmniposeConfig, device=None, progress: bool = True) -> 
     assets = load_class(cfg, device, train=False, progress=progress, poses=False)
     views, test_set = assets.views, assets.test_set
     names = [s.name for s in test_set]
+    images = np.stack([s.image for s in test_set])
     references = {
         "oracle": oracle_references(assets.class_dir, test_set, views.intrinsics),
-        "nerf_true_pose": nerf_references(assets.reference, assets.class_dir, names),
+        "nerf_true_pose": nerf_references(assets.reference, assets.class_dir, names, images),
         "pipeline": pipeline_references(run.output_dir, names, run.white_bkgd),
     }
-    images = np.stack([s.image for s in test_set])
     masks, defect_types = [s.mask for s in test_set], [s.defect_type for s in test_set]
     rows = {row: (None if refs is None else score_references(cfg, assets.backbone, assets.residual, images, refs,
                                                              masks, defect_types, assets.device))

@@ -58,17 +58,22 @@ class ReferenceMaker:
     def _pose(self, c2w) -> Tensor:
         return torch.as_tensor(_numpy(c2w), dtype=torch.float32, device=self.device)
 
-    def __call__(self, c2w) -> Tensor:
-        """The reference [H, W, 3] float32 in [0, 1] at camera-to-world `c2w` [4, 4]."""
-        views = self.views
-        if self.score.reference == "nerf":
+    def __call__(self, c2w, query=None) -> Tensor:
+        """The reference [H, W, 3] float32 in [0, 1] at camera-to-world `c2w` [4, 4]. `query` [H, W, 3] in [0, 1]
+        (the image the reference is for) is needed with reference_match = query, and ignored otherwise."""
+        views, score = self.views, self.score
+        if score.reference == "nerf":
             return self.renderer.render_image(self._pose(c2w), views.height, views.width, views.intrinsics)
+        match = None
+        if score.reference_match == "query":
+            if query is None:
+                raise ValueError("reference_match = query: the reference needs the query image")
+            match = torch.as_tensor(query, dtype=torch.float32, device=self.device)
         buffers = self.renderer.render_buffers(self._pose(c2w), views.height, views.width, views.intrinsics)
-        chosen = nearest_views(_numpy(c2w).astype(np.float64), self.candidates, views.poses,
-                               self.score.reference_views)
+        chosen = nearest_views(_numpy(c2w).astype(np.float64), self.candidates, views.poses, score.reference_views)
         reference, _ = reprojected_reference(buffers["rgb"], surface_depth(buffers["depth"], buffers["acc"]),
                                              self._pose(c2w), (self._source(i) for i in chosen), views.intrinsics,
-                                             self.score.reference_tolerance)
+                                             score.reference_tolerance, match, score.reference_match_window)
         return reference
 
 

@@ -63,8 +63,8 @@ def load_or_fit_residual(cfg: OmniposeConfig, views: TrainViews, reference: Refe
 
     def batches():
         for i in progress_bar(indices, desc=f"{cfg.run.class_name} residual model", unit="view", disable=not progress):
-            render = reference(views.poses[i])
             photo = torch.as_tensor(views.images[i], dtype=torch.float32, device=device)
+            render = reference(views.poses[i], photo)
             yield term_differences(backbone, photo.permute(2, 0, 1)[None], render.permute(2, 0, 1)[None], cfg.score)
 
     notes = {"views": indices, "heldout": not fallback, "score_protocol": cfg.score.score_protocol}

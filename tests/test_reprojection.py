@@ -86,6 +86,33 @@ def test_an_occluded_point_keeps_the_nerf_colour_and_the_next_view_fills_it():
     assert torch.allclose(reference[:, 2:W - 1], plane_image(target)[:, 2:W - 1], atol=1e-5)
 
 
+def test_matching_the_query_takes_the_view_that_explains_it_but_keeps_what_no_view_shows():
+    """reference_match = query: where one anomaly-free view shows what the query shows (a highlight), that view's
+    colour is taken and the difference vanishes; a stain that no view shows stays whole in query - reference.
+    Matching the NeRF's colour instead passes over the highlight."""
+    camera = camera_at(0.0, 0.0, 4.0)                              # every view at the target: an exact warp
+    depth, plane = torch.full((H, W), 4.0), plane_image(camera)
+    highlight, stain = (slice(4, 11), slice(4, 11)), (slice(14, 19), slice(20, 27))
+    shiny = plane.clone()
+    shiny[highlight] += 0.2
+    views = [SourceView(shiny, depth, camera), SourceView(plane, depth, camera)]
+    query = shiny.clone()
+    query[stain] -= 0.3
+    by_nerf, _ = reprojected_reference(plane, depth, camera, views, K, tolerance=0.01)
+    by_query, _ = reprojected_reference(plane, depth, camera, views, K, tolerance=0.01, match=query)
+    assert torch.allclose(by_nerf, plane, atol=1e-6)
+    assert torch.allclose(by_query[highlight], shiny[highlight], atol=1e-6)
+    assert torch.allclose((query - by_query)[stain], torch.full((5, 7, 3), -0.3), atol=1e-6)
+    untouched = torch.ones(H, W, dtype=torch.bool)
+    untouched[highlight] = untouched[stain] = False
+    assert torch.allclose(by_query[untouched], plane[untouched], atol=1e-6)
+    # compared over 5 x 5 boxes, the highlight's inner pixels still come from the view that shows it
+    windowed, _ = reprojected_reference(plane, depth, camera, views, K, tolerance=0.01, match=query, window=5)
+    inner = (slice(6, 9), slice(6, 9))
+    assert torch.allclose(windowed[inner], shiny[inner], atol=1e-6)
+    assert torch.allclose((query - windowed)[stain], torch.full((5, 7, 3), -0.3), atol=1e-6)
+
+
 def test_the_background_keeps_the_nerf_colour():
     depth, acc = torch.full((H, W), 4.0), torch.ones(H, W)
     acc[:, :10] = 0.1
@@ -138,3 +165,12 @@ def test_a_training_views_reprojected_reference_is_that_view_where_the_nerf_sees
     assert solid.float().mean() > 0.1
     assert torch.allclose(reference[solid], photo[solid], atol=1e-5)
     assert torch.allclose(reference[~solid], nerf["rgb"][~solid], atol=1e-6)
+    # matching the query among two views (itself and the next nearest) takes the photograph's own pixels; the
+    # query is required then
+    import dataclasses
+    by_query = dataclasses.replace(assets.reference, score=dataclasses.replace(
+        cfg.score, reference_views=2, reference_match="query", reference_match_window=3))
+    reference = by_query(views.poses[index], photo)
+    assert torch.allclose(reference[solid], photo[solid], atol=1e-5)
+    with pytest.raises(ValueError, match="query image"):
+        by_query(views.poses[index])

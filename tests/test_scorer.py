@@ -109,6 +109,20 @@ def test_resized_difference_equals_difference_of_resized_concatenation():
     assert torch.allclose(feature_distance(diffs, (16, 16), weights=[4.0, 1.0]), (cq_w - cr_w).norm(dim=1), atol=1e-5)
 
 
+@pytest.mark.parametrize("size", [(16, 16), (37, 53), (5, 3), (400, 300)])
+def test_the_resized_norm_is_the_norm_of_the_resized_volume(size):
+    """feature_distance never makes the resized [B,C,H,W] volume; it must equal the norm of that volume for up-
+    and downsizing, odd sizes and a term already at the map's size, with more channels than one chunk."""
+    g = torch.Generator().manual_seed(1)
+    diffs = [torch.randn(2, 70, 6, 9, generator=g), torch.randn(2, 4, 1, 1, generator=g),
+             torch.randn(2, 3, *size, generator=g), torch.randn(2, 5, 41, 11, generator=g)]
+    volume = torch.cat([F.interpolate(d, size=size, mode="bilinear", align_corners=False) for d in diffs], dim=1)
+    expected = volume.norm(dim=1)
+    got = feature_distance(diffs, size)
+    assert got.shape == (2, *size)
+    assert torch.allclose(got, expected, rtol=1e-5, atol=1e-5)
+
+
 def test_rgb_only_is_the_pixel_colour_distance(backbone):
     q, r = torch.rand(2, 3, 16, 16), torch.rand(2, 3, 16, 16)
     amap = anomaly_map(backbone, q, r, stages=[], include_rgb=True, sigma=0.0)
@@ -118,7 +132,7 @@ def test_rgb_only_is_the_pixel_colour_distance(backbone):
 def test_options_from_config_and_validation(backbone):
     cfg = argparse.Namespace(score_protocol="paper", score_normalization="none", residual_fallback_views=8,
                              residual_views=0, reference="nerf", reference_views=3, reference_tolerance=0.01,
-                             reference_depth_downscale=1,
+                             reference_depth_downscale=1, reference_match="nerf", reference_match_window=1,
                              score_stages=[1, 3], score_include_rgb=False, score_stage_weights=[],
                              score_sigma=0.0, image_score_pool=32)
     assert ScoreOptions.from_config(cfg) == ScoreOptions(score_stages=(1, 3), score_include_rgb=False,
