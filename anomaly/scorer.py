@@ -15,7 +15,7 @@ Implementation note: bilinear resizing is linear, so resize(f_q) - resize(f_ref)
 The difference is therefore taken at each stage's native resolution and only the difference is
 resized; and since only its squared norm is needed, the rows' interpolation is expanded inside the norm
 (feature_distance): no [B,C,H,W] volume is ever made, which cut a 400 px map of the five Lite2 stages
-from about 0.47 to 0.03 s per image on a 2-core CPU (benchmarks/RESULTS.md, "The map's cost").
+from 0.39 to 0.024 s per image on a 2-core CPU (benchmarks/RESULTS.md, "The map's cost").
 
 Everything is pure tensor code on the inputs' device (CPU for tests, CUDA for full runs).
 """

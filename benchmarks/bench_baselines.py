@@ -7,8 +7,12 @@ true pose and a fused map, on the same test set with the same metric code.
     python -m benchmarks.bench_baselines --config configs/LEGO-3D/01Gorilla.txt --class_name all
     python -m benchmarks.bench_baselines --config configs/LEGO-3D/01Gorilla.txt --class_name all --launcher slurm
     python -m benchmarks.bench_baselines --config configs/synthetic/demo.txt --patchcore false   # without anomalib
+    python -m benchmarks.bench_baselines --config configs/synthetic/demo.txt --rd_steps 800 --rd_nerf_views 200
 
-Makes the pipeline's maps first when they are missing (trains the NeRF if needed), then scores every row
+The reverse-distillation rows (anomaly.reverse_distillation: OmniAD's base model and its additions, one row each)
+train a student per row under the class's checkpoint folder (resumed when interrupted; `--reverse_distillation
+false` leaves them out). Makes the pipeline's maps first when they are missing (trains the NeRF if needed), then
+scores every row
 (omniposead.baselines: what each row is, the fused rule, what the times count). Prints one markdown table
 and writes it with a CSV and the raw figures to <output_dir>/baselines.{md,csv,json} per class, and with
 `--class_name all` (or `a,b`) to <output_root>/<dataset>/baselines.{md,csv,json} for all classes (a failing
@@ -24,6 +28,7 @@ import time
 import torch
 
 from anomaly.patchcore import PatchcoreOptions
+from anomaly.reverse_distillation import DistillationOptions
 from common.errors import exit_on_user_error
 from common.options import str2bool
 from common.runtime import resolve_device, seed_everything
@@ -45,9 +50,14 @@ def main(argv: list[str] | None = None) -> int:
     PatchcoreOptions.add_args(parser)
     parser.add_argument("--patchcore", type=str2bool, nargs="?", const=True, default=True,
                         help="run the PatchCore and fused rows (needs anomalib: requirements-baselines.txt)")
+    DistillationOptions.add_args(parser)
+    parser.add_argument("--reverse_distillation", type=str2bool, nargs="?", const=True, default=True,
+                        help="run the reverse-distillation rows (a student trained per row, resumable, under the "
+                             "class's checkpoint folder)")
     args = parser.parse_args(argv)
     cfg = OmniposeConfig.from_namespace(args)
     pc_opts = PatchcoreOptions.from_config(args) if args.patchcore else None
+    rd_opts = DistillationOptions.from_config(args) if args.reverse_distillation else None
     device = resolve_device(cfg.run.device)
     header = (f"machine: {machine(device)}; date: {time.strftime('%Y-%m-%d %H:%M')}; command: python -m "
               f"benchmarks.bench_baselines {' '.join(argv if argv is not None else sys.argv[1:])}\n\n")
@@ -56,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     def one_class(name: str) -> None:
         class_cfg = cfg.for_class(name)
         seed_everything(class_cfg.run.seed)
-        table = compare_class(class_cfg, pc_opts, device)
+        table = compare_class(class_cfg, pc_opts, device, rd_opts=rd_opts)
         tables.append(table)
         paths = write_tables(class_cfg.run.output_dir / TABLE_NAME, [table], header)
         print(markdown_table([table]), end="")

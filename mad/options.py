@@ -39,6 +39,9 @@ class SynthOptions(Options):
                                        "its Burrs and Stains are MAD's kind, small and faint (the brick's own "
                                        "colour, half-way stains); parts never count as defects; combines with "
                                        "synth_textured)")
+    synth_objects: int = option(0, "0: one object; N >= 2: a scene of N generated objects standing apart on a "
+                                   "ground slab (like OmniAD's ToyCity), defects on the objects only; combines "
+                                   "with synth_textured and synth_detail")
     synth_min_mask_frac: float = option(0.0008, "reject defect views whose mask covers fewer than this fraction "
                                                 "of the image (at least 1 px)")
 
@@ -50,6 +53,8 @@ class SynthOptions(Options):
         require(-90.0 < self.synth_elev_min < self.synth_elev_max < 90.0,
                 "synthetic camera elevations must satisfy -90 < synth_elev_min < synth_elev_max < 90 degrees, "
                 f"got {self.synth_elev_min}, {self.synth_elev_max}")
+        require(self.synth_objects == 0 or 2 <= self.synth_objects <= 6,
+                f"synth_objects must be 0 (one object) or 2..6, got {self.synth_objects}")
         require(self.synth_workers is None or self.synth_workers >= 1,
                 f"synth_workers must be >= 1, got {self.synth_workers}")
         return self

@@ -6,6 +6,15 @@ Rows (METHODS):
 * patchcore           PatchCore through anomalib (anomaly.patchcore), EfficientNet-Lite2 with the bundled ImageNet
                       weights, fitted on the NeRF's training split (the views the NeRF learns from; the held-out
                       views stay out of both); its own image score (anomalib's re-weighted max patch distance);
+* reverse_distillation, rd_attention, rd_nerf_views, rd_aligned
+                      reverse distillation (anomaly.reverse_distillation, our implementation on the class's frozen
+                      backbone), trained on the same training split, then OmniAD's additions one at a time, each
+                      row keeping the ones above it: the attention blocks, NeRF renders at new poses between and
+                      around the training views (rd_nerf_views of them, or as many as there are training views
+                      when 0), the NeRF's renders at the poses the pipeline estimated for the test queries
+                      (omniposead.distillation_views); image score: the map's maximum; setup_s: the student's
+                      training and its renders, plus the NeRF's training for the NeRF-view rows and every query's
+                      pose for the aligned row (its student is trained after the queries are posed);
 * nearest_image       the retrieved (top-1) training image itself as the reference: no NeRF;
 * nerf_retrieved_pose the NeRF rendered at the retrieved training pose: no iNeRF;
 * pipeline            the full pipeline's saved maps (omniposead.pipeline.run_class: retrieval + iNeRF + NeRF);
@@ -26,6 +35,7 @@ and score seconds it saved), `class_s` = setup_s + n x query_s.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import time
@@ -38,6 +48,8 @@ import torch.nn.functional as F
 
 from anomaly.patchcore import PatchCore, PatchcoreOptions
 from anomaly.results import load_record, load_score_map, result_paths
+from anomaly.reverse_distillation import DistillationOptions, ReverseDistillation
+from common.fingerprint import array_digest, digest
 from common.io import atomic_write, write_json
 from evaluation.report import METRIC_HEADERS, metric_cell
 from mad.layout import GOOD
@@ -45,11 +57,16 @@ from nerf.checkpoint import LOG_NAME
 from nerf.trainer import heldout_view_indices
 from omniposead.config import OmniposeConfig
 from omniposead.decomposition import METRICS, nerf_references, reference_maps, score_maps
+from omniposead.distillation_views import distillation_images
 from omniposead.pipeline import ClassAssets, load_class, run_class
 from retrieval.database import DescriptorDatabase
 
 METHODS = {
     "patchcore": "PatchCore (anomalib), no pose",
+    "reverse_distillation": "reverse distillation, no pose",
+    "rd_attention": "+ attention",
+    "rd_nerf_views": "+ NeRF views",
+    "rd_aligned": "+ aligned renders (poses estimated for the queries)",
     "nearest_image": "nearest training image as reference (no NeRF)",
     "nerf_retrieved_pose": "NeRF at the retrieved pose (no iNeRF)",
     "pipeline": "full pipeline (retrieval + iNeRF + NeRF)",
@@ -135,10 +152,50 @@ def pipeline_maps(out_dir: Path, names: list[str]) -> tuple[np.ndarray, float]:
     return np.stack(maps), float(np.mean(seconds))
 
 
+def distillation_variants(opts: DistillationOptions, n_train: int) -> dict[str, DistillationOptions]:
+    """The reverse-distillation rows' options: the plain student, then OmniAD's additions one at a time, each row
+    keeping the ones above it."""
+    plain = dataclasses.replace(opts, rd_attention=False, rd_nerf_views=0, rd_aligned=False)
+    attention = dataclasses.replace(plain, rd_attention=True)
+    nerf_views = dataclasses.replace(attention, rd_nerf_views=opts.rd_nerf_views or n_train)
+    return {"reverse_distillation": plain, "rd_attention": attention, "rd_nerf_views": nerf_views,
+            "rd_aligned": dataclasses.replace(nerf_views, rd_aligned=True)}
+
+
+def distillation_rows(cfg: OmniposeConfig, opts: DistillationOptions, assets: ClassAssets, fit_idx: list[int],
+                      images: np.ndarray, estimated: np.ndarray, progress: bool):
+    """(method, maps, image scores, setup seconds, seconds per query, note) of each reverse-distillation row; each
+    student is trained (or resumed) under the class's checkpoint folder."""
+    views = assets.views
+
+    def render(pose):
+        with torch.no_grad():
+            return assets.renderer.render_image(torch.as_tensor(pose, dtype=torch.float32, device=assets.device),
+                                                views.height, views.width, views.intrinsics).cpu().numpy()
+
+    for method, variant in distillation_variants(opts, len(fit_idx)).items():
+        started = time.perf_counter()
+        train, counts = distillation_images(variant, views.images[fit_idx], views.poses[fit_idx], render, estimated,
+                                            cfg.run.seed)
+        render_s = time.perf_counter() - started
+        fingerprint = digest([("options", repr(variant)), ("backbone", assets.backbone.description),
+                              ("seed", cfg.run.seed), ("images", array_digest(train))])
+        student = ReverseDistillation(assets.backbone, variant, assets.device, cfg.run.seed)
+        student.fit(train, cfg.run.ckpt_dir / f"{method}.pt", fingerprint, progress)
+        started = time.perf_counter()
+        maps, scores = student.predict(images)
+        query_s = (time.perf_counter() - started) / len(images)
+        sources = ", ".join(f"{n} {name}" for name, n in counts.items())
+        note = (f"{variant.rd_steps} steps at {variant.rd_size} px on {sources} ({render_s:.0f} s of renders); loss "
+                f"{student.losses[0]:.3f} -> {student.losses[-1]:.3f}")
+        yield method, maps, scores, render_s + student.seconds, query_s, note
+
+
 def compare_class(cfg: OmniposeConfig, pc_opts: PatchcoreOptions | None, device: torch.device,
-                  progress: bool = True) -> dict:
+                  progress: bool = True, rd_opts: DistillationOptions | None = None) -> dict:
     """The comparison table of `cfg.run.class_name` ({class, rows: [MethodRow.record()], ...}); the pipeline's maps
-    are made first when missing (run_class). Without `pc_opts` the PatchCore and fused rows say why they are absent."""
+    are made first when missing (run_class). Without `pc_opts` the PatchCore and fused rows say why they are absent;
+    without `rd_opts` the reverse-distillation rows."""
     run_class(cfg, device, progress)
     assets = load_class(cfg, device, train=False, progress=progress, poses=False)
     views, test_set = assets.views, assets.test_set
@@ -183,6 +240,19 @@ def compare_class(cfg: OmniposeConfig, pc_opts: PatchcoreOptions | None, device:
     held, _fallback = heldout_view_indices(len(views.images), cfg.train.holdout_every,
                                            cfg.score.residual_fallback_views)
     fit_idx = [i for i in range(len(views.images)) if i not in set(held)] or list(range(len(views.images)))
+    if rd_opts is None:
+        for method in distillation_variants(DistillationOptions(), 0):
+            add(method, None, None, None, note="not run (--reverse_distillation false)")
+    else:
+        records = [load_record(result_paths(cfg.run.output_dir, name).record) for name in names]
+        estimated = np.stack([np.asarray(r["refined_pose"], dtype=np.float64) for r in records])
+        poses_s = sum(float((r.get("seconds") or {}).get("pose", 0.0)) for r in records)
+        for method, maps, scores, setup, query, note in distillation_rows(cfg, rd_opts, assets, fit_idx, images,
+                                                                          estimated, progress):
+            # the NeRF-view rows need the NeRF first, the aligned row also every query's pose
+            if method in ("rd_nerf_views", "rd_aligned"):
+                setup = None if nerf_s is None else setup + nerf_s + (poses_s if method == "rd_aligned" else 0.0)
+            add(method, maps, setup, query, scores=scores, note=note)
     patchcore_description = None
     if pc_opts is None:
         for method in ("patchcore", "fused"):

@@ -68,7 +68,7 @@ def oracle_references(class_dir: Path, samples: list[TestSample], intrinsics: In
 
     stats = json.loads(stats_path.read_text())
     scene = class_scene(int(stats["seed"]), textured=bool(stats.get("textured", False)),
-                        detail=bool(stats.get("detail", False)))
+                        detail=bool(stats.get("detail", False)), objects=int(stats.get("objects", 0)))
     truth = load_test_poses(class_dir)
     renders = [render_view(scene, np.asarray(truth[name], dtype=np.float64), height, width, intrinsics.fx,
                            int(stats.get("supersample", 1))) for name in names]

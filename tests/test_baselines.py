@@ -183,11 +183,20 @@ def test_compare_class_without_patchcore_gives_every_row_from_one_test_set(tiny_
                         "--output_root", str(tmp_path / "out"), *TINY_NERF, "--inerf_steps", "2",
                         "--inerf_rays", "32", "--inerf_batch", "8", "--inerf_detector", "orb", "--score_sigma", "1",
                         "--image_score_pool", "3", "--pose_fallback", "false"])
-    table = baselines.compare_class(cfg, None, torch.device("cpu"), progress=False)
+    from anomaly.reverse_distillation import DistillationOptions
+
+    rd = DistillationOptions(rd_stages=(1, 2), rd_size=32, rd_steps=2, rd_batch=2, rd_embedding=8, rd_nerf_views=3)
+    table = baselines.compare_class(cfg, None, torch.device("cpu"), progress=False, rd_opts=rd)
     rows = {r["method"]: r for r in table["rows"]}
     assert list(rows) == list(baselines.METHODS)
-    for method in ("nearest_image", "nerf_retrieved_pose", "pipeline", "nerf_true_pose"):
+    for method in ("nearest_image", "nerf_retrieved_pose", "pipeline", "nerf_true_pose", "reverse_distillation",
+                   "rd_attention", "rd_nerf_views", "rd_aligned"):
         assert set(METRICS) <= set(rows[method]["metrics"]) and rows[method]["query_s"] > 0
+    n_train = len(json.loads((tiny_data_root / "tiny" / "transforms.json").read_text())["frames"]) * 3 // 4
+    assert f"on {n_train} training views (" in rows["rd_attention"]["note"]
+    assert f"on {n_train} training views, 3 NeRF views (" in rows["rd_nerf_views"]["note"]
+    assert f"3 NeRF views, {table['n_images']} aligned renders" in rows["rd_aligned"]["note"]
+    assert (tmp_path / "ck" / "synthetic" / "tiny" / "rd_aligned.pt").is_file()
     assert rows["patchcore"]["metrics"] is None and rows["fused"]["metrics"] is None
     from evaluation.class_evaluation import evaluate_class
 

@@ -513,3 +513,60 @@ def test_subtle_defects_are_smaller_and_of_the_parts_own_colour():
             assert decal.radii.max() <= 0.1 + 1e-9
             stains += 1
     assert burrs >= 3 and stains >= 3
+
+
+def test_a_multi_object_scene_holds_its_objects_apart_on_the_ground_inside_the_unit_sphere():
+    from mad.synth.multi import KIND_GROUND, make_multi_scene
+
+    for n in (2, 4, 6):
+        a = make_multi_scene(3, n)
+        np.testing.assert_array_equal(a.lo, make_multi_scene(3, n).lo)
+        corners = np.stack([a.lo, a.hi], 1)
+        assert np.sqrt((np.abs(corners).max(1) ** 2).sum(-1)).max() == pytest.approx(0.98)
+        ground = np.flatnonzero(a.kind == KIND_GROUND)
+        assert len(ground) == 1 and int(a.brick[ground[0]]) not in a.removable
+        objects = np.flatnonzero(a.kind != KIND_GROUND)
+        assert a.lo[objects, 2].min() == pytest.approx(a.hi[ground[0], 2])      # they stand on the slab
+        assert (a.lo[objects, :2] >= a.lo[ground[0], :2]).all() and (a.hi[objects, :2] <= a.hi[ground[0], :2]).all()
+        # boxes whose footprints touch belong to one object: exactly n groups, none touching another
+        lo, hi = a.lo[objects, :2], a.hi[objects, :2]
+        touch = ((lo[:, None] <= hi[None] + 1e-9) & (lo[None] <= hi[:, None] + 1e-9)).all(-1)
+        from scipy.sparse.csgraph import connected_components
+
+        assert connected_components(touch, directed=False)[0] == n
+        assert len(a.removable) >= n
+    assert make_multi_scene(3, 4).n_boxes != make_multi_scene(4, 4).n_boxes
+    with pytest.raises(ValueError, match=r"2\.\.6"):
+        make_multi_scene(0, 1)
+
+
+def test_scene_class_masks_cover_exactly_the_defects_which_lie_on_the_objects(tmp_path):
+    """A generated scene class: every defect image differs from the clean render at its pose exactly inside its
+    mask, good images not at all, and no defect pixel lies on the ground slab."""
+    from mad.synth.multi import KIND_GROUND
+
+    root = generate_tiny(tmp_path / "synthetic", objects=3, size=48, radius=3.2, elev_min=15.0, elev_max=70.0)
+    stats = json.loads((root / "synth_stats.json").read_text())
+    assert stats["objects"] == 3
+    scene = class_scene(TINY_SEED, objects=3)
+    focal = focal_from_angle(48, BLENDER_CAMERA_ANGLE_X)
+    checked = set()
+    for frame in json.loads((root / "test_poses.json").read_text())["frames"]:
+        defect = frame["file_path"].split("/")[1]
+        pose = np.array(frame["transform_matrix"])
+        image = _rgb(root / frame["file_path"]).astype(int)
+        normal, buffers = render_with_buffers(scene, pose, 48, 48, focal, TINY_SUPERSAMPLE)
+        changed = np.abs(image - normal.astype(int)).max(-1) > 1
+        if defect == "good":
+            assert not changed.any()
+            continue
+        stem = frame["file_path"].split("/")[-1][:-4]
+        mask = cv2.imread(str(root / "ground_truth" / defect / f"{stem}_mask.png"), cv2.IMREAD_UNCHANGED) > 0
+        assert mask.any()
+        np.testing.assert_array_equal(mask, changed)
+        if defect == "Stains":                                      # a stain is painted on what the camera sees
+            seen = buffers.box.reshape(48, TINY_SUPERSAMPLE, 48, TINY_SUPERSAMPLE)
+            on_ground = (seen == np.flatnonzero(scene.kind == KIND_GROUND)[0]).all((1, 3))
+            assert not (mask & on_ground).any()
+        checked.add(defect)
+    assert checked == set(DEFECT_TYPES)

@@ -22,6 +22,7 @@ from dataclasses import replace
 
 import numpy as np
 
+from mad.synth.multi import make_multi_scene
 from mad.synth.scene import PALETTE, Scene, make_scene
 from mad.synth.texture import hash01
 
@@ -311,8 +312,9 @@ def specular(dirs: np.ndarray, axis: np.ndarray, sign: np.ndarray, lights) -> np
     return SPEC_STRENGTH * out
 
 
-def class_scene(seed: int, textured: bool = False, detail: bool = False) -> Scene:
-    """The object of a generated class: make_scene's bricks (with `textured` surface detail), plus this module's
-    fine structure when `detail` (what the generator renders, and what the decomposition's oracle re-renders)."""
-    scene = make_scene(seed, textured=textured)
+def class_scene(seed: int, textured: bool = False, detail: bool = False, objects: int = 0) -> Scene:
+    """The object of a generated class: make_scene's bricks (with `textured` surface detail), or with `objects` >= 2
+    a scene of that many objects on a ground slab (mad.synth.multi), plus this module's fine structure when
+    `detail` (what the generator renders, and what the decomposition's oracle re-renders)."""
+    scene = make_multi_scene(seed, objects, textured) if objects >= 2 else make_scene(seed, textured=textured)
     return add_detail(scene, seed) if detail else scene

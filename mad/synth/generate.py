@@ -81,7 +81,7 @@ def generate_class(out_dir, class_name: str, opts: SynthOptions = SynthOptions()
     elev = (float(opts.synth_elev_min), float(opts.synth_elev_max))
     min_mask_frac = opts.synth_min_mask_frac
 
-    scene = class_scene(seed, textured=opts.synth_textured, detail=opts.synth_detail)
+    scene = class_scene(seed, textured=opts.synth_textured, detail=opts.synth_detail, objects=opts.synth_objects)
     focal = focal_from_angle(size, camera_angle_x)
     min_mask_pixels = max(1, math.ceil(min_mask_frac * size * size))
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -125,6 +125,8 @@ def generate_class(out_dir, class_name: str, opts: SynthOptions = SynthOptions()
         }
         if opts.synth_textured:  # only when on: flat classes stay byte-identical to earlier versions
             stats["textured"] = True
+        if opts.synth_objects:  # likewise
+            stats["objects"] = int(opts.synth_objects)
         if opts.synth_detail:  # likewise
             stats["detail"] = True
             stats["defect_style"] = "subtle"     # mad.synth.defects.SUBTLE_DEFECTS
