@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from anomaly.scorer import gaussian_blur
+from anomaly.scorer import gaussian_blur, image_scores
 from common.io import save_torch
 from common.options import Options, option, require
 from common.progress import progress_bar
@@ -236,4 +236,4 @@ class ReverseDistillation:
             maps.append(distillation_map(teacher, self.student(teacher), tuple(x.shape[-2:]),
                                          self.opts.rd_sigma).cpu().numpy())
         out = np.concatenate(maps)
-        return out, out.reshape(len(out), -1).max(axis=1)
+        return out, image_scores(out, 1)

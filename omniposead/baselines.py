@@ -168,16 +168,26 @@ def distillation_rows(cfg: OmniposeConfig, opts: DistillationOptions, assets: Cl
     student is trained (or resumed) under the class's checkpoint folder."""
     views = assets.views
 
+    # the rows are cumulative: a pose's render is made once and shared, each row still counting its seconds
+    renders: dict[bytes, tuple[np.ndarray, float]] = {}
+    used: list[float] = []
+
     def render(pose):
-        with torch.no_grad():
-            return assets.renderer.render_image(torch.as_tensor(pose, dtype=torch.float32, device=assets.device),
-                                                views.height, views.width, views.intrinsics).cpu().numpy()
+        key = np.asarray(pose, dtype=np.float64).tobytes()
+        if key not in renders:
+            started = time.perf_counter()
+            with torch.no_grad():
+                image = assets.renderer.render_image(torch.as_tensor(pose, dtype=torch.float32, device=assets.device),
+                                                     views.height, views.width, views.intrinsics).cpu().numpy()
+            renders[key] = image, time.perf_counter() - started
+        used.append(renders[key][1])
+        return renders[key][0]
 
     for method, variant in distillation_variants(opts, len(fit_idx)).items():
-        started = time.perf_counter()
+        used.clear()
         train, counts = distillation_images(variant, views.images[fit_idx], views.poses[fit_idx], render, estimated,
                                             cfg.run.seed)
-        render_s = time.perf_counter() - started
+        render_s = sum(used)
         fingerprint = digest([("options", repr(variant)), ("backbone", assets.backbone.description),
                               ("seed", cfg.run.seed), ("images", array_digest(train))])
         student = ReverseDistillation(assets.backbone, variant, assets.device, cfg.run.seed)

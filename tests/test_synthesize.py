@@ -355,20 +355,18 @@ def test_detail_parts_are_never_missing_and_never_burrs():
         assert not parts[buf.box[buf.box >= 0]].all()
 
 
-def test_detail_class_masks_cover_the_defects(tmp_path):
-    """Detail mode: every defect image has a non-empty mask and differs from the clean render at its pose
-    exactly inside it (prints and highlights are the same in both renders, parts are never a defect)."""
-    root = generate_tiny(tmp_path / "synthetic", detail=True, size=48)
-    stats = json.loads((root / "synth_stats.json").read_text())
-    assert stats["detail"] is True and stats["defect_style"] == "subtle"
-    scene = class_scene(TINY_SEED, detail=True)
-    focal = focal_from_angle(48, BLENDER_CAMERA_ANGLE_X)
-    checked = set()
+def _assert_masks_are_the_changed_pixels(root, scene, size: int) -> list:
+    """Every test image of the generated class at `root` against the clean render of `scene` at its pose: a good
+    image unchanged, a defect image changed exactly inside its non-empty mask, every defect type seen. Returns
+    (defect, mask, the clean render's hit buffers) of each defect image, for checks of where the defects lie."""
+    focal = focal_from_angle(size, BLENDER_CAMERA_ANGLE_X)
+    defects = []
     for frame in json.loads((root / "test_poses.json").read_text())["frames"]:
         defect = frame["file_path"].split("/")[1]
         image = _rgb(root / frame["file_path"]).astype(int)
-        normal = render_view(scene, np.array(frame["transform_matrix"]), 48, 48, focal, TINY_SUPERSAMPLE).astype(int)
-        changed = np.abs(image - normal).max(-1) > 1
+        normal, buffers = render_with_buffers(scene, np.array(frame["transform_matrix"]), size, size, focal,
+                                              TINY_SUPERSAMPLE)
+        changed = np.abs(image - normal.astype(int)).max(-1) > 1
         if defect == "good":
             assert not changed.any()
             continue
@@ -376,8 +374,18 @@ def test_detail_class_masks_cover_the_defects(tmp_path):
         mask = cv2.imread(str(root / "ground_truth" / defect / f"{stem}_mask.png"), cv2.IMREAD_UNCHANGED) > 0
         assert mask.any()
         np.testing.assert_array_equal(mask, changed)
-        checked.add(defect)
-    assert checked == set(DEFECT_TYPES)
+        defects.append((defect, mask, buffers))
+    assert {d for d, _, _ in defects} == set(DEFECT_TYPES)
+    return defects
+
+
+def test_detail_class_masks_cover_the_defects(tmp_path):
+    """Detail mode: every defect image has a non-empty mask and differs from the clean render at its pose
+    exactly inside it (prints and highlights are the same in both renders, parts are never a defect)."""
+    root = generate_tiny(tmp_path / "synthetic", detail=True, size=48)
+    stats = json.loads((root / "synth_stats.json").read_text())
+    assert stats["detail"] is True and stats["defect_style"] == "subtle"
+    _assert_masks_are_the_changed_pixels(root, class_scene(TINY_SEED, detail=True), 48)
     again = generate_tiny(tmp_path / "again", detail=True, size=48)
     assert _files(again) == _files(root)
     both = generate_tiny(tmp_path / "both", detail=True, textured=True, size=48)
@@ -552,24 +560,8 @@ def test_scene_class_masks_cover_exactly_the_defects_which_lie_on_the_objects(tm
     stats = json.loads((root / "synth_stats.json").read_text())
     assert stats["objects"] == 3
     scene = class_scene(TINY_SEED, objects=3)
-    focal = focal_from_angle(48, BLENDER_CAMERA_ANGLE_X)
-    checked = set()
-    for frame in json.loads((root / "test_poses.json").read_text())["frames"]:
-        defect = frame["file_path"].split("/")[1]
-        pose = np.array(frame["transform_matrix"])
-        image = _rgb(root / frame["file_path"]).astype(int)
-        normal, buffers = render_with_buffers(scene, pose, 48, 48, focal, TINY_SUPERSAMPLE)
-        changed = np.abs(image - normal.astype(int)).max(-1) > 1
-        if defect == "good":
-            assert not changed.any()
-            continue
-        stem = frame["file_path"].split("/")[-1][:-4]
-        mask = cv2.imread(str(root / "ground_truth" / defect / f"{stem}_mask.png"), cv2.IMREAD_UNCHANGED) > 0
-        assert mask.any()
-        np.testing.assert_array_equal(mask, changed)
+    for defect, mask, buffers in _assert_masks_are_the_changed_pixels(root, scene, 48):
         if defect == "Stains":                                      # a stain is painted on what the camera sees
             seen = buffers.box.reshape(48, TINY_SUPERSAMPLE, 48, TINY_SUPERSAMPLE)
             on_ground = np.isin(seen, np.flatnonzero(scene.kind == KIND_GROUND)).all((1, 3))
             assert not (mask & on_ground).any()
-        checked.add(defect)
-    assert checked == set(DEFECT_TYPES)

@@ -48,8 +48,8 @@ def make_multi_scene(seed: int, n_objects: int, textured: bool = False) -> Scene
     else:
         raise RuntimeError(f"could not place {n_objects} objects apart on the slab")
     parts, removable, next_brick = [], [], 0
-    for k, (cx, cy) in enumerate(centres):
-        obj = make_scene(int(seed) * 1000 + k + 1, textured=textured)
+    objects = [make_scene(int(seed) * 1000 + k + 1, textured=textured) for k in range(n_objects)]
+    for obj, (cx, cy) in zip(objects, centres, strict=True):
         radius = rng.uniform(*_OBJECT_RADIUS)
         lo, hi = obj.lo * radius, obj.hi * radius        # make_scene's objects lie within radius 0.98
         shift = np.array([cx, cy, -lo[:, 2].min()])
@@ -68,6 +68,5 @@ def make_multi_scene(seed: int, n_objects: int, textured: bool = False) -> Scene
     corners = np.stack([lo, hi], 1) - centre                              # [B,2,3]
     farthest = np.sqrt((np.abs(corners).max(1) ** 2).sum(-1)).max()
     scale = 0.98 / farthest
-    base = make_scene(int(seed) * 1000 + 1, textured=textured)
-    return replace(base, lo=(lo - centre) * scale, hi=(hi - centre) * scale, color=color.astype(np.float64),
+    return replace(objects[0], lo=(lo - centre) * scale, hi=(hi - centre) * scale, color=color.astype(np.float64),
                    brick=brick, kind=kind, removable=tuple(removable), decals=())
