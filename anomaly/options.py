@@ -60,6 +60,20 @@ class ScoreOptions(Options):
                                   choices=REFERENCE_MATCHES)
     reference_match_window: int = option(1, "reference = reprojected: the colours are compared over a box of this "
                                             "many pixels per side (1 = per pixel)")
+    reference_match_shift: int = option(0, "reference = reprojected: each warped view is also tried moved by up to "
+                                           "this many pixels along each image axis, the move whose box matches "
+                                           "best taken (a block match against the warp's misregistration at thin "
+                                           "parts and edges; (2 x this + 1)^2 tries per view)")
+    reference_fill_views: int = option(0, "reference = reprojected: the next this many nearest training views are "
+                                          "tried on the pixels none of the reference_views sees (a disocclusion), "
+                                          "before the NeRF's colour is left there")
+    reference_unseen_power: float = option(0.0, "reference = reprojected: the map is multiplied by (1 - u)^this, u "
+                                                "the share of the pixels around (Gaussian-weighted at the map's "
+                                                "smoothing scale) where no warped training view sees the surface "
+                                                "and the NeRF's guess fills the reference (0 = off): the map is "
+                                                "trusted where anomaly-free photographs make the reference")
+    reference_match_nerf: bool = option(False, "reference = reprojected: the NeRF's own colour competes with the "
+                                               "warped views' on every pixel it sees as solid")
     reference_depth_downscale: int = option(1, "reference = reprojected: the training views' NeRF depth (their "
                                                "z-buffer) is rendered at 1/this of the image size, this^2 times "
                                                "fewer rays per warped view; the colours stay full size")
@@ -96,6 +110,11 @@ class ScoreOptions(Options):
                 f"reference_match must be one of {', '.join(REFERENCE_MATCHES)}, got {self.reference_match!r}")
         require(self.reference_match_window >= 1,
                 f"reference_match_window must be >= 1, got {self.reference_match_window}")
+        require(self.reference_match_shift >= 0,
+                f"reference_match_shift must be >= 0, got {self.reference_match_shift}")
+        require(self.reference_fill_views >= 0, f"reference_fill_views must be >= 0, got {self.reference_fill_views}")
+        require(self.reference_unseen_power >= 0,
+                f"reference_unseen_power must be >= 0, got {self.reference_unseen_power}")
         require(self.reference_tolerance > 0, f"reference_tolerance must be > 0, got {self.reference_tolerance}")
         require(self.reference_depth_downscale >= 1,
                 f"reference_depth_downscale must be >= 1, got {self.reference_depth_downscale}")

@@ -46,6 +46,7 @@ class ResultPaths:
     query: Path      # _query.png
     reference: Path  # _ref.png
     overlay: Path    # _overlay.png
+    unseen: Path     # _unseen.png: the reprojected reference's pixels no training view sees
 
 
 @dataclass
@@ -79,6 +80,7 @@ def result_paths(out_dir: str | Path, sample_name: str) -> ResultPaths:
         query=base / f"{stem}_query.png",
         reference=base / f"{stem}_ref.png",
         overlay=base / f"{stem}_overlay.png",
+        unseen=base / f"{stem}_unseen.png",
     )
 
 
@@ -114,12 +116,13 @@ def discard_result(out_dir: str | Path, sample_name: str) -> None:
 
 def save_result(out_dir: str | Path, sample_name: str, score_map, record: dict[str, Any], *,
                 query: np.ndarray | None = None, reference: np.ndarray | None = None,
-                overlay: np.ndarray | None = None) -> ResultPaths:
+                overlay: np.ndarray | None = None, unseen: np.ndarray | None = None) -> ResultPaths:
     """Write one sample's results atomically (images and map first, the JSON record last).
 
     `score_map`: [H,W] (numpy or torch; stored float32). `record` must hold image_score, label,
     defect_type and backbone; JSON-serialisable extras (numpy arrays become lists) are kept.
-    Images: [H,W,3] float in [0,1] or uint8 (numpy or torch, any device).
+    Images: [H,W,3] float in [0,1] or uint8 (numpy or torch, any device). `unseen` [H,W] bool (the reprojected
+    reference's pixels no training view sees) is written as a 0/255 PNG.
     """
     missing = [k for k in REQUIRED_KEYS if k not in record]
     if missing:
@@ -131,6 +134,8 @@ def save_result(out_dir: str | Path, sample_name: str, score_map, record: dict[s
     for image, path in ((query, paths.query), (reference, paths.reference), (overlay, paths.overlay)):
         if image is not None:
             write_image(path, _numpy(image))
+    if unseen is not None:
+        write_image(paths.unseen, np.where(_numpy(unseen), 255, 0).astype(np.uint8))
     write_npy(paths.map, score_map)
     write_json(paths.record, {"name": sample_name, **record})
     return paths

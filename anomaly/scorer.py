@@ -38,7 +38,8 @@ IMAGENET_STD = (0.229, 0.224, 0.225)  # the RGB term of the official script is o
 
 def anomaly_map(backbone, query: torch.Tensor, reference: torch.Tensor, opts: ScoreOptions | None = None, *,
                 residual=None, stages: Sequence[int] | None = None, include_rgb: bool | None = None,
-                stage_weights: Sequence[float] | None = None, sigma: float | None = None) -> torch.Tensor:
+                stage_weights: Sequence[float] | None = None, sigma: float | None = None,
+                unseen: torch.Tensor | None = None) -> torch.Tensor:
     """Anomaly maps [B,h,w] float32 for queries and references [B,3,H,W] in [0,1].
 
     Options come from `opts` (protocol, stages, RGB term, stage weights, sigma) and are overridden by the
@@ -49,12 +50,28 @@ def anomaly_map(backbone, query: torch.Tensor, reference: torch.Tensor, opts: Sc
     Paper formula with stage weights w_k (optional): s(u) = sqrt(sum_k w_k ||d_k(u)||^2), which is the L2
     norm of the concatenation of the features scaled by sqrt(w_k); all ones (default) is the plain formula.
     A weight list one longer than the stage list weights the RGB term with its last value.
+    `unseen` [B,H,W] bool (the reprojected reference's pixels no training view sees) weighs the map down there
+    by unseen_trust when the options' reference_unseen_power is > 0.
     Tensors must be on the backbone's device; the result stays there.
     """
     opts = resolve_options(opts, stages=stages, include_rgb=include_rgb, stage_weights=stage_weights, sigma=sigma)
     _check_pair(query, reference)
     size = protocol_size(opts, *query.shape[-2:])
-    return combine_terms(term_differences(backbone, query, reference, opts), size, opts, residual)
+    maps = combine_terms(term_differences(backbone, query, reference, opts), size, opts, residual)
+    if unseen is None or opts.reference_unseen_power == 0:
+        return maps
+    share = unseen.float()
+    if tuple(share.shape[-2:]) != tuple(size):
+        share = F.interpolate(share[:, None], size=size, mode="bilinear", align_corners=False)[:, 0]
+    return maps * unseen_trust(share, opts.smoothing_sigma(), opts.reference_unseen_power)
+
+
+def unseen_trust(unseen: torch.Tensor, sigma: float, power: float) -> torch.Tensor:
+    """Trust [B,H,W] in [0, 1] of a map whose reference no anomaly-free photograph supports at the pixels
+    `unseen` [B,H,W] (bool or a share in [0, 1]): (1 - the Gaussian-weighted share of unseen pixels around)^power.
+    Where the reprojected reference falls back to the NeRF's colour (a disocclusion, a thin part's edge), its
+    error is the NeRF's, and at full size that error alone reads like a small defect."""
+    return (1.0 - gaussian_blur(unseen.float(), sigma)).clamp(0.0, 1.0) ** power
 
 
 def resolve_options(opts: ScoreOptions | None = None, **overrides) -> ScoreOptions:

@@ -28,7 +28,7 @@ from common.errors import PadError, exit_on_user_error
 from common.io import atomic_write, write_json
 from common.runtime import resolve_device, seed_everything
 from omniposead.config import parse_config
-from omniposead.decomposition import nerf_references, oracle_references, reference_maps, score_maps
+from omniposead.decomposition import References, nerf_references, oracle_references, reference_maps, score_maps
 from omniposead.pipeline import load_class
 
 ROOT = Path("outputs/detail_levers")
@@ -36,17 +36,20 @@ ROOT = Path("outputs/detail_levers")
 
 def reference_setting(cfg) -> tuple:
     """What the NeRF's reference depends on: the checkpoint (a variant may bring its own NeRF, trained with other
-    field options under another --ckpt_root) and the render and reference options. Variants equal here share
-    their renders."""
+    field options under another --ckpt_root) and the render and reference options (but the map's weight of the
+    unseen pixels, reference_unseen_power, which leaves the reference as it is). Variants equal here share their
+    renders."""
+    record = {k: v for k, v in cfg.score.reference_record().items() if k != "reference_unseen_power"}
     return (str(cfg.run.ckpt_dir), cfg.nerf.render_samples, cfg.nerf.render_early_stop, cfg.score.reference,
-            tuple(sorted(cfg.score.reference_record().items())))
+            tuple(sorted(record.items())))
 
 
-def lever_row(cfg, assets, images, masks, defect_types, references: np.ndarray, oracle: np.ndarray,
+def lever_row(cfg, assets, images, masks, defect_types, references: References, oracle: np.ndarray,
               render_s: float) -> dict:
     """One variant on one class: its scorer on the oracle's and the NeRF's references."""
     started = time.perf_counter()
-    maps = reference_maps(cfg, assets.backbone, assets.residual, images, references, assets.device)
+    maps = reference_maps(cfg, assets.backbone, assets.residual, images, references.images, assets.device,
+                          unseen=references.unseen)
     score_s = (time.perf_counter() - started) / len(images)
     nerf = score_maps(cfg, maps, masks, defect_types)
     ceiling = score_maps(cfg, reference_maps(cfg, assets.backbone, assets.residual, images, oracle, assets.device),
@@ -59,7 +62,7 @@ def lever_row(cfg, assets, images, masks, defect_types, references: np.ndarray, 
 
 def run_class(config: str, class_flags: list[str], variants: list[tuple[str, list[str]]]) -> dict[str, dict]:
     """Every variant on one class; the class's references rendered once per reference setting."""
-    rendered: dict[tuple, tuple[np.ndarray, float]] = {}
+    rendered: dict[tuple, tuple[References, float]] = {}
     oracle = None
     rows = {}
     for name, flags in variants:

@@ -74,25 +74,56 @@ def warp_view(points: Tensor, view: SourceView, intrinsics: Intrinsics, toleranc
 
 def reprojected_reference(nerf_rgb: Tensor, depth: Tensor, c2w: Tensor, views: Iterable[SourceView],
                           intrinsics: Intrinsics, tolerance: float, match: Tensor | None = None,
-                          window: int = 1) -> tuple[Tensor, Tensor]:
+                          window: int = 1, shift: int = 0, nerf_competes: bool = False,
+                          fill_views: Iterable[SourceView] = ()) -> tuple[Tensor, Tensor]:
     """(reference [H, W, 3], from_views [H, W] bool): each pixel of the target camera whose surface point (`depth`:
     the target's surface depth, 0 on the background) some of `views` see takes the colour, among theirs, closest to
     `match` [H, W, 3] there (default: the NeRF's `nerf_rgb`); the other pixels keep the NeRF's colour. The closest,
     not the nearest view's: a specular highlight or a reflection that one view caught and the target did not is
     passed over when another view saw the surface without it, while detail the NeRF blurs is the same in every
     view. `window` > 1 compares the colours' mean absolute difference over a window x window box (the pixels the view
-    sees) instead of one pixel, so neighbouring pixels tend to come from the same view."""
+    sees) instead of one pixel, so neighbouring pixels tend to come from the same view. `shift` > 0 also tries each
+    warped view moved by up to `shift` pixels along each image axis (a block match: the NeRF's depth at a thin part
+    or an edge misplaces the warp by a pixel or two). `nerf_competes` lets the NeRF's own colour compete on every
+    solid pixel (where the warp of every view is wrong, the blur may be the closer). `fill_views` are tried, the same
+    way, only on the solid pixels none of `views` sees (what the nearest views' cameras cannot see of a
+    disocclusion, the next views' may), before the NeRF's colour is left there."""
     match = nerf_rgb if match is None else match
     points = backproject(depth, c2w, intrinsics)
     reference, solid = nerf_rgb.clone(), depth > 0
     best = torch.full(depth.shape, float("inf"), device=depth.device)
-    for view in views:
-        colour, seen = warp_view(points, view, intrinsics, tolerance)
-        error = _window_mean((colour - match).abs().sum(-1), seen & solid, window)
-        take = seen & solid & (error < best)
-        reference[take] = colour[take]
-        best = torch.where(take, error, best)
-    return reference, torch.isfinite(best)
+    for fill, group in ((False, views), (True, fill_views)):
+        open_pixels = solid & ~torch.isfinite(best) if fill else solid
+        if fill and not open_pixels.any():
+            break
+        for view in group:
+            warped, seen_warped = warp_view(points, view, intrinsics, tolerance)
+            for colour, seen in _shifted(warped, seen_warped, shift):
+                error = _window_mean((colour - match).abs().sum(-1), seen & solid, window)
+                take = seen & open_pixels & (error < best)
+                reference[take] = colour[take]
+                best = torch.where(take, error, best)
+    from_views = torch.isfinite(best)
+    if nerf_competes:
+        error = _window_mean((nerf_rgb - match).abs().sum(-1), solid, window)
+        keep = solid & (error < best)
+        reference[keep] = nerf_rgb[keep]
+        from_views = from_views & ~keep
+    return reference, from_views
+
+
+def _shifted(colour: Tensor, seen: Tensor, shift: int):
+    """(colour, seen) of [H, W, 3] / [H, W] moved by every (dy, dx) in [-shift, shift]^2, the unmoved first; what a
+    move brings in from outside the image is not seen."""
+    yield colour, seen
+    height, width = seen.shape
+    padded = F.pad(colour.permute(2, 0, 1), (shift, shift, shift, shift)).permute(1, 2, 0)
+    padded_seen = F.pad(seen, (shift, shift, shift, shift))
+    for dy in range(-shift, shift + 1):
+        for dx in range(-shift, shift + 1):
+            if dy or dx:
+                rows, cols = slice(shift + dy, shift + dy + height), slice(shift + dx, shift + dx + width)
+                yield padded[rows, cols], padded_seen[rows, cols]
 
 
 def _window_mean(error: Tensor, valid: Tensor, window: int) -> Tensor:

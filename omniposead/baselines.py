@@ -56,7 +56,7 @@ from mad.layout import GOOD
 from nerf.checkpoint import LOG_NAME
 from nerf.trainer import heldout_view_indices
 from omniposead.config import OmniposeConfig
-from omniposead.decomposition import METRICS, nerf_references, reference_maps, score_maps
+from omniposead.decomposition import METRICS, References, make_references, nerf_references, reference_maps, score_maps
 from omniposead.distillation_views import distillation_images
 from omniposead.pipeline import ClassAssets, load_class, run_class
 from retrieval.database import DescriptorDatabase
@@ -137,11 +137,6 @@ def nerf_train_seconds(cfg: OmniposeConfig) -> float | None:
         return None
 
 
-def _render(assets: ClassAssets, poses: np.ndarray, images: np.ndarray) -> np.ndarray:
-    """The class's references (omniposead.reference) at `poses` [N,4,4] for `images` [N,H,W,3] -> [N,H,W,3]."""
-    return np.stack([assets.reference(pose, image).cpu().numpy() for pose, image in zip(poses, images, strict=True)])
-
-
 def pipeline_maps(out_dir: Path, names: list[str]) -> tuple[np.ndarray, float]:
     """The pipeline's saved maps of `names` and its mean per-image seconds (pose + render + score records)."""
     maps, seconds = [], []
@@ -215,9 +210,9 @@ def compare_class(cfg: OmniposeConfig, pc_opts: PatchcoreOptions | None, device:
     n = len(test_set)
     timer = Timer()
 
-    def our_maps(key: str, references: np.ndarray) -> np.ndarray:
-        return np.stack(timer.run(key, reference_maps, cfg, assets.backbone, assets.residual, images, references,
-                                  assets.device))
+    def our_maps(key: str, references: References) -> np.ndarray:
+        return np.stack(timer.run(key, reference_maps, cfg, assets.backbone, assets.residual, images,
+                                  references.images, assets.device, unseen=references.unseen))
 
     nerf_s = nerf_train_seconds(cfg)
     r = cfg.retrieval
@@ -233,9 +228,9 @@ def compare_class(cfg: OmniposeConfig, pc_opts: PatchcoreOptions | None, device:
         rows.append(MethodRow(method, METHODS[method], metrics, setup, query, n, note))
 
     nerf_setup = None if nerf_s is None else nerf_s + db_s
-    add("nearest_image", our_maps("score_nearest", views.images[nearest]), db_s,
+    add("nearest_image", our_maps("score_nearest", References(views.images[nearest])), db_s,
         ret_q + timer.seconds["score_nearest"] / n)
-    rendered = timer.run("render_retrieved", _render, assets, views.poses[nearest], images)
+    rendered = timer.run("render_retrieved", make_references, assets.reference, views.poses[nearest], images)
     add("nerf_retrieved_pose", our_maps("score_retrieved", rendered), nerf_setup,
         ret_q + (timer.seconds["render_retrieved"] + timer.seconds["score_retrieved"]) / n)
     ours, ours_q = pipeline_maps(cfg.run.output_dir, names)
@@ -276,8 +271,9 @@ def compare_class(cfg: OmniposeConfig, pc_opts: PatchcoreOptions | None, device:
         add("patchcore", pc_maps, timer.seconds["patchcore_fit"], pc_q, scores=pc_scores,
             note=f"{patchcore.description}; fitted on {len(fit_idx)} training views, bank {patchcore.bank_size}")
         pc_normal, _ = patchcore.predict(views.images[held])
+        held_references = make_references(assets.reference, views.poses[held], views.images[held])
         ours_normal = np.stack(reference_maps(cfg, assets.backbone, assets.residual, views.images[held],
-                                              _render(assets, views.poses[held], views.images[held]), assets.device))
+                                              held_references.images, assets.device, unseen=held_references.unseen))
         fused = fuse_maps(ours, ours_normal, pc_maps, pc_normal)
         fused_setup = None if nerf_setup is None else nerf_setup + timer.seconds["patchcore_fit"]
         add("fused", fused, fused_setup, ours_q + pc_q, note=f"z-scores on {len(held)} held-out training views")

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -75,31 +76,51 @@ def oracle_references(class_dir: Path, samples: list[TestSample], intrinsics: In
     return np.stack(renders).astype(np.float32) / 255.0
 
 
-def nerf_references(reference, class_dir: Path, names: list[str], images: np.ndarray) -> np.ndarray | None:
-    """The class's references [N,H,W,3] (omniposead.reference.ReferenceMaker: the NeRF's render, or the warped
-    training views) for the test images `images` [N,H,W,3] at their true poses; None without test_poses.json."""
+class References(NamedTuple):
+    """References [N,H,W,3] in [0,1] and, for the reprojected reference, the pixels [N,H,W] bool no training view
+    sees (the map is weighed down there: ScoreOptions.reference_unseen_power); None for any other reference."""
+    images: np.ndarray
+    unseen: np.ndarray | None = None
+
+
+def make_references(reference, poses, images: np.ndarray) -> References:
+    """The class's references (omniposead.reference.ReferenceMaker: the NeRF's render, or the warped training
+    views) at camera-to-world `poses` [N,4,4] for the images `images` [N,H,W,3]."""
+    made = [reference.with_unseen(pose, image) for pose, image in zip(poses, images, strict=True)]
+    unseen = None if made[0][1] is None else np.stack([u.cpu().numpy() for _, u in made])
+    return References(np.stack([r.cpu().numpy() for r, _ in made]), unseen)
+
+
+def nerf_references(reference, class_dir: Path, names: list[str], images: np.ndarray) -> References | None:
+    """The class's references for the test images `images` [N,H,W,3] at their true poses; None without
+    test_poses.json."""
     if not (class_dir / TEST_POSES_FILE).is_file():
         return None
     truth = load_test_poses(class_dir)
-    return np.stack([reference(truth[name], image).cpu().numpy() for name, image in zip(names, images, strict=True)])
+    return make_references(reference, [truth[name] for name in names], images)
 
 
-def pipeline_references(out_dir: Path, names: list[str], white_bkgd: bool) -> np.ndarray | None:
-    """The references the pipeline saved [N,H,W,3]; None unless every test image has one."""
-    paths = [result_paths(out_dir, name).reference for name in names]
-    if not all(p.is_file() for p in paths):
+def pipeline_references(out_dir: Path, names: list[str], white_bkgd: bool) -> References | None:
+    """The references the pipeline saved, with their unseen pixels where every one has them; None unless every
+    test image has a reference."""
+    paths = [result_paths(out_dir, name) for name in names]
+    if not all(p.reference.is_file() for p in paths):
         return None
-    return np.stack([read_image_file(p, white_bkgd) for p in paths])
+    unseen = (np.stack([read_image_file(p.unseen)[..., 0] > 0.5 for p in paths])
+              if all(p.unseen.is_file() for p in paths) else None)
+    return References(np.stack([read_image_file(p.reference, white_bkgd) for p in paths]), unseen)
 
 
 def reference_maps(cfg: OmniposeConfig, backbone, residual, images: np.ndarray, references: np.ndarray, device,
-                   batch: int = 8) -> list[np.ndarray]:
-    """The config's anomaly maps [H,W] of the test images [N,H,W,3] scored against `references` [N,H,W,3]."""
+                   batch: int = 8, unseen: np.ndarray | None = None) -> list[np.ndarray]:
+    """The config's anomaly maps [H,W] of the test images [N,H,W,3] scored against `references` [N,H,W,3]
+    (`unseen` [N,H,W]: the reprojected reference's pixels no training view sees)."""
     maps = []
     for start in range(0, len(images), batch):
         query, ref = (torch.from_numpy(np.ascontiguousarray(x[start:start + batch])).permute(0, 3, 1, 2).float()
                       .to(device) for x in (images, references))
-        maps.extend(anomaly_map(backbone, query, ref, cfg.score, residual=residual).cpu().numpy())
+        hidden = None if unseen is None else torch.from_numpy(unseen[start:start + batch]).to(device)
+        maps.extend(anomaly_map(backbone, query, ref, cfg.score, residual=residual, unseen=hidden).cpu().numpy())
     return maps
 
 
@@ -114,10 +135,10 @@ def score_maps(cfg: OmniposeConfig, maps: list[np.ndarray], masks: list[np.ndarr
     return {**{key: result[key] for key in METRICS}, "per_defect": result["per_defect"]}
 
 
-def score_references(cfg: OmniposeConfig, backbone, residual, images: np.ndarray, references: np.ndarray,
+def score_references(cfg: OmniposeConfig, backbone, residual, images: np.ndarray, references: References,
                      masks: list[np.ndarray], defect_types: list[str], device, batch: int = 8) -> dict:
     """Pixel AUROC, image AUROC, pixel AUPRO and pixel F1 of the test images scored against `references`."""
-    maps = reference_maps(cfg, backbone, residual, images, references, device, batch)
+    maps = reference_maps(cfg, backbone, residual, images, references.images, device, batch, references.unseen)
     result = score_maps(cfg, maps, masks, defect_types)
     return {key: result[key] for key in METRICS}
 
@@ -130,8 +151,9 @@ def decompose_class(cfg: OmniposeConfig, device=None, progress: bool = True) -> 
     views, test_set = assets.views, assets.test_set
     names = [s.name for s in test_set]
     images = np.stack([s.image for s in test_set])
+    oracle = oracle_references(assets.class_dir, test_set, views.intrinsics)
     references = {
-        "oracle": oracle_references(assets.class_dir, test_set, views.intrinsics),
+        "oracle": None if oracle is None else References(oracle),
         "nerf_true_pose": nerf_references(assets.reference, assets.class_dir, names, images),
         "pipeline": pipeline_references(run.output_dir, names, run.white_bkgd),
     }

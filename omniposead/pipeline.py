@@ -268,6 +268,7 @@ class ScoredImage:
     score_map: np.ndarray      # [H,W] float32
     image_score: float
     seconds: dict[str, float]  # per image: pose, render, score
+    unseen: np.ndarray | None          # [H,W] bool: the reprojected reference's pixels no training view sees
 
 
 @dataclass
@@ -301,17 +302,20 @@ def score_images(assets: ClassAssets, images: np.ndarray, progress: bool = False
     t0 = time.perf_counter()
     poses = estimate_batch_poses(assets, images, progress=progress)
     t1 = time.perf_counter()
-    references = torch.stack([assets.reference(p.refined_pose, image)
-                              for p, image in zip(poses, images, strict=True)]).permute(0, 3, 1, 2)
+    made = [assets.reference.with_unseen(p.refined_pose, image) for p, image in zip(poses, images, strict=True)]
+    references = torch.stack([reference for reference, _ in made]).permute(0, 3, 1, 2)
+    unseen = None if made[0][1] is None else torch.stack([u for _, u in made])
     t2 = time.perf_counter()
-    maps = anomaly_map(assets.backbone, to_chw(images, device), references, cfg.score, residual=assets.residual)
+    maps = anomaly_map(assets.backbone, to_chw(images, device), references, cfg.score, residual=assets.residual,
+                       unseen=unseen)
     scores = image_scores(maps, cfg.score.image_pool())
     t3 = time.perf_counter()
     n = len(images)
     seconds = {"pose": (t1 - t0) / n, "render": (t2 - t1) / n, "score": (t3 - t2) / n}
     references_np = references.permute(0, 2, 3, 1).cpu().numpy()
     maps_np = maps.cpu().numpy()
-    return [ScoredImage(pose, references_np[i], maps_np[i], float(scores[i]), dict(seconds))
+    unseen_np = [None] * n if unseen is None else list(unseen.cpu().numpy())
+    return [ScoredImage(pose, references_np[i], maps_np[i], float(scores[i]), dict(seconds), unseen_np[i])
             for i, pose in enumerate(poses)]
 
 
@@ -402,7 +406,7 @@ def _run_class(cfg: OmniposeConfig, out_dir: Path, device: torch.device | None, 
                     overlay = (overlay_heatmap(image, amap, 0.0, float(amap.max()) or 1.0)
                                if cfg.evaluation.save_overlays else None)
                     save_result(out_dir, result.sample.name, amap, result.record(description, scorer),
-                                query=image, reference=result.reference, overlay=overlay)
+                                query=image, reference=result.reference, overlay=overlay, unseen=result.unseen)
                     unsure += [result.sample.name] if result.pose.unsure else []
                     searched += int(result.pose.fallback_tried)
                     bar.update(1)

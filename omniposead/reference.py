@@ -61,20 +61,30 @@ class ReferenceMaker:
     def __call__(self, c2w, query=None) -> Tensor:
         """The reference [H, W, 3] float32 in [0, 1] at camera-to-world `c2w` [4, 4]. `query` [H, W, 3] in [0, 1]
         (the image the reference is for) is needed with reference_match = query, and ignored otherwise."""
+        return self.with_unseen(c2w, query)[0]
+
+    def with_unseen(self, c2w, query=None) -> tuple[Tensor, Tensor | None]:
+        """(reference, unseen): the reference as __call__ makes it and, for the reprojected one, the pixels [H, W]
+        bool where the NeRF sees a surface that no warped training view sees (their colour is the NeRF's guess);
+        None for the NeRF's render."""
         views, score = self.views, self.score
         if score.reference == "nerf":
-            return self.renderer.render_image(self._pose(c2w), views.height, views.width, views.intrinsics)
+            return self.renderer.render_image(self._pose(c2w), views.height, views.width, views.intrinsics), None
         match = None
         if score.reference_match == "query":
             if query is None:
                 raise ValueError("reference_match = query: the reference needs the query image")
             match = torch.as_tensor(query, dtype=torch.float32, device=self.device)
         buffers = self.renderer.render_buffers(self._pose(c2w), views.height, views.width, views.intrinsics)
-        chosen = nearest_views(_numpy(c2w).astype(np.float64), self.candidates, views.poses, score.reference_views)
-        reference, _ = reprojected_reference(buffers["rgb"], surface_depth(buffers["depth"], buffers["acc"]),
-                                             self._pose(c2w), (self._source(i) for i in chosen), views.intrinsics,
-                                             score.reference_tolerance, match, score.reference_match_window)
-        return reference
+        chosen = nearest_views(_numpy(c2w).astype(np.float64), self.candidates, views.poses,
+                               score.reference_views + score.reference_fill_views)
+        main, fill = chosen[:score.reference_views], chosen[score.reference_views:]
+        depth = surface_depth(buffers["depth"], buffers["acc"])
+        reference, from_views = reprojected_reference(
+            buffers["rgb"], depth, self._pose(c2w), (self._source(i) for i in main), views.intrinsics,
+            score.reference_tolerance, match, score.reference_match_window, score.reference_match_shift,
+            score.reference_match_nerf, (self._source(i) for i in fill))
+        return reference, (depth > 0) & ~from_views
 
 
 def _numpy(c2w) -> np.ndarray:

@@ -113,6 +113,64 @@ def test_matching_the_query_takes_the_view_that_explains_it_but_keeps_what_no_vi
     assert torch.allclose((query - windowed)[stain], torch.full((5, 7, 3), -0.3), atol=1e-6)
 
 
+def test_a_shifted_block_match_undoes_a_misregistered_warp_but_keeps_a_stain():
+    """reference_match_shift: a warp one column off (the NeRF's depth misplaces it) leaves a difference on every
+    pixel; trying the view moved by up to one pixel finds the move that explains the query exactly, while a stain
+    that no move of the view shows still differs by about its whole colour."""
+    camera = camera_at(0.0, 0.0, 4.0)
+    depth, plane = torch.full((H, W), 4.0), plane_image(camera)
+    off = plane.clone()
+    off[:, 1:] = plane[:, :-1]                                     # the view's content one column to the right
+    stain = (slice(10, 15), slice(12, 19))
+    query = plane.clone()
+    query[stain] -= 0.3
+    views = [SourceView(off, depth, camera)]
+    near_stain = torch.zeros(H, W, dtype=torch.bool)
+    near_stain[8:17, 10:21] = True
+    clear = ~near_stain
+    clear[:, :3] = clear[:, W - 3:] = False                        # the moved view's edge columns
+    unmoved, _ = reprojected_reference(plane, depth, camera, views, K, 0.01, match=query, window=5)
+    moved, from_views = reprojected_reference(plane, depth, camera, views, K, 0.01, match=query, window=5, shift=1)
+    assert (query - unmoved)[clear].abs().amax() > 0.02
+    assert torch.allclose(moved[clear], query[clear], atol=1e-5) and from_views.all()
+    assert ((query - moved)[stain].abs().sum(-1) > 0.75).all()
+
+
+def test_the_nerf_colour_competes_where_every_warp_is_wrong():
+    """reference_match_nerf: where the only view's warp shows something else (a part the NeRF's depth put in the
+    wrong place), the NeRF's colour is the closer and is taken; elsewhere the view's."""
+    camera = camera_at(0.0, 0.0, 4.0)
+    depth, plane = torch.full((H, W), 4.0), plane_image(camera)
+    wrong = plane.clone()
+    wrong[4:10, 4:10] = torch.tensor([0.0, 0.0, 1.0])
+    nerf = plane + 0.05                                            # a NeRF a little off everywhere
+    views = [SourceView(wrong, depth, camera)]
+    reference, from_views = reprojected_reference(nerf, depth, camera, views, K, 0.01, match=plane,
+                                                  nerf_competes=True)
+    assert torch.allclose(reference[4:10, 4:10], nerf[4:10, 4:10]) and not from_views[4:10, 4:10].any()
+    assert torch.allclose(reference[12:, 12:], plane[12:, 12:]) and from_views[12:, 12:].all()
+
+
+def test_fill_views_colour_only_what_the_nearest_views_cannot_see():
+    """reference_fill_views: a next-nearest view fills the pixels that the nearest one does not see (here: where
+    something nearer blocks it), and leaves the pixels the nearest view sees alone, even where it would match the
+    query better there (more candidates everywhere would explain away defects too)."""
+    camera = camera_at(0.0, 0.0, 4.0)
+    depth, plane = torch.full((H, W), 4.0), plane_image(camera)
+    blocked_depth = torch.full((H, W), 4.0)
+    blocked_depth[:, :10] = 2.0                                   # the nearest view sees columns 10.. only
+    nearest = SourceView(plane, blocked_depth, camera)
+    stained = plane.clone()
+    stained[:, 20:] -= 0.3                                       # the query's stain, over columns 20..
+    nerf = torch.zeros(H, W, 3)
+    fill = SourceView(stained, depth, camera)                     # a fill view that happens to show the stain
+    without, seen = reprojected_reference(nerf, depth, camera, [nearest], K, 0.01, match=stained)
+    assert (without[:, :10] == 0).all() and not seen[:, :10].any()
+    filled, seen = reprojected_reference(nerf, depth, camera, [nearest], K, 0.01, match=stained, fill_views=[fill])
+    assert seen.all() and torch.allclose(filled[:, :10], stained[:, :10])
+    assert torch.allclose(filled[:, 10:], plane[:, 10:])         # the stain still differs: no fill there
+
+
 def test_the_background_keeps_the_nerf_colour():
     depth, acc = torch.full((H, W), 4.0), torch.ones(H, W)
     acc[:, :10] = 0.1
@@ -170,7 +228,8 @@ def test_a_training_views_reprojected_reference_is_that_view_where_the_nerf_sees
     import dataclasses
     by_query = dataclasses.replace(assets.reference, score=dataclasses.replace(
         cfg.score, reference_views=2, reference_match="query", reference_match_window=3))
-    reference = by_query(views.poses[index], photo)
+    reference, unseen = by_query.with_unseen(views.poses[index], photo)
     assert torch.allclose(reference[solid], photo[solid], atol=1e-5)
+    assert not unseen.any()                                   # the view itself sees every solid pixel
     with pytest.raises(ValueError, match="query image"):
         by_query(views.poses[index])

@@ -14,6 +14,7 @@ from anomaly.scorer import (
     gaussian_kernel1d,
     image_scores,
     protocol_size,
+    unseen_trust,
 )
 from common.errors import ConfigError
 from features.backbone import random_backbone_for_tests
@@ -133,8 +134,9 @@ def test_options_from_config_and_validation(backbone):
     cfg = argparse.Namespace(score_protocol="paper", score_normalization="none", residual_fallback_views=8,
                              residual_views=0, reference="nerf", reference_views=3, reference_tolerance=0.01,
                              reference_depth_downscale=1, reference_match="nerf", reference_match_window=1,
-                             score_stages=[1, 3], score_include_rgb=False, score_stage_weights=[],
-                             score_sigma=0.0, image_score_pool=32)
+                             reference_match_shift=0, reference_fill_views=0, reference_match_nerf=False,
+                             reference_unseen_power=0.0, score_stages=[1, 3], score_include_rgb=False,
+                             score_stage_weights=[], score_sigma=0.0, image_score_pool=32)
     assert ScoreOptions.from_config(cfg) == ScoreOptions(score_stages=(1, 3), score_include_rgb=False,
                                                          score_sigma=0.0)
     q = torch.rand(1, 3, 32, 32)
@@ -278,3 +280,22 @@ def test_the_reprojected_references_every_option_is_in_the_scorer_record():
     assert record["reference_depth_downscale"] == 2 and record["reference_views"] == 3
     assert ScoreOptions(reference="reprojected").reference_record() != \
         ScoreOptions(reference="reprojected", reference_depth_downscale=2).reference_record()
+
+
+def test_the_map_is_weighed_down_where_no_training_view_sees_the_surface(backbone):
+    """reference_unseen_power: the trust is 1 far from unseen pixels, 0 inside a wide unseen block, (1 - the
+    Gaussian share)^power between; the map is the plain map times it, and unchanged with power 0 or no mask."""
+    unseen = torch.zeros(1, 40, 40, dtype=torch.bool)
+    unseen[0, 10:30, 2:22] = True
+    trust = unseen_trust(unseen, 2.0, 1.0)
+    assert trust[0, 20, 12] < 1e-3 and trust[0, 20, 38] > 1 - 1e-3 and trust[0, 2, 35] > 1 - 1e-3
+    assert 0.4 < trust[0, 20, 22] < 0.6                                 # the block's edge: half of the share
+    assert torch.allclose(unseen_trust(unseen, 2.0, 2.0), trust ** 2)
+    q, r = torch.rand(1, 3, 40, 40), torch.rand(1, 3, 40, 40)
+    opts = ScoreOptions(score_stages=(1,), score_sigma=1.0, reference="reprojected", reference_unseen_power=2.0)
+    plain = anomaly_map(backbone, q, r, opts)
+    weighed = anomaly_map(backbone, q, r, opts, unseen=unseen)
+    assert torch.allclose(weighed, plain * unseen_trust(unseen, 1.0, 2.0), atol=1e-6)
+    assert weighed[0, 20, 12] < 1e-2 * plain[0, 20, 12] and torch.allclose(weighed[0, :, 35:], plain[0, :, 35:])
+    off = ScoreOptions(score_stages=(1,), score_sigma=1.0, reference="reprojected")
+    assert torch.equal(anomaly_map(backbone, q, r, off, unseen=unseen), anomaly_map(backbone, q, r, off))
