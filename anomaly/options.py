@@ -72,6 +72,10 @@ class ScoreOptions(Options):
                                                 "smoothing scale) where no warped training view sees the surface "
                                                 "and the NeRF's guess fills the reference (0 = off): the map is "
                                                 "trusted where anomaly-free photographs make the reference")
+    reference_silhouette_band: int = option(0, "reference = reprojected: background pixels within this many pixels "
+                                               "of the NeRF's surface are also tried with the warped views (at the "
+                                               "nearest surface's depth) against the NeRF's colour: a silhouette the "
+                                               "NeRF draws a pixel or two short or long")
     reference_match_nerf: bool = option(False, "reference = reprojected: the NeRF's own colour competes with the "
                                                "warped views' on every pixel it sees as solid")
     reference_depth_downscale: int = option(1, "reference = reprojected: the training views' NeRF depth (their "
@@ -115,6 +119,8 @@ class ScoreOptions(Options):
         require(self.reference_fill_views >= 0, f"reference_fill_views must be >= 0, got {self.reference_fill_views}")
         require(self.reference_unseen_power >= 0,
                 f"reference_unseen_power must be >= 0, got {self.reference_unseen_power}")
+        require(self.reference_silhouette_band >= 0,
+                f"reference_silhouette_band must be >= 0, got {self.reference_silhouette_band}")
         require(self.reference_tolerance > 0, f"reference_tolerance must be > 0, got {self.reference_tolerance}")
         require(self.reference_depth_downscale >= 1,
                 f"reference_depth_downscale must be >= 1, got {self.reference_depth_downscale}")

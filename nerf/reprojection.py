@@ -61,13 +61,15 @@ def _sample(image: Tensor, grid: Tensor, mode: str) -> Tensor:
     return out[0].permute(1, 2, 0)
 
 
-def warp_view(points: Tensor, view: SourceView, intrinsics: Intrinsics, tolerance: float) -> tuple[Tensor, Tensor]:
+def warp_view(points: Tensor, view: SourceView, intrinsics: Intrinsics, tolerance: float,
+              depth: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """(colour [H, W, 3], seen [H, W] bool) of world `points` [H, W, 3] in `view`: seen where the point projects
-    inside the image, in front of the camera, on a surface the view's NeRF depth puts within `tolerance` x depth."""
+    inside the image, in front of the camera, on a surface the view's NeRF depth (or `depth` in its place) puts
+    within `tolerance` x depth."""
     height, width = view.image.shape[:2]
     grid, z = project(points, view.c2w, intrinsics, height, width)
     inside = (grid.abs() <= 1.0).all(-1) & (z > 0)
-    their_depth = _sample(view.depth[..., None], grid, "nearest")[..., 0]
+    their_depth = _sample((view.depth if depth is None else depth)[..., None], grid, "nearest")[..., 0]
     seen = inside & (their_depth > 0) & ((z - their_depth).abs() <= tolerance * z)
     return _sample(view.image, grid, "bilinear"), seen
 
@@ -75,7 +77,7 @@ def warp_view(points: Tensor, view: SourceView, intrinsics: Intrinsics, toleranc
 def reprojected_reference(nerf_rgb: Tensor, depth: Tensor, c2w: Tensor, views: Iterable[SourceView],
                           intrinsics: Intrinsics, tolerance: float, match: Tensor | None = None,
                           window: int = 1, shift: int = 0, nerf_competes: bool = False,
-                          fill_views: Iterable[SourceView] = ()) -> tuple[Tensor, Tensor]:
+                          fill_views: Iterable[SourceView] = (), band: int = 0) -> tuple[Tensor, Tensor]:
     """(reference [H, W, 3], from_views [H, W] bool): each pixel of the target camera whose surface point (`depth`:
     the target's surface depth, 0 on the background) some of `views` see takes the colour, among theirs, closest to
     `match` [H, W, 3] there (default: the NeRF's `nerf_rgb`); the other pixels keep the NeRF's colour. The closest,
@@ -87,8 +89,16 @@ def reprojected_reference(nerf_rgb: Tensor, depth: Tensor, c2w: Tensor, views: I
     or an edge misplaces the warp by a pixel or two). `nerf_competes` lets the NeRF's own colour compete on every
     solid pixel (where the warp of every view is wrong, the blur may be the closer). `fill_views` are tried, the same
     way, only on the solid pixels none of `views` sees (what the nearest views' cameras cannot see of a
-    disocclusion, the next views' may), before the NeRF's colour is left there."""
+    disocclusion, the next views' may), before the NeRF's colour is left there. `band` > 0 also tries the views on
+    the background pixels within `band` pixels of the surface, at the depth of the nearest surface around, against
+    the NeRF's colour there (a silhouette the NeRF draws a pixel or two short keeps the photographs' colour
+    where they show the object); their from_views is True only where a view's colour won."""
     match = nerf_rgb if match is None else match
+    edge = torch.zeros_like(depth, dtype=torch.bool)
+    if band > 0:
+        grown = _nearest_surface_depth(depth, band)
+        edge = (depth <= 0) & (grown > 0)
+        depth = torch.where(edge, grown, depth)
     points = backproject(depth, c2w, intrinsics)
     reference, solid = nerf_rgb.clone(), depth > 0
     best = torch.full(depth.shape, float("inf"), device=depth.device)
@@ -98,18 +108,29 @@ def reprojected_reference(nerf_rgb: Tensor, depth: Tensor, c2w: Tensor, views: I
             break
         for view in group:
             warped, seen_warped = warp_view(points, view, intrinsics, tolerance)
+            if band > 0:     # the view's own silhouette is as short as the target's: its depth grown the same
+                grown_seen = warp_view(points, view, intrinsics, tolerance, _nearest_surface_depth(view.depth, band))[1]
+                seen_warped = torch.where(edge, grown_seen, seen_warped)
             for colour, seen in _shifted(warped, seen_warped, shift):
                 error = _window_mean((colour - match).abs().sum(-1), seen & solid, window)
                 take = seen & open_pixels & (error < best)
                 reference[take] = colour[take]
                 best = torch.where(take, error, best)
     from_views = torch.isfinite(best)
-    if nerf_competes:
+    competing = solid if nerf_competes else edge
+    if competing.any():
         error = _window_mean((nerf_rgb - match).abs().sum(-1), solid, window)
-        keep = solid & (error < best)
+        keep = competing & (error < best)
         reference[keep] = nerf_rgb[keep]
         from_views = from_views & ~keep
     return reference, from_views
+
+
+def _nearest_surface_depth(depth: Tensor, radius: int) -> Tensor:
+    """[H, W]: the smallest surface depth (> 0) within a (2 radius + 1)^2 box of each pixel, 0 where there is none."""
+    far = torch.where(depth > 0, depth, torch.full_like(depth, float("inf")))
+    nearest = -F.max_pool2d(-far[None, None], 2 * radius + 1, stride=1, padding=radius)[0, 0]
+    return torch.where(torch.isfinite(nearest), nearest, torch.zeros_like(nearest))
 
 
 def _shifted(colour: Tensor, seen: Tensor, shift: int):

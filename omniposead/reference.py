@@ -83,7 +83,7 @@ class ReferenceMaker:
         reference, from_views = reprojected_reference(
             buffers["rgb"], depth, self._pose(c2w), (self._source(i) for i in main), views.intrinsics,
             score.reference_tolerance, match, score.reference_match_window, score.reference_match_shift,
-            score.reference_match_nerf, (self._source(i) for i in fill))
+            score.reference_match_nerf, (self._source(i) for i in fill), score.reference_silhouette_band)
         return reference, (depth > 0) & ~from_views
 
 

@@ -171,6 +171,28 @@ def test_fill_views_colour_only_what_the_nearest_views_cannot_see():
     assert torch.allclose(filled[:, 10:], plane[:, 10:])         # the stain still differs: no fill there
 
 
+def test_a_silhouette_band_takes_the_photographs_where_the_nerf_draws_the_object_short():
+    """reference_silhouette_band: the NeRF (here and in the training view) sees the plane from column 10 on, the
+    photographs from column 8 on. With a band of 2 the two columns it misses take the photograph's colour, where the
+    query shows the plane; the background farther out, and a band pixel where the query is background, keep the
+    NeRF's white; without a band the two columns are white."""
+    camera = camera_at(0.0, 0.0, 4.0)
+    plane, white = plane_image(camera), torch.ones(H, W, 3)
+    nerf_depth = torch.full((H, W), 4.0)
+    nerf_depth[:, :10] = 0.0
+    photo = torch.where((torch.arange(W) >= 8)[None, :, None], plane, white)
+    nerf = torch.where((torch.arange(W) >= 10)[None, :, None], plane, white)
+    views = [SourceView(photo, nerf_depth, camera)]
+    query = photo.clone()
+    query[:12, 8:10] = 1.0                                        # here the query shows the background after all
+    short, _ = reprojected_reference(nerf, nerf_depth, camera, views, K, 0.01, match=query)
+    banded, from_views = reprojected_reference(nerf, nerf_depth, camera, views, K, 0.01, match=query, band=2)
+    assert (short[:, 8:10] == 1).all()
+    assert torch.allclose(banded[12:, 8:10], plane[12:, 8:10], atol=1e-5) and from_views[12:, 8:10].all()
+    assert (banded[:12, 8:10] == 1).all() and not from_views[:12, 8:10].any()
+    assert (banded[:, :8] == 1).all() and torch.allclose(banded[:, 10:], plane[:, 10:], atol=1e-5)
+
+
 def test_the_background_keeps_the_nerf_colour():
     depth, acc = torch.full((H, W), 4.0), torch.ones(H, W)
     acc[:, :10] = 0.1
