@@ -326,7 +326,7 @@ def _make_maps(assets: ClassAssets, photos: list[Photo], out_dir: Path, progress
                               "backbone": description, "scorer": scorer, "image_digest": photo.image_digest,
                               "file": str(photo.path), **s.pose.record(), "seconds": s.seconds}
                     save_result(out_dir, photo.result_name, s.score_map, record, query=photo.image,
-                                reference=s.reference)
+                                reference=s.reference, unseen=s.unseen)
                     bar.update(1)
     except KeyboardInterrupt as err:
         if isinstance(err, Interrupted):

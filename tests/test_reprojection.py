@@ -255,3 +255,22 @@ def test_a_training_views_reprojected_reference_is_that_view_where_the_nerf_sees
     assert not unseen.any()                                   # the view itself sees every solid pixel
     with pytest.raises(ValueError, match="query image"):
         by_query(views.poses[index])
+
+
+def test_the_unseen_pixels_saved_with_a_result_read_back_exactly(tmp_path):
+    """The pipeline saves the reprojected reference's unseen pixels beside its reference (<name>_unseen.png); the
+    decomposition's pipeline row reads both back, the mask exactly; without them every one, unseen is None."""
+    from anomaly.results import save_result
+    from omniposead.decomposition import pipeline_references
+
+    rng = np.random.default_rng(0)
+    record = {"image_score": 1.0, "label": 0, "defect_type": "good", "backbone": "b"}
+    masks = [rng.random((H, W)) < 0.3 for _ in range(2)]
+    references = [rng.random((H, W, 3)).astype(np.float32) for _ in range(2)]
+    for i, (mask, reference) in enumerate(zip(masks, references, strict=True)):
+        save_result(tmp_path, f"good/{i}", np.zeros((H, W)), record, reference=reference, unseen=mask)
+    read = pipeline_references(tmp_path, ["good/0", "good/1"], white_bkgd=True)
+    assert read.unseen.dtype == bool and np.array_equal(read.unseen, np.stack(masks))
+    assert np.allclose(read.images, np.stack(references), atol=0.5 / 255 + 1e-6)
+    save_result(tmp_path, "good/2", np.zeros((H, W)), record, reference=references[0])
+    assert pipeline_references(tmp_path, ["good/0", "good/2"], white_bkgd=True).unseen is None
