@@ -48,12 +48,11 @@ def lever_row(cfg, assets, images, masks, defect_types, references: References, 
               render_s: float) -> dict:
     """One variant on one class: its scorer on the oracle's and the NeRF's references."""
     started = time.perf_counter()
-    maps = reference_maps(cfg, assets.backbone, assets.residual, images, references.images, assets.device,
-                          unseen=references.unseen)
+    maps = reference_maps(cfg, assets.backbone, assets.residual, images, references, assets.device)
     score_s = (time.perf_counter() - started) / len(images)
     nerf = score_maps(cfg, maps, masks, defect_types)
-    ceiling = score_maps(cfg, reference_maps(cfg, assets.backbone, assets.residual, images, oracle, assets.device),
-                         masks, defect_types)
+    oracle_maps = reference_maps(cfg, assets.backbone, assets.residual, images, References(oracle), assets.device)
+    ceiling = score_maps(cfg, oracle_maps, masks, defect_types)
     per_defect = {d: entry["image_auroc"] for d, entry in nerf["per_defect"].items()}
     return {"class": cfg.run.class_name, "oracle_image_auroc": ceiling["image_auroc"],
             "image_auroc": nerf["image_auroc"], "loss": ceiling["image_auroc"] - nerf["image_auroc"],

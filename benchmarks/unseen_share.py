@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> None:
     references = nerf_references(assets.reference, assets.class_dir, [s.name for s in samples], images)
     if references is None:
         raise SystemExit(f"{assets.class_dir}: no test_poses.json (the true poses are needed)")
-    maps = np.stack(reference_maps(cfg, assets.backbone, assets.residual, images, references.images, assets.device))
+    maps = np.stack(reference_maps(cfg, assets.backbone, assets.residual, images, references, assets.device))
     pool = cfg.score.image_pool()
     scores = image_scores(maps, pool)
     unseen = references.unseen

@@ -211,8 +211,8 @@ def compare_class(cfg: OmniposeConfig, pc_opts: PatchcoreOptions | None, device:
     timer = Timer()
 
     def our_maps(key: str, references: References) -> np.ndarray:
-        return np.stack(timer.run(key, reference_maps, cfg, assets.backbone, assets.residual, images,
-                                  references.images, assets.device, unseen=references.unseen))
+        return np.stack(timer.run(key, reference_maps, cfg, assets.backbone, assets.residual, images, references,
+                                  assets.device))
 
     nerf_s = nerf_train_seconds(cfg)
     r = cfg.retrieval
@@ -273,7 +273,7 @@ def compare_class(cfg: OmniposeConfig, pc_opts: PatchcoreOptions | None, device:
         pc_normal, _ = patchcore.predict(views.images[held])
         held_references = make_references(assets.reference, views.poses[held], views.images[held])
         ours_normal = np.stack(reference_maps(cfg, assets.backbone, assets.residual, views.images[held],
-                                              held_references.images, assets.device, unseen=held_references.unseen))
+                                              held_references, assets.device))
         fused = fuse_maps(ours, ours_normal, pc_maps, pc_normal)
         fused_setup = None if nerf_setup is None else nerf_setup + timer.seconds["patchcore_fit"]
         add("fused", fused, fused_setup, ours_q + pc_q, note=f"z-scores on {len(held)} held-out training views")

@@ -111,14 +111,14 @@ def pipeline_references(out_dir: Path, names: list[str], white_bkgd: bool) -> Re
     return References(np.stack([read_image_file(p.reference, white_bkgd) for p in paths]), unseen)
 
 
-def reference_maps(cfg: OmniposeConfig, backbone, residual, images: np.ndarray, references: np.ndarray, device,
-                   batch: int = 8, unseen: np.ndarray | None = None) -> list[np.ndarray]:
-    """The config's anomaly maps [H,W] of the test images [N,H,W,3] scored against `references` [N,H,W,3]
-    (`unseen` [N,H,W]: the reprojected reference's pixels no training view sees)."""
-    maps = []
+def reference_maps(cfg: OmniposeConfig, backbone, residual, images: np.ndarray, references: References, device,
+                   batch: int = 8) -> list[np.ndarray]:
+    """The config's anomaly maps [H,W] of the test images [N,H,W,3] scored against `references` (their unseen
+    pixels weighed as the config says)."""
+    maps, unseen = [], references.unseen
     for start in range(0, len(images), batch):
         query, ref = (torch.from_numpy(np.ascontiguousarray(x[start:start + batch])).permute(0, 3, 1, 2).float()
-                      .to(device) for x in (images, references))
+                      .to(device) for x in (images, references.images))
         hidden = None if unseen is None else torch.from_numpy(unseen[start:start + batch]).to(device)
         maps.extend(anomaly_map(backbone, query, ref, cfg.score, residual=residual, unseen=hidden).cpu().numpy())
     return maps
@@ -138,7 +138,7 @@ def score_maps(cfg: OmniposeConfig, maps: list[np.ndarray], masks: list[np.ndarr
 def score_references(cfg: OmniposeConfig, backbone, residual, images: np.ndarray, references: References,
                      masks: list[np.ndarray], defect_types: list[str], device, batch: int = 8) -> dict:
     """Pixel AUROC, image AUROC, pixel AUPRO and pixel F1 of the test images scored against `references`."""
-    maps = reference_maps(cfg, backbone, residual, images, references.images, device, batch, references.unseen)
+    maps = reference_maps(cfg, backbone, residual, images, references, device, batch)
     result = score_maps(cfg, maps, masks, defect_types)
     return {key: result[key] for key in METRICS}
 
