@@ -76,6 +76,12 @@ class ScoreOptions(Options):
                                                "of the NeRF's surface are also tried with the warped views (at the "
                                                "nearest surface's depth) against the NeRF's colour: a silhouette the "
                                                "NeRF draws a pixel or two short or long")
+    reference_background_band: int = option(0, "either reference: on the surface pixels within this many pixels of "
+                                               "the NeRF's background, the plain background colour (white with "
+                                               "white_bkgd) takes the reference's place where it is closer to the "
+                                               "query, pixel by pixel (the NeRF draws the outline a pixel or two "
+                                               "too wide, with a dark fringe of its blur); for objects on a plain "
+                                               "background (0 = off)")
     reference_match_nerf: bool = option(False, "reference = reprojected: the NeRF's own colour competes with the "
                                                "warped views' on every pixel it sees as solid")
     reference_depth_downscale: int = option(1, "reference = reprojected: the training views' NeRF depth (their "
@@ -121,6 +127,8 @@ class ScoreOptions(Options):
                 f"reference_unseen_power must be >= 0, got {self.reference_unseen_power}")
         require(self.reference_silhouette_band >= 0,
                 f"reference_silhouette_band must be >= 0, got {self.reference_silhouette_band}")
+        require(self.reference_background_band >= 0,
+                f"reference_background_band must be >= 0, got {self.reference_background_band}")
         require(self.reference_tolerance > 0, f"reference_tolerance must be > 0, got {self.reference_tolerance}")
         require(self.reference_depth_downscale >= 1,
                 f"reference_depth_downscale must be >= 1, got {self.reference_depth_downscale}")
@@ -171,10 +179,11 @@ class ScoreOptions(Options):
                 "score_sigma": self.smoothing_sigma(), **self.reference_record()}
 
     def reference_record(self) -> dict:
-        """The options the reference depends on: none for the NeRF's render (the paper's), every reference_* option
-        for the reprojected one."""
+        """The options the reference depends on: for the NeRF's render (the paper's) none but the background band
+        when it is on, every reference_* option for the reprojected one."""
         if self.reference == "nerf":
-            return {}
+            band = self.reference_background_band
+            return {"reference_background_band": band} if band else {}
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name.startswith("reference")}
 
     def term_weights(self) -> tuple[list[float], float]:

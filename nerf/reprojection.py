@@ -126,6 +126,20 @@ def reprojected_reference(nerf_rgb: Tensor, depth: Tensor, c2w: Tensor, views: I
     return reference, from_views
 
 
+def background_on_rim(reference: Tensor, depth: Tensor, match: Tensor, width: int,
+                      background: float) -> tuple[Tensor, Tensor]:
+    """(reference [H, W, 3], taken [H, W] bool): on the surface pixels (`depth` > 0) within `width` pixels (a
+    (2 width + 1)^2 box) of the background, the plain `background` colour replaces the reference's where it is
+    closer to `match` [H, W, 3] (the query), pixel by pixel. A NeRF draws the outline a pixel or two too wide, with
+    a dark fringe of its blur; what in the query is not the background colour (a burr outside the outline, a
+    stain) is never matched by it."""
+    empty = (depth <= 0).float()[None, None]
+    rim = (F.max_pool2d(empty, 2 * width + 1, stride=1, padding=width)[0, 0] > 0) & (depth > 0)
+    plain = torch.full_like(reference, background)
+    taken = rim & ((plain - match).abs().sum(-1) < (reference - match).abs().sum(-1))
+    return torch.where(taken[..., None], plain, reference), taken
+
+
 def _nearest_surface_depth(depth: Tensor, radius: int) -> Tensor:
     """[H, W]: the smallest surface depth (> 0) within a (2 radius + 1)^2 box of each pixel, 0 where there is none."""
     far = torch.where(depth > 0, depth, torch.full_like(depth, float("inf")))

@@ -18,7 +18,7 @@ from torch import Tensor
 from anomaly.options import ScoreOptions
 from mad.loader import TrainViews
 from nerf.renderer import NeRFRenderer
-from nerf.reprojection import SourceView, reprojected_reference, surface_depth
+from nerf.reprojection import SourceView, background_on_rim, reprojected_reference, surface_depth
 from nerf.trainer import split_views
 
 
@@ -66,25 +66,33 @@ class ReferenceMaker:
     def with_unseen(self, c2w, query=None) -> tuple[Tensor, Tensor | None]:
         """(reference, unseen): the reference as __call__ makes it and, for the reprojected one, the pixels [H, W]
         bool where the NeRF sees a surface that no warped training view sees (their colour is the NeRF's guess);
-        None for the NeRF's render."""
+        None for the NeRF's render. With reference_background_band, the background colour competes on the
+        surface's rim (nerf.reprojection.background_on_rim), for either reference; a pixel it wins is not unseen."""
         views, score = self.views, self.score
-        if score.reference == "nerf":
-            return self.renderer.render_image(self._pose(c2w), views.height, views.width, views.intrinsics), None
-        match = None
-        if score.reference_match == "query":
-            if query is None:
-                raise ValueError("reference_match = query: the reference needs the query image")
-            match = torch.as_tensor(query, dtype=torch.float32, device=self.device)
+        needs_query = score.reference_background_band > 0 or (score.reference == "reprojected"
+                                                                and score.reference_match == "query")
+        if needs_query and query is None:
+            raise ValueError("reference_match = query or reference_background_band > 0: the reference needs the "
+                             "query image")
+        query = None if query is None else torch.as_tensor(query, dtype=torch.float32, device=self.device)
         buffers = self.renderer.render_buffers(self._pose(c2w), views.height, views.width, views.intrinsics)
-        chosen = nearest_views(_numpy(c2w).astype(np.float64), self.candidates, views.poses,
-                               score.reference_views + score.reference_fill_views)
-        main, fill = chosen[:score.reference_views], chosen[score.reference_views:]
         depth = surface_depth(buffers["depth"], buffers["acc"])
-        reference, from_views = reprojected_reference(
-            buffers["rgb"], depth, self._pose(c2w), (self._source(i) for i in main), views.intrinsics,
-            score.reference_tolerance, match, score.reference_match_window, score.reference_match_shift,
-            score.reference_match_nerf, (self._source(i) for i in fill), score.reference_silhouette_band)
-        return reference, (depth > 0) & ~from_views
+        if score.reference == "nerf":
+            reference, from_views = buffers["rgb"], None
+        else:
+            chosen = nearest_views(_numpy(c2w).astype(np.float64), self.candidates, views.poses,
+                                   score.reference_views + score.reference_fill_views)
+            main, fill = chosen[:score.reference_views], chosen[score.reference_views:]
+            reference, from_views = reprojected_reference(
+                buffers["rgb"], depth, self._pose(c2w), (self._source(i) for i in main), views.intrinsics,
+                score.reference_tolerance, query if score.reference_match == "query" else None,
+                score.reference_match_window, score.reference_match_shift, score.reference_match_nerf,
+                (self._source(i) for i in fill), score.reference_silhouette_band)
+        if score.reference_background_band > 0:
+            reference, taken = background_on_rim(reference, depth, query, score.reference_background_band,
+                                                 1.0 if self.renderer.white_bkgd else 0.0)
+            from_views = None if from_views is None else from_views | taken
+        return reference, None if from_views is None else (depth > 0) & ~from_views
 
 
 def _numpy(c2w) -> np.ndarray:

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from common.camera import Intrinsics
-from nerf.reprojection import SourceView, backproject, project, reprojected_reference, surface_depth
+from nerf.reprojection import SourceView, background_on_rim, backproject, project, reprojected_reference, surface_depth
 from omniposead.reference import nearest_views
 
 H, W = 24, 32
@@ -193,6 +193,33 @@ def test_a_silhouette_band_takes_the_photographs_where_the_nerf_draws_the_object
     assert (banded[:, :8] == 1).all() and torch.allclose(banded[:, 10:], plane[:, 10:], atol=1e-5)
 
 
+def test_the_background_wins_on_the_rim_where_the_nerf_draws_the_outline_too_wide():
+    """reference_background_band: the photographs show the plane from column 12 on, the NeRF from column 10 on, with
+    a dark fringe of its blur on columns 10-11 that no view sees (the view's own z-buffer starts at 12). With a band
+    of 3 the white background wins on the fringe where the query is white, but not on column 12, where the query
+    shows the plane, nor on a fringe pixel where the query is dark (a defect there stays a difference); without
+    the band the fringe keeps the NeRF's dark guess."""
+    camera = camera_at(0.0, 0.0, 4.0)
+    plane, white = plane_image(camera), torch.ones(H, W, 3)
+    nerf_depth, view_depth = torch.full((H, W), 4.0), torch.full((H, W), 4.0)
+    nerf_depth[:, :10], view_depth[:, :12] = 0.0, 0.0
+    photo = torch.where((torch.arange(W) >= 12)[None, :, None], plane, white)
+    nerf = torch.where((torch.arange(W) >= 12)[None, :, None], plane, torch.full((H, W, 3), 0.1))
+    nerf[:, :10] = 1.0
+    query = photo.clone()
+    query[:4, 10:12] = 0.05                                       # a dark mark on the fringe
+    views = [SourceView(photo, view_depth, camera)]
+    plain, seen = reprojected_reference(nerf, nerf_depth, camera, views, K, 0.01, match=query)
+    assert torch.allclose(plain[:, 10:12], torch.tensor(0.1)) and not seen[:, 10:12].any()
+    banded, taken = background_on_rim(plain, nerf_depth, query, 3, 1.0)
+    assert (banded[4:, 10:12] == 1).all() and taken[4:, 10:12].all()
+    assert torch.allclose(banded[:4, 10:12], torch.tensor(0.1)) and not taken[:4, 10:12].any()
+    assert torch.allclose(banded[:, 12:], plane[:, 12:], atol=1e-5) and not taken[:, 12:].any()
+    assert torch.equal(banded[:, :10], plain[:, :10])
+    narrow, _ = background_on_rim(plain, nerf_depth, query, 1, 1.0)   # column 11 is 2 pixels in: out of a band of 1
+    assert (narrow[4:, 10] == 1).all() and torch.allclose(narrow[:, 11], torch.tensor(0.1))
+
+
 def test_the_background_keeps_the_nerf_colour():
     depth, acc = torch.full((H, W), 4.0), torch.ones(H, W)
     acc[:, :10] = 0.1
@@ -255,6 +282,18 @@ def test_a_training_views_reprojected_reference_is_that_view_where_the_nerf_sees
     assert not unseen.any()                                   # the view itself sees every solid pixel
     with pytest.raises(ValueError, match="query image"):
         by_query(views.poses[index])
+    # the NeRF's render with the background band: the render where the query is not white or off the rim; on the
+    # rim, white wherever the query is whiter than the render
+    rim = dataclasses.replace(assets.reference, score=dataclasses.replace(cfg.score, reference="nerf",
+                                                                          reference_background_band=2))
+    banded, unseen = rim.with_unseen(views.poses[index], photo)
+    whitened = (banded != nerf["rgb"]).any(-1)
+    assert unseen is None and whitened.any() and (banded[whitened] == 1).all()
+    closer = (1 - photo).abs().sum(-1) < (nerf["rgb"] - photo).abs().sum(-1)
+    near_background = torch.nn.functional.max_pool2d((~solid).float()[None, None], 5, stride=1, padding=2)[0, 0] > 0
+    assert torch.equal(whitened, closer & solid & near_background)
+    with pytest.raises(ValueError, match="query image"):
+        rim(views.poses[index])
 
 
 def test_the_unseen_pixels_saved_with_a_result_read_back_exactly(tmp_path):

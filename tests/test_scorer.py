@@ -135,7 +135,7 @@ def test_options_from_config_and_validation(backbone):
                              residual_views=0, reference="nerf", reference_views=3, reference_tolerance=0.01,
                              reference_depth_downscale=1, reference_match="nerf", reference_match_window=1,
                              reference_match_shift=0, reference_fill_views=0, reference_match_nerf=False,
-                             reference_silhouette_band=0,
+                             reference_silhouette_band=0, reference_background_band=0,
                              reference_unseen_power=0.0, score_stages=[1, 3], score_include_rgb=False,
                              score_stage_weights=[], score_sigma=0.0, image_score_pool=32)
     assert ScoreOptions.from_config(cfg) == ScoreOptions(score_stages=(1, 3), score_include_rgb=False,
@@ -273,10 +273,12 @@ def test_a_cap_on_views_keeps_the_first_the_last_and_even_spacing():
 
 def test_the_reprojected_references_every_option_is_in_the_scorer_record():
     """The record that saved maps and the residual model's fingerprint carry: every reference_* option for the
-    reprojected reference (so a new one cannot be forgotten), nothing for the NeRF's render."""
+    reprojected reference (so a new one cannot be forgotten), nothing for the NeRF's render but the background
+    band, which changes it too."""
     from anomaly.options import ScoreOptions
 
     assert ScoreOptions().reference_record() == {}
+    assert ScoreOptions(reference_background_band=1).reference_record() == {"reference_background_band": 1}
     record = ScoreOptions(reference="reprojected", reference_depth_downscale=2).scorer_record()
     assert record["reference_depth_downscale"] == 2 and record["reference_views"] == 3
     assert ScoreOptions(reference="reprojected").reference_record() != \
