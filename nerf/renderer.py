@@ -54,6 +54,11 @@ class NeRFRenderer(nn.Module):
     def device(self) -> torch.device:
         return next(self.parameters()).device
 
+    @property
+    def background(self) -> float:
+        """The colour of a ray that meets nothing (every channel): 1 with white_bkgd, else 0."""
+        return 1.0 if self.white_bkgd else 0.0
+
     def _autocast(self, device: torch.device):
         if self.amp and device.type == "cuda":
             return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
@@ -251,8 +256,7 @@ class NeRFRenderer(nn.Module):
         if rule and self._over_budget(occupied, n_rays):
             z = self._plain_march(n_rays, perturb, rays_o.device, generator)
             index, window, occupied = self._crossing(rays_o, rays_d, z)
-        background = 1.0 if self.white_bkgd else 0.0
-        out = {"rgb": rays_o.new_full((n_rays, 3), background), "depth": rays_o.new_zeros(n_rays),
+        out = {"rgb": rays_o.new_full((n_rays, 3), self.background), "depth": rays_o.new_zeros(n_rays),
                "acc": rays_o.new_zeros(n_rays), "samples": rays_o.new_zeros(n_rays)}
         if len(index) > 0:
             part = self._render_marched(rays_o[index], rays_d[index], z[index, window], occupied, perturb,

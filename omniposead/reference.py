@@ -90,7 +90,7 @@ class ReferenceMaker:
                 (self._source(i) for i in fill), score.reference_silhouette_band)
         if score.reference_background_band > 0:
             reference, taken = background_on_rim(reference, depth, query, score.reference_background_band,
-                                                 1.0 if self.renderer.white_bkgd else 0.0)
+                                                 self.renderer.background)
             from_views = None if from_views is None else from_views | taken
         return reference, None if from_views is None else (depth > 0) & ~from_views
 
