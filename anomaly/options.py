@@ -84,6 +84,13 @@ class ScoreOptions(Options):
                                                "background (0 = off)")
     reference_match_nerf: bool = option(False, "reference = reprojected: the NeRF's own colour competes with the "
                                                "warped views' on every pixel it sees as solid")
+    reference_depth_search: int = option(0, "reference = reprojected: the query's NeRF depth is tried at this many "
+                                            "steps of reference_depth_step either side, per pixel, and the depth "
+                                            "at which the warped training views agree best (over the "
+                                            "reference_match_window box; the query takes no part) is kept "
+                                            "(0 = off)")
+    reference_depth_step: float = option(0.0025, "reference = reprojected: the relative depth step of "
+                                                 "reference_depth_search")
     reference_depth_downscale: int = option(1, "reference = reprojected: the training views' NeRF depth (their "
                                                "z-buffer) is rendered at 1/this of the image size, this^2 times "
                                                "fewer rays per warped view; the colours stay full size")
@@ -130,6 +137,9 @@ class ScoreOptions(Options):
         require(self.reference_background_band >= 0,
                 f"reference_background_band must be >= 0, got {self.reference_background_band}")
         require(self.reference_tolerance > 0, f"reference_tolerance must be > 0, got {self.reference_tolerance}")
+        require(self.reference_depth_search >= 0,
+                f"reference_depth_search must be >= 0, got {self.reference_depth_search}")
+        require(self.reference_depth_step > 0, f"reference_depth_step must be > 0, got {self.reference_depth_step}")
         require(self.reference_depth_downscale >= 1,
                 f"reference_depth_downscale must be >= 1, got {self.reference_depth_downscale}")
         require(self.residual_fallback_views >= 1,

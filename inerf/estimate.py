@@ -59,6 +59,7 @@ class PoseEstimate:
     loss_ratio: float | None = None  # confidence_loss / the calibrated unsure threshold (None: not calibrated)
     work_rays: int = 0             # rays rendered for this pose by iNeRF, over every start, retry and fallback
     work_samples: int = 0          # the field evaluations (MLP samples) those rays cost
+    polish_loss: tuple[float, float] | None = None  # the photometric polish's loss before and after (None: off)
 
     @property
     def unsure(self) -> bool:
@@ -84,6 +85,7 @@ class PoseEstimate:
             "pose_rerun_used": bool(self.rerun_used),
             "pose_work_rays": int(self.work_rays),
             "pose_work_samples": int(self.work_samples),
+            "pose_polish_loss": None if self.polish_loss is None else [float(x) for x in self.polish_loss],
         }
 
 

@@ -65,6 +65,13 @@ class InerfOptions(Options):
     fallback_size: int = option(32, "longer side in pixels of the candidate renders and the query they are compared "
                                     "with")
     fallback_refine: int = option(3, "distinct best candidates refined by iNeRF per lost query")
+    pose_polish_steps: int = option(0, "after iNeRF: Adam steps of a photometric polish of the pose against the "
+                                       "nearest training photographs, whose surface points (their NeRF depth) are "
+                                       "projected into the query (inerf.photometric; 0 = off): the photographs keep "
+                                       "the detail iNeRF's blurred render lacks")
+    pose_polish_views: int = option(3, "training photographs the polish aligns the query with, nearest camera first")
+    pose_polish_points: int = option(4000, "the most textured pixels of each photograph the polish compares")
+    pose_polish_lr: float = option(0.002, "the polish's Adam step size on the twist (halved for its second half)")
     inerf_detector: str = option("sift", "keypoint detector for interest_points / interest_regions sampling "
                                          "(iNeRF: SIFT)", choices=DETECTORS)
     inerf_min_keypoints: int = option(8, "fewer keypoints than this in a query -> sample its rays uniformly "
@@ -112,4 +119,8 @@ class InerfOptions(Options):
         require(len(self.fallback_rolls) >= 1, "fallback_rolls needs at least one roll (0 = upright)")
         require(0 < self.inerf_restart_fraction <= 1,
                 f"inerf_restart_fraction must be in (0, 1], got {self.inerf_restart_fraction}")
+        require(self.pose_polish_steps >= 0, f"pose_polish_steps must be >= 0, got {self.pose_polish_steps}")
+        require(self.pose_polish_views >= 1, f"pose_polish_views must be >= 1, got {self.pose_polish_views}")
+        require(self.pose_polish_points >= 1, f"pose_polish_points must be >= 1, got {self.pose_polish_points}")
+        require(self.pose_polish_lr > 0, f"pose_polish_lr must be > 0, got {self.pose_polish_lr}")
         return self

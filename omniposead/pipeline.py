@@ -51,6 +51,7 @@ from nerf.renderer import NeRFRenderer
 from nerf.trainer import NeRFTrainer, TrainSummary
 from omniposead.config import OmniposeConfig
 from omniposead.pose_calibration import PoseCalibration, load_or_calibrate, load_or_render_candidates
+from omniposead.pose_polish import PosePolisher
 from omniposead.reference import ReferenceMaker
 from omniposead.residual_fit import load_or_fit_residual
 from omniposead.run_identity import identity_changes, run_identity
@@ -178,12 +179,18 @@ class ClassAssets:
     pose_calibration: PoseCalibration | None = None  # the pose-unsure threshold (omniposead.pose_calibration)
     _candidates: CandidateViews | None = None        # the global fallback's renders, made when first needed
     clock: StageTimes = field(default_factory=StageTimes)  # wall seconds of each stage so far
+    _polisher: PosePolisher | None = None            # the photometric pose polish, made when first needed
 
     def candidates(self, progress: bool = True) -> CandidateViews:
         if self._candidates is None:
             self._candidates = load_or_render_candidates(self.cfg, self.views, self.renderer, self.nerf_digest,
                                                          self.device, progress)
         return self._candidates
+
+    def polisher(self) -> PosePolisher:
+        if self._polisher is None:
+            self._polisher = PosePolisher(self.reference, self.cfg.inerf)
+        return self._polisher
 
 
 def check_test_set(test_set: list[TestSample], views: TrainViews, class_dir: Path, require_labels: bool) -> None:
@@ -247,17 +254,18 @@ def load_class(cfg: OmniposeConfig, device: torch.device | None = None, *, train
 
 def estimate_batch_poses(assets: ClassAssets, images: np.ndarray, progress: bool = False) -> list[PoseEstimate]:
     """Retrieval + iNeRF poses of query images [B,H,W,3] with the class's settings; a query whose loss stays
-    above the calibrated threshold is searched globally (pose_fallback), and every pose gets its confidence."""
+    above the calibrated threshold is searched globally (pose_fallback), every pose gets its confidence, and with
+    pose_polish_steps each is polished against the nearest training photographs (omniposead.pose_polish)."""
     cfg = assets.cfg
     poses = estimate_poses(assets.renderer, assets.database, assets.views, images, cfg.inerf, assets.device,
                            retrieval_topk=cfg.retrieval.retrieval_topk, seed=cfg.run.seed, progress=progress)
-    if assets.pose_calibration is None:
-        return poses
-    threshold = assets.pose_calibration.threshold
-    if cfg.inerf.pose_fallback and lost_queries(poses, threshold):
-        poses = global_fallback(assets.renderer, assets.candidates(progress), images, poses, threshold,
-                                assets.views.intrinsics, cfg.inerf, assets.device, seed=cfg.run.seed)
-    return with_confidence(poses, threshold)
+    if assets.pose_calibration is not None:
+        threshold = assets.pose_calibration.threshold
+        if cfg.inerf.pose_fallback and lost_queries(poses, threshold):
+            poses = global_fallback(assets.renderer, assets.candidates(progress), images, poses, threshold,
+                                    assets.views.intrinsics, cfg.inerf, assets.device, seed=cfg.run.seed)
+        poses = with_confidence(poses, threshold)
+    return assets.polisher()(poses, images) if cfg.inerf.pose_polish_steps > 0 else poses
 
 
 @dataclass

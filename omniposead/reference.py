@@ -18,7 +18,7 @@ from torch import Tensor
 from anomaly.options import ScoreOptions
 from mad.loader import TrainViews
 from nerf.renderer import NeRFRenderer
-from nerf.reprojection import SourceView, background_on_rim, reprojected_reference, surface_depth
+from nerf.reprojection import SourceView, background_on_rim, consistent_depth, reprojected_reference, surface_depth
 from nerf.trainer import split_views
 
 
@@ -46,7 +46,8 @@ class ReferenceMaker:
         """The training views that may be warped: the trainer's training split."""
         return np.asarray(split_views(len(self.views.images), self.holdout_every)[0], dtype=np.int64)
 
-    def _source(self, index: int) -> SourceView:
+    def source(self, index: int) -> SourceView:
+        """Training view `index` with its NeRF depth (rendered once per run)."""
         if index not in self._depths:
             factor = self.score.reference_depth_downscale
             buffers = self.renderer.render_buffers(self._pose(self.views.poses[index]), self.views.height // factor,
@@ -83,11 +84,15 @@ class ReferenceMaker:
             chosen = nearest_views(_numpy(c2w).astype(np.float64), self.candidates, views.poses,
                                    score.reference_views + score.reference_fill_views)
             main, fill = chosen[:score.reference_views], chosen[score.reference_views:]
+            if score.reference_depth_search > 0:
+                depth = consistent_depth(depth, self._pose(c2w), [self.source(i) for i in main], views.intrinsics,
+                                         score.reference_tolerance, score.reference_depth_search,
+                                         score.reference_depth_step, score.reference_match_window)
             reference, from_views = reprojected_reference(
-                buffers["rgb"], depth, self._pose(c2w), (self._source(i) for i in main), views.intrinsics,
+                buffers["rgb"], depth, self._pose(c2w), (self.source(i) for i in main), views.intrinsics,
                 score.reference_tolerance, query if score.reference_match == "query" else None,
                 score.reference_match_window, score.reference_match_shift, score.reference_match_nerf,
-                (self._source(i) for i in fill), score.reference_silhouette_band)
+                (self.source(i) for i in fill), score.reference_silhouette_band)
         if score.reference_background_band > 0:
             reference, taken = background_on_rim(reference, depth, query, score.reference_background_band,
                                                  self.renderer.background)

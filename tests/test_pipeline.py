@@ -284,3 +284,33 @@ def test_residual_model_without_heldout_views_warns_and_uses_training_views(trai
     with pytest.warns(UserWarning, match="holdout_every = 0"):
         model = pipeline.load_class(cfg, torch.device("cpu"), train=False, progress=False, poses=False).residual
     assert model.notes == {"views": [0, 13, 26, 39], "heldout": False, "score_protocol": "paper"}
+
+
+@pytest.mark.slow
+def test_the_pose_polish_runs_after_inerf_and_keeps_a_pose_only_where_its_loss_fell(trained, tmp_path):
+    """pose_polish_steps: every query's iNeRF pose is polished against the nearest training photographs; the
+    record carries the polish's loss before and after, never higher after, and the poses move, by a few degrees at
+    most (a polish, not a search). Whether they move towards the truth is a matter of size: at 48 px this toy's
+    depth is too coarse to say (tests/test_photometric_polish.py checks the recovery on exact photographs; the
+    400 px figures are in benchmarks/RESULTS.md)."""
+    from common.rotations import rotation_error_deg
+
+    data_root, ckpt_root, _ = trained
+    ckpts = tmp_path / "ckpts"
+    shutil.copytree(ckpt_root, ckpts)
+    args = _pipeline_args(data_root, ckpts, tmp_path / "out")
+    cfg = parse_config(args)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assets = pipeline.load_class(cfg, torch.device("cpu"), train=False, progress=False, poses=False)
+    images = np.stack([s.image for s in assets.test_set])
+    plain = pipeline.estimate_batch_poses(assets, images)
+    assets.cfg = parse_config([*args, "--pose_polish_steps", "20"])
+    polished = pipeline.estimate_batch_poses(assets, images)
+    moved = []
+    for before, after in zip(plain, polished, strict=True):
+        assert before.polish_loss is None and after.polish_loss is not None
+        assert after.polish_loss[1] <= after.polish_loss[0]
+        assert after.record()["pose_polish_loss"] == list(after.polish_loss)
+        moved.append(rotation_error_deg(after.refined_pose, before.refined_pose))
+    assert max(moved) < 5.0 and sum(m > 0 for m in moved) >= len(moved) // 2

@@ -313,3 +313,35 @@ def test_the_unseen_pixels_saved_with_a_result_read_back_exactly(tmp_path):
     assert np.allclose(read.images, np.stack(references), atol=0.5 / 255 + 1e-6)
     save_result(tmp_path, "good/2", np.zeros((H, W)), record, reference=references[0])
     assert pipeline_references(tmp_path, ["good/0", "good/2"], white_bkgd=True).unseen is None
+
+
+def striped_plane(c2w: torch.Tensor) -> torch.Tensor:
+    """What `c2w` (looking down -z from height 4) sees of the plane z = 0 painted with fine stripes: a warp with the
+    wrong depth misplaces them."""
+    points = backproject(torch.full((H, W), float(c2w[2, 3])), c2w, K)
+    return torch.stack((0.5 + 0.4 * torch.sin(4.0 * points[..., 0]), 0.5 + 0.4 * torch.cos(3.0 * points[..., 1]),
+                        torch.full((H, W), 0.3)), -1)
+
+
+def test_the_depth_at_which_the_photographs_agree_replaces_a_wrong_nerf_depth():
+    """reference_depth_search: the target's depth is 5 % too far; two views from either side then show the stripes
+    shifted opposite ways, and the depth at which their warps agree is the plane's. Only the photographs are
+    compared: the query plays no part."""
+    from nerf.reprojection import consistent_depth
+
+    target = camera_at(0.0, 0.0, 4.0)
+    views = [SourceView(striped_plane(c), torch.full((H, W), 4.0), c)
+             for c in (camera_at(1.0, 0.0, 4.0), camera_at(-1.0, 0.2, 4.0))]
+    wrong = torch.full((H, W), 4.0 / 0.95)                       # 4 steps of 1.25 % away from the plane's 4.0
+    wrong[:, :3] = 0.0                                            # background stays background
+    refined = consistent_depth(wrong, target, views, K, tolerance=0.06, steps=6, step=0.0125, window=3)
+    inner = (slice(3, H - 3), slice(10, W - 10))
+    assert torch.allclose(refined[inner], torch.full_like(refined[inner], 4.0), atol=1e-4)
+    assert (refined[:, :3] == 0).all()
+    reference, _ = reprojected_reference(torch.zeros(H, W, 3), refined, target, views, K, tolerance=0.06)
+    misplaced, _ = reprojected_reference(torch.zeros(H, W, 3), wrong, target, views, K, tolerance=0.06)
+    truth = striped_plane(target)
+    assert (reference[inner] - truth[inner]).abs().mean() < 0.3 * (misplaced[inner] - truth[inner]).abs().mean()
+    # where the photographs have no texture, every depth agrees equally: the NeRF's is kept
+    flat = [SourceView(torch.full((H, W, 3), 0.5), v.depth, v.c2w) for v in views]
+    assert torch.equal(consistent_depth(wrong, target, flat, K, tolerance=0.06, steps=6, step=0.0125), wrong)
