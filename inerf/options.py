@@ -71,6 +71,9 @@ class InerfOptions(Options):
                                        "the detail iNeRF's blurred render lacks")
     pose_polish_views: int = option(3, "training photographs the polish aligns the query with, nearest camera first")
     pose_polish_points: int = option(4000, "the most textured pixels of each photograph the polish compares")
+    pose_polish_keep: float = option(1.0, "the polish's loss averages the best-fitting this share of the points (a "
+                                          "trimmed loss: 1 = all; a part gone from the query pulls an untrimmed "
+                                          "polish, benchmarks/RESULTS.md)")
     pose_polish_lr: float = option(0.002, "the polish's Adam step size on the twist (halved for its second half)")
     inerf_detector: str = option("sift", "keypoint detector for interest_points / interest_regions sampling "
                                          "(iNeRF: SIFT)", choices=DETECTORS)
@@ -122,5 +125,6 @@ class InerfOptions(Options):
         require(self.pose_polish_steps >= 0, f"pose_polish_steps must be >= 0, got {self.pose_polish_steps}")
         require(self.pose_polish_views >= 1, f"pose_polish_views must be >= 1, got {self.pose_polish_views}")
         require(self.pose_polish_points >= 1, f"pose_polish_points must be >= 1, got {self.pose_polish_points}")
+        require(0 < self.pose_polish_keep <= 1, f"pose_polish_keep must be in (0, 1], got {self.pose_polish_keep}")
         require(self.pose_polish_lr > 0, f"pose_polish_lr must be > 0, got {self.pose_polish_lr}")
         return self

@@ -56,11 +56,13 @@ def alignment_points(view: SourceView, intrinsics: Intrinsics, count: int, depth
 
 
 def photometric_polish(query: Tensor, c2w: Tensor, targets: Sequence[AlignmentPoints], intrinsics: Intrinsics,
-                       steps: int, lr: float, huber: float = 0.1) -> tuple[Tensor, float, float]:
+                       steps: int, lr: float, huber: float = 0.1, keep: float = 1.0) -> tuple[Tensor, float, float]:
     """(polished c2w [4, 4], robust loss before, after): the pose of `query` [H, W, 3] that best explains the
     photographs' `targets` where they project, by `steps` Adam steps on a world-frame twist from `c2w` (the step
     size halved for the second half). The loss is the Huber loss (`huber`) of the colour differences, averaged over
-    the points that project inside the query."""
+    the best-fitting `keep` share of the points that project inside the query (a trimmed loss: where a part is
+    missing, the photographs' points on it project onto what the query shows behind it, and an untrimmed loss
+    follows them)."""
     height, width = query.shape[:2]
     image = _smooth(query).permute(2, 0, 1)[None]
     points = torch.cat([t.points for t in targets])
@@ -72,11 +74,14 @@ def photometric_polish(query: Tensor, c2w: Tensor, targets: Sequence[AlignmentPo
 
     def loss_at(pose: Tensor) -> Tensor:
         grid, z = project(points, pose, intrinsics, height, width)
-        inside = ((grid.abs() < 1.0).all(-1) & (z > 0)).float()
+        inside = (grid.abs() < 1.0).all(-1) & (z > 0)
         seen = F.grid_sample(image, grid[None, None], mode="bilinear", padding_mode="border",
                              align_corners=False)[0, :, 0].T
         error = F.huber_loss(seen, colours, reduction="none", delta=huber).sum(-1)
-        return (error * inside).sum() / inside.sum().clamp_min(1.0)
+        if keep >= 1.0 or not inside.any():
+            return (error * inside).sum() / inside.sum().clamp_min(1)
+        error = error[inside]
+        return error.topk(max(1, int(keep * len(error))), largest=False).values.mean()
 
     with torch.no_grad():
         before = float(loss_at(c2w))

@@ -38,7 +38,7 @@ class PosePolisher:
             c2w, before, after = photometric_polish(
                 query, torch.as_tensor(start, dtype=torch.float32, device=maker.device),
                 [self._targets(i) for i in chosen], maker.views.intrinsics, opts.pose_polish_steps,
-                opts.pose_polish_lr)
+                opts.pose_polish_lr, keep=opts.pose_polish_keep)
             polished.append(dataclasses.replace(pose, refined_pose=c2w.cpu().numpy().astype(np.float32),
                                                 polish_loss=(before, after)))
         return polished

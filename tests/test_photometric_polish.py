@@ -83,3 +83,23 @@ def test_the_chosen_points_are_textured_and_off_the_depth_edges():
     chosen = alignment_points(SourceView(image, depth, pose), K, 300)
     assert len(chosen.points) == 300
     assert torch.allclose(chosen.points.norm(dim=-1), torch.ones(300), atol=2e-3)   # on the sphere, not its rim
+
+
+def test_a_trimmed_loss_is_not_pulled_by_a_part_the_query_lacks():
+    """pose_polish_keep: a block of the query is painted white (a part gone); the photographs' points there fit
+    nowhere: the plain loss follows them 5 pixels away, the loss averaged over the best-fitting share only comes
+    towards the true pose."""
+    truth = look_at(38.0, 25.0)
+    query, _ = sphere_view(truth)
+    query[20:40, 24:44] = 1.0
+    pose = look_at(30.0, 20.0)
+    image, depth = sphere_view(pose)
+    targets = [alignment_points(SourceView(image, depth, pose), K, 600)]
+    start = exp_map(torch.tensor([0.01, -0.01, 0.005, *(math.radians(0.8) * np.array([0.6, -0.48, 0.64]))],
+                                 dtype=torch.float32)) @ truth
+    points = targets[0].points
+    trimmed, _, _ = photometric_polish(query, start, targets, K, steps=80, lr=2e-3, keep=0.6)
+    plain, _, _ = photometric_polish(query, start, targets, K, steps=80, lr=2e-3)
+    assert misplacement_px(points, plain, truth) > 2.0 * misplacement_px(points, start, truth)
+    assert misplacement_px(points, trimmed, truth) < misplacement_px(points, start, truth)
+    assert misplacement_px(points, trimmed, truth) < 0.2 * misplacement_px(points, plain, truth)
