@@ -83,13 +83,14 @@ class ReferenceMaker:
         else:
             chosen = nearest_views(_numpy(c2w).astype(np.float64), self.candidates, views.poses,
                                    score.reference_views + score.reference_fill_views)
-            main, fill = chosen[:score.reference_views], chosen[score.reference_views:]
+            main = [self.source(i) for i in chosen[:score.reference_views]]
+            fill = chosen[score.reference_views:]
             if score.reference_depth_search > 0:
-                depth = consistent_depth(depth, self._pose(c2w), [self.source(i) for i in main], views.intrinsics,
-                                         score.reference_tolerance, score.reference_depth_search,
-                                         score.reference_depth_step, score.reference_match_window)
+                depth = consistent_depth(depth, self._pose(c2w), main, views.intrinsics, score.reference_tolerance,
+                                         score.reference_depth_search, score.reference_depth_step,
+                                         score.reference_match_window)
             reference, from_views = reprojected_reference(
-                buffers["rgb"], depth, self._pose(c2w), (self.source(i) for i in main), views.intrinsics,
+                buffers["rgb"], depth, self._pose(c2w), main, views.intrinsics,
                 score.reference_tolerance, query if score.reference_match == "query" else None,
                 score.reference_match_window, score.reference_match_shift, score.reference_match_nerf,
                 (self.source(i) for i in fill), score.reference_silhouette_band)
