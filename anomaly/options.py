@@ -72,6 +72,11 @@ class ScoreOptions(Options):
                                                 "smoothing scale) where no warped training view sees the surface "
                                                 "and the NeRF's guess fills the reference (0 = off): the map is "
                                                 "trusted where anomaly-free photographs make the reference")
+    reference_spread_limit: float = option(0.0, "reference = reprojected: the surface pixels where the warped "
+                                                "training views disagree by more than this (their colours' mean "
+                                                "absolute difference from their mean, summed over RGB, in [0, 1] "
+                                                "units) count as unseen too: no anomaly-free photograph vouches for "
+                                                "the reference there (0 = off; the query takes no part)")
     reference_silhouette_band: int = option(0, "reference = reprojected: background pixels within this many pixels "
                                                "of the NeRF's surface are also tried with the warped views (at the "
                                                "nearest surface's depth) against the NeRF's colour: a silhouette the "
@@ -139,6 +144,8 @@ class ScoreOptions(Options):
         require(self.reference_tolerance > 0, f"reference_tolerance must be > 0, got {self.reference_tolerance}")
         require(self.reference_depth_search >= 0,
                 f"reference_depth_search must be >= 0, got {self.reference_depth_search}")
+        require(self.reference_spread_limit >= 0 and math.isfinite(self.reference_spread_limit),
+                f"reference_spread_limit must be >= 0, got {self.reference_spread_limit}")
         require(self.reference_depth_step > 0, f"reference_depth_step must be > 0, got {self.reference_depth_step}")
         require(self.reference_depth_downscale >= 1,
                 f"reference_depth_downscale must be >= 1, got {self.reference_depth_downscale}")

@@ -50,8 +50,9 @@ def anomaly_map(backbone, query: torch.Tensor, reference: torch.Tensor, opts: Sc
     Paper formula with stage weights w_k (optional): s(u) = sqrt(sum_k w_k ||d_k(u)||^2), which is the L2
     norm of the concatenation of the features scaled by sqrt(w_k); all ones (default) is the plain formula.
     A weight list one longer than the stage list weights the RGB term with its last value.
-    `unseen` [B,H,W] bool (the reprojected reference's pixels no training view sees) weighs the map down there
-    by unseen_trust when the options' reference_unseen_power is > 0.
+    `unseen` [B,H,W] bool (the reprojected reference's pixels no training view sees, or, with
+    reference_spread_limit, whose views disagree) weighs the map down there by unseen_trust when the options'
+    reference_unseen_power is > 0.
     Tensors must be on the backbone's device; the result stays there.
     """
     opts = resolve_options(opts, stages=stages, include_rgb=include_rgb, stage_weights=stage_weights, sigma=sigma)

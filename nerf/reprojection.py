@@ -74,6 +74,23 @@ def warp_view(points: Tensor, view: SourceView, intrinsics: Intrinsics, toleranc
     return _sample(view.image, grid, "bilinear"), seen
 
 
+def view_spread(points: Tensor, views: Sequence[SourceView], intrinsics: Intrinsics,
+                tolerance: float) -> tuple[Tensor, Tensor]:
+    """(spread [H, W], count [H, W]) of world `points` [H, W, 3] in the warped `views`: how far apart the colours of
+    the views that see each point are (the mean over those views of the absolute difference from their mean colour,
+    summed over RGB; 0 where fewer than two see it), and how many see it. Anomaly-free photographs of the same
+    surface point agree; where they do not (a view that sees past an edge its depth misplaces, a highlight one view
+    caught, a print the depth shifts), no colour of theirs is a safe reference."""
+    warped = [warp_view(points, view, intrinsics, tolerance) for view in views]
+    seen = torch.stack([s for _, s in warped]).float()[..., None]          # [V, H, W, 1]
+    colours = torch.stack([c for c, _ in warped])                          # [V, H, W, 3]
+    count = seen.sum(0)
+    mean = (colours * seen).sum(0) / count.clamp_min(1.0)
+    spread = ((colours - mean).abs().sum(-1, keepdim=True) * seen).sum(0)[..., 0] / count[..., 0].clamp_min(1.0)
+    count = count[..., 0]
+    return torch.where(count >= 2, spread, torch.zeros_like(spread)), count
+
+
 def consistent_depth(depth: Tensor, c2w: Tensor, views: Sequence[SourceView], intrinsics: Intrinsics,
                      tolerance: float, steps: int, step: float, window: int = 5) -> Tensor:
     """The target's surface `depth` [H, W] (0 = background) moved, per pixel, to the one of depth x (1 + k step),
@@ -88,14 +105,8 @@ def consistent_depth(depth: Tensor, c2w: Tensor, views: Sequence[SourceView], in
     best = torch.zeros_like(depth)
     for k in sorted(range(-steps, steps + 1), key=abs):          # the NeRF's own depth first: ties keep it
         trial = depth * (1.0 + k * step)
-        points = backproject(trial, c2w, intrinsics)
-        warped = [warp_view(points, view, intrinsics, tolerance) for view in views]
-        seen = torch.stack([s for _, s in warped]).float()[..., None]          # [V, H, W, 1]
-        colours = torch.stack([c for c, _ in warped])                          # [V, H, W, 3]
-        count = seen.sum(0)
-        mean = (colours * seen).sum(0) / count.clamp_min(1.0)
-        spread = ((colours - mean).abs().sum(-1, keepdim=True) * seen).sum(0)[..., 0] / count[..., 0].clamp_min(1.0)
-        valid = solid & (count[..., 0] >= 2)
+        spread, count = view_spread(backproject(trial, c2w, intrinsics), views, intrinsics, tolerance)
+        valid = solid & (count >= 2)
         cost = torch.where(valid, _window_mean(spread, valid, window), torch.full_like(depth, float("inf")))
         better = cost < best_cost
         best_cost = torch.where(better, cost, best_cost)

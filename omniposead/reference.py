@@ -18,7 +18,15 @@ from torch import Tensor
 from anomaly.options import ScoreOptions
 from mad.loader import TrainViews
 from nerf.renderer import NeRFRenderer
-from nerf.reprojection import SourceView, background_on_rim, consistent_depth, reprojected_reference, surface_depth
+from nerf.reprojection import (
+    SourceView,
+    background_on_rim,
+    backproject,
+    consistent_depth,
+    reprojected_reference,
+    surface_depth,
+    view_spread,
+)
 from nerf.trainer import split_views
 
 
@@ -66,9 +74,10 @@ class ReferenceMaker:
 
     def with_unseen(self, c2w, query=None) -> tuple[Tensor, Tensor | None]:
         """(reference, unseen): the reference as __call__ makes it and, for the reprojected one, the pixels [H, W]
-        bool where the NeRF sees a surface that no warped training view sees (their colour is the NeRF's guess);
-        None for the NeRF's render. With reference_background_band, the background colour competes on the
-        surface's rim (nerf.reprojection.background_on_rim), for either reference; a pixel it wins is not unseen."""
+        bool where the NeRF sees a surface that no warped training view sees (their colour is the NeRF's guess)
+        or, with reference_spread_limit, where the views that see it disagree; None for the NeRF's render. With
+        reference_background_band, the background colour competes on the surface's rim
+        (nerf.reprojection.background_on_rim), for either reference; a pixel it wins is not unseen."""
         views, score = self.views, self.score
         needs_query = score.reference_background_band > 0 or (score.reference == "reprojected"
                                                                 and score.reference_match == "query")
@@ -94,6 +103,10 @@ class ReferenceMaker:
                 score.reference_tolerance, query if score.reference_match == "query" else None,
                 score.reference_match_window, score.reference_match_shift, score.reference_match_nerf,
                 (self.source(i) for i in fill), score.reference_silhouette_band)
+            if score.reference_spread_limit > 0:
+                spread, _ = view_spread(backproject(depth, self._pose(c2w), views.intrinsics), main,
+                                        views.intrinsics, score.reference_tolerance)
+                from_views = from_views & ~(spread > score.reference_spread_limit)
         if score.reference_background_band > 0:
             reference, taken = background_on_rim(reference, depth, query, score.reference_background_band,
                                                  self.renderer.background)

@@ -7,7 +7,15 @@ import pytest
 import torch
 
 from common.camera import Intrinsics
-from nerf.reprojection import SourceView, background_on_rim, backproject, project, reprojected_reference, surface_depth
+from nerf.reprojection import (
+    SourceView,
+    background_on_rim,
+    backproject,
+    project,
+    reprojected_reference,
+    surface_depth,
+    view_spread,
+)
 from omniposead.reference import nearest_views
 
 H, W = 24, 32
@@ -84,6 +92,27 @@ def test_an_occluded_point_keeps_the_nerf_colour_and_the_next_view_fills_it():
     reference, from_views = reprojected_reference(nerf, depth, target, [blocked, clear], K, tolerance=0.01)
     assert from_views[:, 2:].all() and not from_views[:, 0].any()   # 0.2 / 4 * 30 = 1.5 columns it cannot see
     assert torch.allclose(reference[:, 2:W - 1], plane_image(target)[:, 2:W - 1], atol=1e-5)
+
+
+def test_view_spread_is_how_far_the_photographs_disagree():
+    """Two exact warps of the same plane agree (spread 0, count 2); where one of them caught a highlight of +0.2 in
+    each channel, each colour is 0.1 per channel from their mean: spread 0.3. A view that something nearer blocks
+    does not count, and a point only one view sees has spread 0."""
+    camera = camera_at(0.0, 0.0, 4.0)
+    depth, plane = torch.full((H, W), 4.0), plane_image(camera)
+    highlight = (slice(4, 11), slice(4, 11))
+    shiny = plane.clone()
+    shiny[highlight] += 0.2
+    points = backproject(depth, camera, K)
+    blocked = SourceView(torch.zeros(H, W, 3), torch.full((H, W), 2.0), camera)
+    views = [SourceView(plane, depth, camera), SourceView(shiny, depth, camera), blocked]
+    spread, count = view_spread(points, views, K, tolerance=0.01)
+    assert (count == 2).all()
+    expected = torch.zeros(H, W)
+    expected[highlight] = 0.3
+    assert torch.allclose(spread, expected, atol=1e-5)
+    spread, count = view_spread(points, [views[1], blocked], K, tolerance=0.01)
+    assert (count == 1).all() and (spread == 0).all()
 
 
 def test_matching_the_query_takes_the_view_that_explains_it_but_keeps_what_no_view_shows():
@@ -282,6 +311,15 @@ def test_a_training_views_reprojected_reference_is_that_view_where_the_nerf_sees
     assert not unseen.any()                                   # the view itself sees every solid pixel
     with pytest.raises(ValueError, match="query image"):
         by_query(views.poses[index])
+    # reference_spread_limit: where the two photographs disagree, the pixel counts as unseen (the reference stays
+    # the same); which pixels depends on the photographs only, never on the query
+    strict = dataclasses.replace(by_query, score=dataclasses.replace(by_query.score, reference_spread_limit=0.05))
+    same, disputed = strict.with_unseen(views.poses[index], photo)
+    _, disputed_other = strict.with_unseen(views.poses[index], 1.0 - photo)
+    assert torch.equal(same, reference) and disputed.any() and not (disputed & ~solid).any()
+    assert torch.equal(disputed, disputed_other)
+    lenient = dataclasses.replace(by_query, score=dataclasses.replace(by_query.score, reference_spread_limit=3.0))
+    assert not lenient.with_unseen(views.poses[index], photo)[1].any()   # a spread never exceeds 3
     # the NeRF's render with the background band: the render where the query is not white or off the rim; on the
     # rim, white wherever the query is whiter than the render
     rim = dataclasses.replace(assets.reference, score=dataclasses.replace(cfg.score, reference="nerf",

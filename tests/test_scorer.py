@@ -137,6 +137,7 @@ def test_options_from_config_and_validation(backbone):
                              reference_match_shift=0, reference_fill_views=0, reference_match_nerf=False,
                              reference_silhouette_band=0, reference_background_band=0,
                              reference_unseen_power=0.0, reference_depth_search=0, reference_depth_step=0.0025,
+                             reference_spread_limit=0.0,
                              score_stages=[1, 3], score_include_rgb=False,
                              score_stage_weights=[], score_sigma=0.0, image_score_pool=32)
     assert ScoreOptions.from_config(cfg) == ScoreOptions(score_stages=(1, 3), score_include_rgb=False,
