@@ -85,7 +85,8 @@ class ReferenceMaker:
             raise ValueError("reference_match = query or reference_background_band > 0: the reference needs the "
                              "query image")
         query = None if query is None else torch.as_tensor(query, dtype=torch.float32, device=self.device)
-        buffers = self.renderer.render_buffers(self._pose(c2w), views.height, views.width, views.intrinsics)
+        pose = self._pose(c2w)
+        buffers = self.renderer.render_buffers(pose, views.height, views.width, views.intrinsics)
         depth = surface_depth(buffers["depth"], buffers["acc"])
         if score.reference == "nerf":
             reference, from_views = buffers["rgb"], None
@@ -95,16 +96,16 @@ class ReferenceMaker:
             main = [self.source(i) for i in chosen[:score.reference_views]]
             fill = chosen[score.reference_views:]
             if score.reference_depth_search > 0:
-                depth = consistent_depth(depth, self._pose(c2w), main, views.intrinsics, score.reference_tolerance,
+                depth = consistent_depth(depth, pose, main, views.intrinsics, score.reference_tolerance,
                                          score.reference_depth_search, score.reference_depth_step,
                                          score.reference_match_window)
             reference, from_views = reprojected_reference(
-                buffers["rgb"], depth, self._pose(c2w), main, views.intrinsics,
+                buffers["rgb"], depth, pose, main, views.intrinsics,
                 score.reference_tolerance, query if score.reference_match == "query" else None,
                 score.reference_match_window, score.reference_match_shift, score.reference_match_nerf,
                 (self.source(i) for i in fill), score.reference_silhouette_band)
             if score.reference_spread_limit > 0:
-                spread, _ = view_spread(backproject(depth, self._pose(c2w), views.intrinsics), main,
+                spread, _ = view_spread(backproject(depth, pose, views.intrinsics), main,
                                         views.intrinsics, score.reference_tolerance)
                 from_views = from_views & ~(spread > score.reference_spread_limit)
         if score.reference_background_band > 0:
