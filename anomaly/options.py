@@ -103,6 +103,12 @@ class ScoreOptions(Options):
     score_include_rgb: bool = option(True, "append the RGB image to the features")
     score_stage_weights: tuple[float, ...] = option((), "optional weight per compared stage (empty = all 1, the "
                                                         "paper's plain formula); one more weights the RGB term")
+    score_relight_sigma: float = option(0.0, "the reference is relit to the query's low-frequency shading before "
+                                             "they are compared: each colour channel multiplied by the ratio of "
+                                             "the query's and the reference's Gaussian blurs at this sigma, in "
+                                             "pixels (between 1/2 and 2). For photographs whose light moves with "
+                                             "the camera (a flash) or whose exposure differs; a defect much "
+                                             "smaller than the blur keeps its contrast (0 = off)")
     score_sigma: float = option(4.0, "Gaussian smoothing of the map in pixels (0 = off)")
     image_score_pool: int = option(32, "average-pool kernel before the max that gives the image score")
 
@@ -121,6 +127,8 @@ class ScoreOptions(Options):
         require(self.score_sigma >= 0 and math.isfinite(self.score_sigma),
                 f"score_sigma must be >= 0, got {self.score_sigma}")
         require(self.image_score_pool >= 1, f"image_score_pool must be >= 1, got {self.image_score_pool}")
+        require(self.score_relight_sigma >= 0 and math.isfinite(self.score_relight_sigma),
+                f"score_relight_sigma must be >= 0, got {self.score_relight_sigma}")
         require(self.score_protocol in PROTOCOLS,
                 f"score_protocol must be one of {', '.join(PROTOCOLS)}, got {self.score_protocol!r}")
         require(self.score_normalization in NORMALIZATIONS,
@@ -193,7 +201,11 @@ class ScoreOptions(Options):
         return {"score_protocol": self.score_protocol, "score_normalization": self.score_normalization,
                 "score_stages": list(self.compared_stages()), "score_include_rgb": self.compares_rgb(),
                 "score_stage_weights": list(self._setting("score_stage_weights")),
-                "score_sigma": self.smoothing_sigma(), **self.reference_record()}
+                "score_sigma": self.smoothing_sigma(), **self.relight_record(), **self.reference_record()}
+
+    def relight_record(self) -> dict:
+        """The relighting of the reference, when on (so records made without it stay as they were)."""
+        return {"score_relight_sigma": self.score_relight_sigma} if self.score_relight_sigma else {}
 
     def reference_record(self) -> dict:
         """The options the reference depends on: for the NeRF's render (the paper's) none but the background band

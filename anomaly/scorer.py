@@ -105,6 +105,7 @@ def term_differences(backbone, query: torch.Tensor, reference: torch.Tensor, opt
         size = protocol_size(opts, *query.shape[-2:])
         query, reference = (F.interpolate(x.float(), size=size, mode="bilinear", align_corners=False, antialias=True)
                             for x in (query, reference))
+    reference = relit_reference(reference, query, opts.score_relight_sigma)
     n, stages, diffs = query.shape[0], opts.compared_stages(), []
     if stages:
         features = backbone(torch.cat([query, reference], dim=0))  # one batched call of 2B
@@ -117,6 +118,31 @@ def term_differences(backbone, query: torch.Tensor, reference: torch.Tensor, opt
             rgb = rgb / torch.tensor(IMAGENET_STD, device=rgb.device).view(1, 3, 1, 1)
         diffs.append(rgb)
     return diffs
+
+
+RELIGHT_GAIN_LIMIT = 2.0   # the relighting's gain stays within [1/this, this]
+RELIGHT_FLOOR = 0.02       # added to both blurs: dark (or black backdrop) regions keep a gain near 1
+
+
+def relit_reference(reference: torch.Tensor, query: torch.Tensor, sigma: float) -> torch.Tensor:
+    """[B,3,H,W] the reference with the query's low-frequency shading: each channel times
+    (blur(query) + floor) / (blur(reference) + floor), Gaussian blurs of `sigma` pixels (taken at 1/k of the size,
+    k = sigma // 4, which a blur that wide does not notice), the gain within [1/2, 2]; `sigma` = 0 returns the
+    reference. A light that moves with the camera, or another exposure, changes the shading over regions far
+    larger than a defect: this takes that out, and a defect much smaller than the blur moves the gain little."""
+    if sigma <= 0:
+        return reference
+    factor = max(1, int(sigma // 4))
+
+    def low(x: torch.Tensor) -> torch.Tensor:
+        small = F.avg_pool2d(x.float(), factor, ceil_mode=True) if factor > 1 else x.float()
+        b, c, h, w = small.shape
+        blurred = gaussian_blur(small.reshape(b * c, h, w), sigma / factor).reshape(b, c, h, w)
+        return F.interpolate(blurred, size=x.shape[-2:], mode="bilinear", align_corners=False)
+
+    gain = ((low(query) + RELIGHT_FLOOR) / (low(reference) + RELIGHT_FLOOR)).clamp(1 / RELIGHT_GAIN_LIMIT,
+                                                                                   RELIGHT_GAIN_LIMIT)
+    return (reference.float() * gain).clamp(0.0, 1.0)
 
 
 def combine_terms(diffs: Sequence[torch.Tensor], size: tuple[int, int], opts: ScoreOptions,

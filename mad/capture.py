@@ -20,13 +20,17 @@ object found against its background), with the mask of exactly the painted pixel
 With `--backdrop black` every image keeps only its object (mad.foreground.object_mask of that image itself, as
 a query would be treated, painted or not) on black: a class for a NeRF that composites on black
 (`white_bkgd = False`) and never has to model the room behind the object. The masks stay the painted pixels.
-The same capture, options and seed give byte-identical files (each image's painting has its own RNG).
+With `--backdrop hull` (a capture with poses) the object is the visual hull voted from all the photographs
+(mad.hull), seen from each image's pose: the same object in every view, test images included; a painted
+Missing bite then shows the black backdrop, Burrs outside the outline are kept.
+When the capture's camera has a radial distortion term (k1 in poses.json), every image is undistorted first
+(mad.undistort), so the class is a pinhole class. The same capture, options and seed give byte-identical files
+(each image's painting has its own RNG).
 """
 from __future__ import annotations
 
 import argparse
 import json
-import math
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -35,10 +39,12 @@ import numpy as np
 
 from common.errors import DataError, exit_on_user_error
 from common.io import write_image, write_json
-from mad.foreground import object_mask
+from mad.foreground import brighter_than_backdrop, object_mask
+from mad.hull import hull_mask, visual_hull
 from mad.layout import GOOD, TEST_POSES_FILE, TRANSFORMS_FILE, list_images
-from mad.paint import PAINTED_TYPES, paint_defect
+from mad.paint import PAINTED_TYPES, REMOVES_MATERIAL, paint_defect
 from mad.transforms import frame_pose
+from mad.undistort import corner_shift_px, remap, undistortion_maps
 
 CAPTURE_RECORD = "capture.json"
 
@@ -61,7 +67,7 @@ def split_capture(n: int, test_every: int) -> tuple[list[int], list[int]]:
     return [i for i in range(n) if i not in test], list(test)
 
 
-BACKDROPS = ("keep", "black")
+BACKDROPS = ("keep", "black", "hull")
 POSES_FILE = "poses.json"                  # a capture's camera poses, when it has them (capture_poses_from_sfm)
 CAMERA_KEYS = ("fl_x", "fl_y", "cx", "cy", "w", "h")
 
@@ -105,17 +111,32 @@ def class_camera(camera: dict, width: int, height: int) -> dict:
             "cy": camera["cy"] * sy, "w": width, "h": height}
 
 
-def distortion_px(camera: dict, width: int, height: int) -> float:
-    """How far, in the class's pixels, the capture's radial distortion k1 moves an image corner: what treating the
-    photographs as pinhole images costs."""
+def on_backdrop(photo: np.ndarray, keep: np.ndarray | None) -> np.ndarray:
+    """The photograph as the class stores it: as it is (keep None), or only its `keep` pixels, on black."""
+    return photo if keep is None else photo * keep[..., None].astype(np.uint8)
+
+
+def painted_keep(obj: np.ndarray, defect: str, mask: np.ndarray) -> np.ndarray:
+    """The pixels a painted image keeps on a black backdrop, given its photograph's object mask: a defect that
+    adds material (a stain, burrs) is kept where painted, one that removes it (Missing) shows the backdrop."""
+    return obj & ~mask if defect in REMOVES_MATERIAL else obj | mask
+
+
+HULL_RESOLUTION = 96    # cells per side of the visual hull's grid (mad.hull), over the object's bounding cube
+
+
+def hull_masks(photos: dict[str, np.ndarray], camera: dict, poses: dict[str, np.ndarray],
+               keep: float = 0.85) -> dict[str, np.ndarray]:
+    """{photo name: [H, W] bool} the object's visual hull (mad.hull) from every posed photograph, seen by each."""
+    names = [name for name in photos if name in poses]
+    height, width = photos[names[0]].shape[:2]
     cam = class_camera(camera, width, height)
-    x, y = max(cam["cx"], width - cam["cx"]) / cam["fl_x"], max(cam["cy"], height - cam["cy"]) / cam["fl_y"]
-    return abs(camera["k1"]) * (x * x + y * y) * math.hypot(x * cam["fl_x"], y * cam["fl_y"])
-
-
-def on_backdrop(photo: np.ndarray, backdrop: str) -> np.ndarray:
-    """The photograph as the class stores it: as it is ('keep'), or its object alone on black ('black')."""
-    return photo if backdrop == "keep" else photo * object_mask(photo)[..., None].astype(np.uint8)
+    radius = float((camera.get("bounds") or {}).get("object_radius", 0.0))
+    if radius <= 0:
+        raise DataError("the capture's poses have no object radius (poses.json 'bounds'): the hull needs one")
+    hull = visual_hull([brighter_than_backdrop(photos[n]) for n in names], [poses[n] for n in names], cam, radius,
+                       resolution=HULL_RESOLUTION, keep=keep)
+    return {n: hull_mask(hull, poses[n], cam, height, width, radius, HULL_RESOLUTION) for n in names}
 
 
 def build_capture_class(capture_dir: Path, class_dir: Path, *, size: int = 400, test_every: int = 5, seed: int = 0,
@@ -135,24 +156,53 @@ def build_capture_class(capture_dir: Path, class_dir: Path, *, size: int = 400, 
         raise DataError(f"no painter for {', '.join(unknown)} (known: {', '.join(PAINTED_TYPES)})")
     if backdrop not in BACKDROPS:
         raise DataError(f"backdrop must be one of {', '.join(BACKDROPS)}, got {backdrop!r}")
+    if backdrop == "hull" and poses is None:
+        raise DataError(f"{capture_dir}: --backdrop hull needs the capture's poses ({POSES_FILE})")
     camera, capture_poses = read_capture_poses(poses) if poses is not None else (None, {})
+    maps: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
+
+    def pinhole_photo(path: Path) -> np.ndarray:
+        """The photograph at the class's size, its lens distortion undone when the capture's camera has one."""
+        photo = read_photo(path, size)
+        if camera is None or not camera["k1"]:
+            return photo
+        height, width = photo.shape[:2]
+        if (width, height) not in maps:
+            cam = class_camera(camera, width, height)
+            maps[width, height] = undistortion_maps(cam["fl_x"], cam["fl_y"], cam["cx"], cam["cy"], width, height,
+                                                    camera["k1"])
+        return remap(photo, maps[width, height])
+
+    pictures = {p.name: pinhole_photo(p) for p in photos}
+    hulls = hull_masks(pictures, camera, capture_poses) if backdrop == "hull" else {}
+
+    def object_of(name: str) -> np.ndarray:
+        """The photograph's object: its hull's silhouette (backdrop hull, when posed), else found in it alone."""
+        return hulls[name] if name in hulls else object_mask(pictures[name])
+
     train, test = split_capture(len(photos), test_every)
     record = {"capture": str(capture_dir), "size": size, "test_every": test_every, "seed": seed, "backdrop": backdrop,
               "train": {}, "test": {}, "painted_pixels": {d: [] for d in defect_types}}
     for i, index in enumerate(train):
-        write_image(class_dir / "train" / GOOD / f"{i}.png", on_backdrop(read_photo(photos[index], size), backdrop))
-        record["train"][f"train/{GOOD}/{i}.png"] = photos[index].name
+        name = photos[index].name
+        keep = None if backdrop == "keep" else object_of(name)
+        write_image(class_dir / "train" / GOOD / f"{i}.png", on_backdrop(pictures[name], keep))
+        record["train"][f"train/{GOOD}/{i}.png"] = name
     for i, index in enumerate(test):
-        photo = read_photo(photos[index], size)
-        obj = object_mask(photo)
-        write_image(class_dir / "test" / GOOD / f"{i}.png", on_backdrop(photo, backdrop))
-        record["test"][f"test/{GOOD}/{i}.png"] = photos[index].name
+        name = photos[index].name
+        photo, obj = pictures[name], object_of(name)
+        write_image(class_dir / "test" / GOOD / f"{i}.png", on_backdrop(photo, None if backdrop == "keep" else obj))
+        record["test"][f"test/{GOOD}/{i}.png"] = name
         for d, defect in enumerate(defect_types):
             rng = np.random.default_rng([seed, index, d])
             painted, mask = paint_defect(photo, obj, defect, rng)
-            write_image(class_dir / "test" / defect / f"{i}.png", on_backdrop(painted, backdrop))
+            if backdrop == "black":
+                keep = object_mask(painted)           # found in the painted image itself, as a query's would be
+            else:
+                keep = painted_keep(obj, defect, mask) if backdrop == "hull" else None
+            write_image(class_dir / "test" / defect / f"{i}.png", on_backdrop(painted, keep))
             write_image(class_dir / "ground_truth" / defect / f"{i}_mask.png", mask.astype(np.uint8) * 255)
-            record["test"][f"test/{defect}/{i}.png"] = photos[index].name
+            record["test"][f"test/{defect}/{i}.png"] = name
             record["painted_pixels"][defect].append(int(mask.sum()))
     if camera is not None:
         record.update(write_class_poses(class_dir, record, camera, capture_poses), poses=str(poses))
@@ -163,7 +213,7 @@ def build_capture_class(capture_dir: Path, class_dir: Path, *, size: int = 400, 
 def write_class_poses(class_dir: Path, record: dict, camera: dict, poses: dict[str, np.ndarray]) -> dict:
     """transforms.json (the training photographs that have a pose) and test_poses.json (every test image of a
     photograph that has one) from the capture's poses; returns what the record notes: the photographs without
-    a pose and the distortion left in the images."""
+    a pose and how far the lens distortion undone in the images moved their corners."""
     height, width = cv2.imread(str(class_dir / next(iter(record["train"]))), cv2.IMREAD_UNCHANGED).shape[:2]
     cam = class_camera(camera, width, height)
 
@@ -177,7 +227,8 @@ def write_class_poses(class_dir: Path, record: dict, camera: dict, poses: dict[s
     write_json(class_dir / TRANSFORMS_FILE, {**cam, "bounds": camera["bounds"], "frames": train})
     write_json(class_dir / TEST_POSES_FILE, {**cam, "frames": frames(record["test"])})
     return {"unposed": sorted({p for p in (*record["train"].values(), *record["test"].values()) if p not in poses}),
-            "distortion_px_not_undone": round(distortion_px(camera, width, height), 3)}
+            "distortion_undone_px": round(corner_shift_px(cam["fl_x"], cam["fl_y"], cam["cx"], cam["cy"], width,
+                                                          height, camera["k1"]), 3)}
 
 
 @exit_on_user_error
@@ -192,7 +243,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0, help="the paintings' seed")
     parser.add_argument("--defect_types", nargs="+", default=list(PAINTED_TYPES), help="defect types painted")
     parser.add_argument("--backdrop", choices=BACKDROPS, default="keep",
-                        help="keep the photographs' background, or keep each image's object alone on black")
+                        help="keep the photographs' background, or each image's object alone on black ('black': "
+                             "the object found in each image alone; 'hull': the object's visual hull from the "
+                             "capture's poses, the same object in every view)")
     parser.add_argument("--poses", default="capture",
                         help=f"the capture's camera poses: 'capture' (<capture>/{POSES_FILE} when it exists), "
                              f"'none' (a class without poses, for mad.colmap_poses) or a {POSES_FILE} file; with "
@@ -221,8 +274,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"no poses: next, python -m mad.colmap_poses --class_dir {args.out / args.class_name}")
     else:
         print(f"poses from {poses} ({len(record['unposed'])} photographs without one, left out of the training and "
-              f"test poses); the radial distortion not undone moves the corners by "
-              f"{record['distortion_px_not_undone']} px")
+              f"test poses); the lens distortion undone moved the image corners by {record['distortion_undone_px']} px")
 
 
 if __name__ == "__main__":

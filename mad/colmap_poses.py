@@ -53,7 +53,9 @@ def _settings(opts: SfmOptions, image_width: int, feature_mask: Path | None = No
                        affine_sift=opts.sfm_affine_sift, guided_matching=opts.sfm_guided_matching,
                        num_threads=opts.sfm_num_threads or default_threads(), max_features=opts.sfm_max_features,
                        peak_threshold=opts.sfm_peak_threshold, seed=opts.sfm_seed,
-                       init_min_inliers=opts.sfm_init_min_inliers, abs_pose_min_inliers=opts.sfm_abs_pose_min_inliers)
+                       init_min_inliers=opts.sfm_init_min_inliers, abs_pose_min_inliers=opts.sfm_abs_pose_min_inliers,
+                       abs_pose_min_inlier_ratio=opts.sfm_abs_pose_min_inlier_ratio,
+                       two_view_tracks=opts.sfm_two_view_tracks)
 
 
 def check_settings(opts: SfmOptions) -> CheckSettings:

@@ -24,3 +24,12 @@ def object_mask(image: np.ndarray, blur: float = 3.0) -> np.ndarray:
     filled = mask.copy()
     cv2.floodFill(filled, outside, (0, 0), 1)             # everything connected to the corner (assumed outside)
     return (mask | (1 - filled)).astype(bool)
+
+
+def brighter_than_backdrop(image: np.ndarray, fraction: float = 0.6, blur: float = 1.0) -> np.ndarray:
+    """[H, W] bool: the pixels brighter than `fraction` of Otsu's threshold of the blurred grey image, with no
+    component or hole logic: a mask generous to an object's darker parts (and to whatever else is bright), for
+    a vote between views (mad.hull) that carves the rest away."""
+    grey = cv2.GaussianBlur(cv2.cvtColor(image, cv2.COLOR_RGB2GRAY), (0, 0), blur)
+    threshold, _ = cv2.threshold(grey, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+    return grey > fraction * threshold

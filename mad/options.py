@@ -74,8 +74,8 @@ class SfmOptions(Options):
     sfm_camera_model: str = option("SIMPLE_PINHOLE", "the one camera shared by all views (PINHOLE: fx != fy; "
                                                      "SIMPLE_RADIAL: one radial distortion term k1, refined by "
                                                      "SfM, for poses of photographs whose lens distortion matters "
-                                                     "at the SfM resolution; transforms.json then holds k1, and "
-                                                     "the loader refuses it until the images are undistorted)",
+                                                     "at the SfM resolution; transforms.json then holds k1: "
+                                                     "python -m mad.undistort writes the class undistorted)",
                                    choices=("SIMPLE_PINHOLE", "PINHOLE", "SIMPLE_RADIAL"))
     sfm_camera_angle_x: float | None = option(None, "known horizontal field of view in radians: fixes the focal "
                                                     "length instead of estimating it")
@@ -95,6 +95,10 @@ class SfmOptions(Options):
     sfm_seed: int = option(0, "COLMAP random seed")
     sfm_init_min_inliers: int = option(100, "verified matches the initial image pair needs (COLMAP default)")
     sfm_abs_pose_min_inliers: int = option(30, "2D-3D inliers needed to register a view (COLMAP default)")
+    sfm_abs_pose_min_inlier_ratio: float = option(0.25, "share of a view's 2D-3D matches that must be inliers to "
+                                                        "register it (COLMAP default)")
+    sfm_two_view_tracks: bool = option(False, "also triangulate the points only two views see (COLMAP leaves them "
+                                              "out): more 3-D points to register weakly connected views against")
     sfm_min_registered_fraction: float = option(0.5, "below this fraction of registered views no transforms.json "
                                                      "is written (the report still is)")
     sfm_orient_up: bool = option(True, "rotate the scene so that the mean camera up vector is +z")

@@ -22,6 +22,7 @@ import numpy as np
 from common.errors import DataError
 
 PAINTED_TYPES = ("Burrs", "Missing", "Stains")
+REMOVES_MATERIAL = frozenset({"Missing"})   # its painted pixels show what is behind the object
 
 
 def _changed(before: np.ndarray, after: np.ndarray, threshold: int = 3) -> np.ndarray:

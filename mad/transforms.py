@@ -50,7 +50,8 @@ def read_transforms(class_dir: Path) -> tuple[dict, list[dict], Path]:
 
 
 INTRINSIC_KEYS = ("fl_x", "fl_y", "cx", "cy", "w", "h")
-DISTORTION_KEYS = ("k1", "k2", "k3", "k4", "p1", "p2")
+RADIAL_KEYS = ("k1", "k2")                 # what mad.undistort undoes
+DISTORTION_KEYS = (*RADIAL_KEYS, "k3", "k4", "p1", "p2")
 
 
 def _number(meta: dict, key: str, path: Path, positive: bool = True) -> float:
@@ -66,8 +67,10 @@ def read_intrinsics(meta: dict, path: Path, width: int, height: int) -> Intrinsi
     (cx, cy default to the centre, fl_y to fl_x) or camera_angle_x [, camera_angle_y]."""
     for key in DISTORTION_KEYS:
         if key in meta and meta[key] != 0:
-            raise DataError(f"{path}: lens distortion {key}={meta[key]!r} is not supported; undistort the "
-                            "images first (e.g. COLMAP's image_undistorter) and use a pinhole camera")
+            how = (f"python -m mad.undistort --class_dir {path.parent} writes the class undistorted (a new folder)"
+                   if key in RADIAL_KEYS else "undistort them with COLMAP's image_undistorter")
+            raise DataError(f"{path}: lens distortion {key}={meta[key]!r}: the images must be pinhole images "
+                            f"first; {how}")
     for index, frame in enumerate(meta["frames"]):
         per_frame = [k for k in (*INTRINSIC_KEYS, "camera_angle_x") if isinstance(frame, dict) and k in frame
                      and frame[k] != meta.get(k)]

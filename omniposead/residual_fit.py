@@ -34,6 +34,7 @@ def residual_fingerprint(cfg: OmniposeConfig, renderer: NeRFRenderer, backbone, 
     h = hashlib.sha256()
     h.update(json.dumps({"protocol": score.score_protocol, "stages": list(score.compared_stages()),
                          "rgb": score.compares_rgb(), "views": list(indices), "white_bkgd": cfg.run.white_bkgd,
+                         **score.relight_record(),
                          "nerf": repr(cfg.nerf), "reference": score.reference_record()},
                         sort_keys=True).encode())
     h.update(digest(renderer.state_dict().items()).encode())

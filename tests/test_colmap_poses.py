@@ -8,6 +8,7 @@ import json
 import math
 import shutil
 
+import cv2
 import numpy as np
 import pytest
 
@@ -208,6 +209,21 @@ def test_work_dir_resumes_only_with_the_same_inputs(tmp_path):
     assert prepare_work_dir(work, fingerprint) is True and (work / "database.db").read_bytes() == b"features"
     assert prepare_work_dir(work, {**fingerprint, "images": [["0.png", 11, 1]]}) is False
     assert not (work / "database.db").exists()
+
+
+
+def test_mapping_settings_keep_the_database_and_extraction_settings_do_not(tmp_path):
+    """A variant that changes only the mapping (thresholds, two-view tracks) reuses the features and matches; one
+    that changes the extraction does not."""
+    pytest.importorskip("pycolmap")
+    from mad.sfm.colmap import SfmSettings, _fingerprint
+
+    cv2.imwrite(str(tmp_path / "0.png"), np.zeros((8, 8, 3), np.uint8))
+    base = _fingerprint(tmp_path, ["0.png"], SfmSettings())
+    mapping = SfmSettings(init_min_inliers=50, abs_pose_min_inliers=15, abs_pose_min_inlier_ratio=0.1,
+                          two_view_tracks=True, num_threads=1)
+    assert _fingerprint(tmp_path, ["0.png"], mapping) == base
+    assert _fingerprint(tmp_path, ["0.png"], SfmSettings(affine_sift=True)) != base
 
 
 def test_bad_class_folders(tmp_path):

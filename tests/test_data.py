@@ -178,7 +178,8 @@ def test_full_intrinsics_and_off_centre_principal_point(tmp_path):
     ({"fl_x": 10.0, "w": 8}, r"give both 'w' and 'h'"),
     ({"fl_x": -1.0}, r"'fl_x' must be a positive number"),
     ({"fl_x": 10.0, "cx": "mid"}, r"'cx' must be a number"),
-    ({"fl_x": 10.0, "k1": 0.1}, r"lens distortion k1=0.1 is not supported"),
+    ({"fl_x": 10.0, "p1": 0.1}, r"lens distortion p1=0.1: .* image_undistorter"),
+    ({"fl_x": 10.0, "k1": 0.1}, r"lens distortion k1=0.1: .* python -m mad.undistort"),
     ({"camera_angle_y": 4.0}, r"'camera_angle_y' must be a number in \(0, pi\)"),
 ])
 def test_bad_intrinsics(tmp_path, keys, message):

@@ -147,7 +147,16 @@ def test_the_capture_s_poses_become_the_class_s_transforms_and_test_poses(tmp_pa
     assert poses["frames"][0]["file_path"] == "images/01.JPG" and poses["source"] == "SfM at 2x"
     record = build_capture_class(tmp_path / "cap", tmp_path / "toy", size=W, test_every=3, seed=0,
                                  poses=tmp_path / "cap" / "poses.json")
-    assert record["unposed"] == ["03.JPG"] and record["distortion_px_not_undone"] > 0
+    assert record["unposed"] == ["03.JPG"] and record["distortion_undone_px"] > 0
+    # the lens distortion is undone: each image is the plain one read through the undistortion maps
+    from mad.undistort import remap, undistortion_maps
+
+    build_capture_class(tmp_path / "cap", tmp_path / "plain", size=W, test_every=3, seed=0, poses=None)
+    maps = undistortion_maps(200.0, 200.0, W / 2, H / 2, W, H, 0.05)
+    for rel in ("train/good/0.png", "test/good/0.png"):
+        plain = cv2.imread(str(tmp_path / "plain" / rel))
+        assert np.array_equal(cv2.imread(str(tmp_path / "toy" / rel)), remap(plain, maps))
+        assert not np.array_equal(remap(plain, maps), plain)
     views = load_train_views(tmp_path / "toy", white_bkgd=False)        # 01, 04, 06 (03 has no pose)
     assert len(views.images) == 3 and views.bounds["object_radius"] == 0.7
     np.testing.assert_allclose(views.poses[1], pose(3), atol=1e-6)

@@ -116,3 +116,28 @@ def test_sfm_registers_a_few_views_of_the_shipped_capture_one_of_them_darker(tmp
     assert bounds["object_radius"] == pytest.approx(1.15 * spread["p99"], rel=1e-3) and 0.1 < spread["p99"] < 2.0
     distances = np.linalg.norm(centres, axis=1)
     assert bounds["near"] == pytest.approx(distances.min() - bounds["object_radius"], abs=1e-3)
+
+
+def test_a_query_photographed_at_another_exposure_is_relit_not_flagged():
+    """A photograph of the shipped capture and the same photograph at 55 % exposure (the README's promise for
+    queries whose exposure differs from the training photographs'): compared as they are, the darker one
+    differs everywhere; with score_relight_sigma the reference is relit to the query and the map falls to a
+    fraction; a painted stain on the darker query still peaks the relit map, near the stain."""
+    from anomaly.options import ScoreOptions
+    from anomaly.scorer import anomaly_map
+    from features.backbone import random_backbone_for_tests
+
+    photo = cv2.cvtColor(cv2.resize(cv2.imread(str(SHIPPED / "58.jpg")), (120, 80), interpolation=cv2.INTER_AREA),
+                         cv2.COLOR_BGR2RGB)
+    reference = torch.from_numpy(photo).permute(2, 0, 1)[None].float() / 255
+    darker = reference * 0.55
+    stained = darker.clone()
+    stained[:, :, 36:44, 56:64] *= 0.4
+    backbone = random_backbone_for_tests("cpu")
+    plain = anomaly_map(backbone, darker, reference, ScoreOptions(score_sigma=1.0))
+    relit_opts = ScoreOptions(score_sigma=1.0, score_relight_sigma=12.0)
+    relit = anomaly_map(backbone, darker, reference, relit_opts)
+    assert relit.mean() < 0.3 * plain.mean()
+    stain_map = anomaly_map(backbone, stained, reference, relit_opts)[0]
+    peak = torch.nonzero(stain_map == stain_map.max())[0].float()
+    assert torch.dist(peak, torch.tensor([39.5, 59.5])) < 16 and stain_map.max() > 2 * relit.max()

@@ -139,7 +139,7 @@ def test_options_from_config_and_validation(backbone):
                              reference_unseen_power=0.0, reference_depth_search=0, reference_depth_step=0.0025,
                              reference_spread_limit=0.0,
                              score_stages=[1, 3], score_include_rgb=False,
-                             score_stage_weights=[], score_sigma=0.0, image_score_pool=32)
+                             score_stage_weights=[], score_relight_sigma=0.0, score_sigma=0.0, image_score_pool=32)
     assert ScoreOptions.from_config(cfg) == ScoreOptions(score_stages=(1, 3), score_include_rgb=False,
                                                          score_sigma=0.0)
     q = torch.rand(1, 3, 32, 32)
@@ -304,3 +304,42 @@ def test_the_map_is_weighed_down_where_no_training_view_sees_the_surface(backbon
     assert weighed[0, 20, 12] < 1e-2 * plain[0, 20, 12] and torch.allclose(weighed[0, :, 35:], plain[0, :, 35:])
     off = ScoreOptions(score_stages=(1,), score_sigma=1.0, reference="reprojected")
     assert torch.equal(anomaly_map(backbone, q, r, off, unseen=unseen), anomaly_map(backbone, q, r, off))
+
+
+def test_relighting_takes_out_a_shading_ramp_and_keeps_a_small_defect():
+    """A reference lit by a ramp (0.7 to 1.3 across the image, as a flash's falloff or another exposure would
+    light it) relit to the query comes within 3 % of the query's colours away from the borders; a dark blot
+    much smaller than the blur keeps over 80 % of its contrast against the relit reference; a black backdrop
+    stays black; sigma 0 leaves the reference as it is."""
+    from anomaly.scorer import relit_reference
+
+    size = 128
+    query = F.interpolate(torch.rand(1, 3, 6, 6, generator=torch.Generator().manual_seed(3)) * 0.4 + 0.3,
+                          size=(size, size), mode="bilinear", align_corners=False)
+    query[:, :, :, :16] = 0.0                                              # a black backdrop strip
+    ramp = torch.linspace(0.7, 1.3, size).view(1, 1, 1, size)
+    reference = (query * ramp).clamp(0, 1)
+    defect = query.clone()
+    defect[:, :, 60:66, 70:76] *= 0.5                                      # a 6x6 dark blot
+    relit = relit_reference(reference, query, 16.0)
+    inner = (slice(None), slice(None), slice(32, 96), slice(40, 96))
+    assert (relit - query)[inner].abs().max() < 0.03 < (reference - query)[inner].abs().max()
+    assert relit[:, :, :, :12].abs().max() == 0
+    blot = (slice(None), slice(None), slice(61, 65), slice(71, 75))
+    contrast = (query - defect)[blot].mean()
+    assert (relit_reference(reference, defect, 16.0) - defect)[blot].mean() > 0.8 * contrast
+    assert torch.equal(relit_reference(reference, query, 0.0), reference)
+
+
+def test_relighting_is_on_the_scorer_and_in_its_record(backbone):
+    """score_relight_sigma reaches the comparison (a ramp-lit reference of the query scores far lower with it)
+    and the record of every map (so maps made without it are made again); off, the record is as before."""
+    query = _smooth_image(1)
+    reference = (query * torch.linspace(0.6, 1.2, SIZE).view(1, 1, 1, SIZE)).clamp(0, 1)
+    plain = anomaly_map(backbone, query, reference, ScoreOptions(score_sigma=0))
+    relit = anomaly_map(backbone, query, reference, ScoreOptions(score_sigma=0, score_relight_sigma=8.0))
+    assert relit.mean() < 0.5 * plain.mean()
+    assert ScoreOptions(score_relight_sigma=8.0).scorer_record()["score_relight_sigma"] == 8.0
+    assert "score_relight_sigma" not in ScoreOptions().scorer_record()
+    with pytest.raises(ConfigError, match="score_relight_sigma must be >= 0"):
+        ScoreOptions(score_relight_sigma=-1.0).validated()

@@ -42,6 +42,8 @@ class SfmSettings:
     seed: int = 0
     init_min_inliers: int = 100
     abs_pose_min_inliers: int = 30
+    abs_pose_min_inlier_ratio: float = 0.25
+    two_view_tracks: bool = False
 
 
 @dataclass
@@ -53,6 +55,10 @@ class SfmRun:
     seconds: dict[str, float]
 
 
+MAPPING_ONLY = ("num_threads", "seed", "init_min_inliers", "abs_pose_min_inliers", "abs_pose_min_inlier_ratio",
+                "two_view_tracks")   # settings of the mapping alone: a database of features and matches is kept
+
+
 def _fingerprint(image_dir: Path, names: list[str], settings: SfmSettings) -> dict:
     import pycolmap
 
@@ -60,7 +66,7 @@ def _fingerprint(image_dir: Path, names: list[str], settings: SfmSettings) -> di
         return [path.name, path.stat().st_size, path.stat().st_mtime_ns]
 
     extraction = {k: str(v) if isinstance(v, Path) else v for k, v in vars(settings).items()
-                  if k not in ("num_threads", "seed", "init_min_inliers", "abs_pose_min_inliers")}
+                  if k not in MAPPING_ONLY}
     masks = [stamp(settings.feature_mask / f"{n}.png") for n in names] if settings.feature_mask else None
     return {"pycolmap": pycolmap.__version__, "images": [stamp(image_dir / n) for n in names], "masks": masks,
             "extraction": extraction}
@@ -172,6 +178,8 @@ def _map(db: Path, image_dir: Path, work_dir: Path, n_images: int, settings: Sfm
     opts.random_seed = settings.seed
     opts.mapper.init_min_num_inliers = settings.init_min_inliers
     opts.mapper.abs_pose_min_num_inliers = settings.abs_pose_min_inliers
+    opts.mapper.abs_pose_min_inlier_ratio = settings.abs_pose_min_inlier_ratio
+    opts.triangulation.ignore_two_view_tracks = not settings.two_view_tracks
     if settings.focal_px is not None:
         opts.ba_refine_focal_length = False
     with progress_bar(total=n_images, desc="SfM mapping", unit="img", disable=not progress, dynamic_ncols=True) as bar:
