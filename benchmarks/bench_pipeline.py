@@ -32,20 +32,24 @@ from anomaly.results import STAGE_RECORD
 from common.errors import exit_on_user_error
 from common.io import atomic_write, write_json
 from common.runtime import resolve_device
+from mad.layout import TEST_POSES_FILE, resolve_class_dir
 from omniposead import pose_accuracy
 from omniposead.config import OmniposeConfig, parse_config
 from omniposead.decomposition import decompose_class, scorer_key
 
 
-def run_pipeline(args: list[str]) -> tuple[OmniposeConfig, float, dict, dict]:
+def run_pipeline(args: list[str]) -> tuple[OmniposeConfig, float, dict, dict | None]:
     """anomaly_nerf_lego.py with `args` on one class: (its config, wall seconds, its metrics.json, the pose
-    accuracy of its saved poses: omniposead.pose_accuracy.evaluate_class)."""
+    accuracy of its saved poses: omniposead.pose_accuracy.evaluate_class, None for a class without test poses,
+    such as one whose training poses came from SfM)."""
     cfg = parse_config(args)
     start = time.perf_counter()
     if anomaly_nerf_lego.main(args) != 0:
         raise RuntimeError(f"anomaly_nerf_lego.py {shlex.join(args)} failed")
     wall = time.perf_counter() - start
     metrics = json.loads((cfg.run.output_dir / "metrics.json").read_text())
+    if not (resolve_class_dir(cfg.run.data_root, cfg.run.class_name) / TEST_POSES_FILE).is_file():
+        return cfg, wall, metrics, None
     return cfg, wall, metrics, pose_accuracy.evaluate_class(cfg, from_outputs=True, progress=False)
 
 
@@ -57,7 +61,7 @@ def run_one(config: str, extra: list[str], decompose: bool = False) -> dict:
     row = {"config": config, "class": cfg.run.class_name, "dataset": cfg.run.dataset_name, "wall_s": wall,
            "pixel_auroc": metrics["pixel_auroc"], "image_auroc": metrics["image_auroc"],
            "pixel_aupro": metrics["pixel_aupro"], "per_defect": metrics["per_defect"],
-           "backbone": metrics["backbone"], "pose": poses["stages"], "n_images": metrics["n_images"],
+           "backbone": metrics["backbone"], "pose": poses and poses["stages"], "n_images": metrics["n_images"],
            "field": cfg.nerf.field, "nerf_seconds": train_log["seconds"], "heldout_psnr": train_log["val_psnr"],
            "output_dir": str(cfg.run.output_dir), "scorer": scorer_key(cfg),
            "stages": json.loads((cfg.run.output_dir / STAGE_RECORD).read_text())}
@@ -88,12 +92,16 @@ def table(rows: list[dict]) -> str:
               "| image AUROC NeRF@GT / oracle | rot. median retrieval / iNeRF (deg) | iNeRF < 2 deg | iNeRF > 5 deg |"),
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        ret, ine = r["pose"]["retrieval"], r["pose"]["iNeRF"]
+        if r["pose"]:
+            ret, ine = r["pose"]["retrieval"], r["pose"]["iNeRF"]
+            pose = (f"{ret['rot_median_deg']:.2f} / {ine['rot_median_deg']:.2f} | {100 * ine['share_under_2deg']:.0f}% "
+                    f"| {100 * ine['share_over_5deg']:.0f}%")
+        else:
+            pose = "n/a (no test poses) | | "
         lines.append(f"| {r['class']} | {r['field']} | {r['wall_s'] / 60:.1f} | {r['nerf_seconds']:.0f} "
                      f"| {r['heldout_psnr']:.2f} | {r['pixel_auroc']:.3f} | {r['image_auroc']:.3f} "
                      f"| {r['pixel_aupro']:.3f} | {_cell(_image_auroc(r, 'nerf_true_pose'))} / "
-                     f"{_cell(_image_auroc(r, 'oracle'))} | {ret['rot_median_deg']:.2f} / {ine['rot_median_deg']:.2f} "
-                     f"| {100 * ine['share_under_2deg']:.0f}% | {100 * ine['share_over_5deg']:.0f}% |")
+                     f"{_cell(_image_auroc(r, 'oracle'))} | {pose} |")
     if len(rows) > 1:
         mean = lambda key: sum(r[key] for r in rows) / len(rows)  # noqa: E731
         lines.append(f"| **mean** | | {mean('wall_s') / 60:.1f} | {mean('nerf_seconds'):.0f} "

@@ -53,3 +53,15 @@ def test_reused_nerf_counts_its_training_and_saved_decomposition_is_read(tmp_pat
     path.write_text(json.dumps({"rows": [record]}))
     with pytest.raises(SystemExit, match=r"decomposition\.json.*'paper/none'"):
         table2.main([str(path)])
+
+
+def test_the_pipeline_benchmark_tables_a_class_without_test_poses():
+    """A class whose training poses came from SfM has no test poses (their frame is not the SfM one): its row
+    says so instead of failing the run after the pipeline."""
+    from benchmarks.bench_pipeline import table
+
+    row = {"class": "skull_sfm", "field": "triplane", "wall_s": 517.0, "nerf_seconds": 172.0, "heldout_psnr": 26.25,
+           "pixel_auroc": 0.928, "image_auroc": 0.564, "pixel_aupro": 0.778, "pose": None}
+    line = table([row]).splitlines()[2]
+    assert line.startswith("| skull_sfm | triplane | 8.6 | 172 | 26.25 | 0.928 | 0.564 | 0.778 | n/a / n/a |")
+    assert "n/a (no test poses)" in line and line.count("|") == table([row]).splitlines()[0].count("|")
