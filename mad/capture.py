@@ -136,6 +136,9 @@ def hull_masks(photos: dict[str, np.ndarray], camera: dict, poses: dict[str, np.
         raise DataError("the capture's poses have no object radius (poses.json 'bounds'): the hull needs one")
     hull = visual_hull([brighter_than_backdrop(photos[n]) for n in names], [poses[n] for n in names], cam, radius,
                        resolution=HULL_RESOLUTION, keep=keep)
+    if not len(hull):
+        raise DataError(f"the visual hull of {len(names)} posed photographs is empty: they do not agree on an object "
+                        f"brighter than its backdrop inside the object radius {radius:g}; use --backdrop black or keep")
     return {n: hull_mask(hull, poses[n], cam, height, width, radius, HULL_RESOLUTION) for n in names}
 
 

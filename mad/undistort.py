@@ -63,7 +63,8 @@ def class_distortion(meta: dict, path: Path) -> dict[str, float]:
 def undistort_class(class_dir: Path, out_dir: Path) -> dict:
     """Write `out_dir`: the class at `class_dir` with every image (train, test) and mask (ground_truth)
     undistorted by its transforms.json's radial terms, transforms.json (and test_poses.json) without them.
-    Returns the record written to out_dir/undistorted.json."""
+    Written beside it first and renamed when complete, so an interrupted run leaves no half class. Returns the
+    record written to out_dir/undistorted.json."""
     class_dir, out_dir = Path(class_dir), Path(out_dir)
     transforms_path = class_dir / TRANSFORMS_FILE
     if not transforms_path.is_file():
@@ -89,6 +90,8 @@ def undistort_class(class_dir: Path, out_dir: Path) -> dict:
                                                     camera["cy"] * sy, width, height, **distortion)
         return maps[width, height]
 
+    final, out_dir = out_dir, out_dir.with_name(f".{out_dir.name}.partial")   # renamed when complete
+    shutil.rmtree(out_dir, ignore_errors=True)
     counts = {"images": 0, "masks": 0}
     for folder, nearest in (("train", False), ("test", False), ("ground_truth", True)):
         root = class_dir / folder
@@ -103,6 +106,8 @@ def undistort_class(class_dir: Path, out_dir: Path) -> dict:
                 tmp.write_bytes(cv2.imencode(".png", undistorted)[1].tobytes())
             counts["masks" if nearest else "images"] += 1
     pinhole = {k: v for k, v in meta.items() if k not in RADIAL_KEYS}
+    if "camera_model" in pinhole:
+        pinhole["camera_model"] = "PINHOLE"
     for frame in pinhole.get("frames", []):
         frame["file_path"] = _png_if_jpeg(frame["file_path"])
     write_json(out_dir / TRANSFORMS_FILE, pinhole)
@@ -114,6 +119,9 @@ def undistort_class(class_dir: Path, out_dir: Path) -> dict:
                                                        width, height, **distortion), 3),
               "at_size": [width, height]}
     write_json(out_dir / "undistorted.json", record)
+    if final.exists():
+        final.rmdir()                                                          # checked empty above
+    out_dir.rename(final)
     return record
 
 

@@ -113,3 +113,11 @@ def test_a_capture_on_the_hull_backdrop_keeps_the_same_object_in_every_image(tmp
     assert outside.any() and burrs[outside].any(-1).all()
     with pytest.raises(DataError, match="--backdrop hull needs the capture's poses"):
         build_capture_class(tmp_path / "cap", tmp_path / "x", size=W, backdrop="hull", poses=None)
+    rng = np.random.default_rng(0)                          # photographs that agree on nothing: one error line
+    for k in range(len(poses)):
+        photo = np.full((H, W, 3), 60, np.uint8)
+        cv2.circle(photo, (int(rng.integers(10, W - 10)), int(rng.integers(10, H - 10))), 8, (220, 220, 220), -1)
+        cv2.imwrite(str(images / f"{k + 1:02d}.png"), photo)
+    with pytest.raises(DataError, match=r"the visual hull of 16 posed photographs is empty"):
+        build_capture_class(tmp_path / "cap", tmp_path / "y", size=W, backdrop="hull",
+                            poses=tmp_path / "cap" / "poses.json")

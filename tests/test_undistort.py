@@ -78,7 +78,7 @@ def test_a_class_is_written_undistorted_and_then_loads(tmp_path):
     before = {p: p.read_bytes() for p in class_dir.rglob("*.png")}
     main(["--class_dir", str(class_dir)])
     out = class_dir.with_name(class_dir.name + "_pinhole")
-    assert "k1" not in json.loads((out / "transforms.json").read_text())
+    assert "k1" not in json.loads((out / "transforms.json").read_text()) and not list(tmp_path.rglob("*.partial"))
     record = json.loads((out / "undistorted.json").read_text())
     assert record["k1"] == 0.2 and record["images"] == len(list((class_dir / "train").rglob("*.png"))) + \
         len(list((class_dir / "test").rglob("*.png"))) and \
