@@ -106,9 +106,10 @@ class ScoreOptions(Options):
     score_relight_sigma: float = option(0.0, "the reference is relit to the query's low-frequency shading before "
                                              "they are compared: each colour channel multiplied by the ratio of "
                                              "the query's and the reference's Gaussian blurs at this sigma, in "
-                                             "pixels (between 1/2 and 2). For photographs whose light moves with "
-                                             "the camera (a flash) or whose exposure differs; a defect much "
-                                             "smaller than the blur keeps its contrast (0 = off)")
+                                             "pixels (between 1/2 and 2). For queries whose exposure or white "
+                                             "balance differs from the training photographs' (it did not help "
+                                             "against a flash's shading: RESULTS); a defect much smaller than the "
+                                             "blur keeps its contrast (0 = off)")
     score_sigma: float = option(4.0, "Gaussian smoothing of the map in pixels (0 = off)")
     image_score_pool: int = option(32, "average-pool kernel before the max that gives the image score")
 
