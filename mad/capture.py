@@ -43,8 +43,8 @@ from mad.foreground import brighter_than_backdrop, object_mask
 from mad.hull import hull_mask, visual_hull
 from mad.layout import GOOD, TEST_POSES_FILE, TRANSFORMS_FILE, list_images
 from mad.paint import PAINTED_TYPES, REMOVES_MATERIAL, paint_defect
-from mad.transforms import frame_pose
-from mad.undistort import corner_shift_px, remap, undistortion_maps
+from mad.transforms import frame_pose, scaled_camera
+from mad.undistort import Undistorter, corner_shift_px
 
 CAPTURE_RECORD = "capture.json"
 
@@ -103,14 +103,6 @@ def read_capture_poses(path: Path) -> tuple[dict, dict[str, np.ndarray]]:
     return {**camera, "k1": float(meta.get("k1", 0.0)), "bounds": meta.get("bounds")}, poses
 
 
-def class_camera(camera: dict, width: int, height: int) -> dict:
-    """The capture's camera for the class's width x height images (each axis scaled by its own ratio, so that a
-    rounded image size keeps the principal point and the focal lengths exact)."""
-    sx, sy = width / camera["w"], height / camera["h"]
-    return {"fl_x": camera["fl_x"] * sx, "fl_y": camera["fl_y"] * sy, "cx": camera["cx"] * sx,
-            "cy": camera["cy"] * sy, "w": width, "h": height}
-
-
 def on_backdrop(photo: np.ndarray, keep: np.ndarray | None) -> np.ndarray:
     """The photograph as the class stores it: as it is (keep None), or only its `keep` pixels, on black."""
     return photo if keep is None else photo * keep[..., None].astype(np.uint8)
@@ -130,7 +122,7 @@ def hull_masks(photos: dict[str, np.ndarray], camera: dict, poses: dict[str, np.
     """{photo name: [H, W] bool} the object's visual hull (mad.hull) from every posed photograph, seen by each."""
     names = [name for name in photos if name in poses]
     height, width = photos[names[0]].shape[:2]
-    cam = class_camera(camera, width, height)
+    cam = scaled_camera(camera, width, height)
     radius = float((camera.get("bounds") or {}).get("object_radius", 0.0))
     if radius <= 0:
         raise DataError("the capture's poses have no object radius (poses.json 'bounds'): the hull needs one")
@@ -162,21 +154,10 @@ def build_capture_class(capture_dir: Path, class_dir: Path, *, size: int = 400, 
     if backdrop == "hull" and poses is None:
         raise DataError(f"{capture_dir}: --backdrop hull needs the capture's poses ({POSES_FILE})")
     camera, capture_poses = read_capture_poses(poses) if poses is not None else (None, {})
-    maps: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
-
-    def pinhole_photo(path: Path) -> np.ndarray:
-        """The photograph at the class's size, its lens distortion undone when the capture's camera has one."""
-        photo = read_photo(path, size)
-        if camera is None or not camera["k1"]:
-            return photo
-        height, width = photo.shape[:2]
-        if (width, height) not in maps:
-            cam = class_camera(camera, width, height)
-            maps[width, height] = undistortion_maps(cam["fl_x"], cam["fl_y"], cam["cx"], cam["cy"], width, height,
-                                                    camera["k1"])
-        return remap(photo, maps[width, height])
-
-    pictures = {p.name: pinhole_photo(p) for p in photos}
+    undistort = Undistorter(camera, camera["k1"]) if camera is not None and camera["k1"] else None
+    pictures = {p.name: read_photo(p, size) for p in photos}     # at the class's size, lens distortion undone
+    if undistort is not None:
+        pictures = {name: undistort(photo) for name, photo in pictures.items()}
     hulls = hull_masks(pictures, camera, capture_poses) if backdrop == "hull" else {}
 
     def object_of(name: str) -> np.ndarray:
@@ -218,7 +199,7 @@ def write_class_poses(class_dir: Path, record: dict, camera: dict, poses: dict[s
     photograph that has one) from the capture's poses; returns what the record notes: the photographs without
     a pose and how far the lens distortion undone in the images moved their corners."""
     height, width = cv2.imread(str(class_dir / next(iter(record["train"]))), cv2.IMREAD_UNCHANGED).shape[:2]
-    cam = class_camera(camera, width, height)
+    cam = scaled_camera(camera, width, height)
 
     def frames(images: dict) -> list[dict]:
         return [{"file_path": rel, "transform_matrix": poses[photo].tolist()}

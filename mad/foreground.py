@@ -19,10 +19,16 @@ def object_mask(image: np.ndarray, blur: float = 3.0) -> np.ndarray:
     if count < 2:
         return np.zeros((h, w), dtype=bool)
     largest = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
-    mask = (labels == largest).astype(np.uint8)
-    outside = np.zeros((h + 2, w + 2), np.uint8)
-    filled = mask.copy()
-    cv2.floodFill(filled, outside, (0, 0), 1)             # everything connected to the corner (assumed outside)
+    return fill_holes((labels == largest).astype(np.uint8), [(0, 0)])
+
+
+def fill_holes(mask: np.ndarray, outside: list[tuple[int, int]]) -> np.ndarray:
+    """[H, W] bool: the uint8 0/1 `mask` with its holes filled, a hole being any background that the `outside`
+    pixels (x, y) do not reach through background (flood fill; a seed on the mask reaches nothing)."""
+    height, width = mask.shape
+    filled, flooded = mask.copy(), np.zeros((height + 2, width + 2), np.uint8)
+    for seed in outside:
+        cv2.floodFill(filled, flooded, seed, 1)
     return (mask | (1 - filled)).astype(bool)
 
 

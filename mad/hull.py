@@ -19,6 +19,7 @@ import cv2
 import numpy as np
 
 from common.errors import DataError
+from mad.foreground import fill_holes
 
 
 def project(points: np.ndarray, c2w: np.ndarray, camera: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -72,9 +73,4 @@ def hull_mask(hull: np.ndarray, c2w: np.ndarray, camera: dict, height: int, widt
         cell_px = 2.0 * radius / resolution * camera["fl_x"] / float(np.median(depth[front])) if front.any() else 1.0
         size = 2 * int(np.ceil(0.75 * cell_px)) + 1
         mask = cv2.morphologyEx(mask, cv2.MORPH_CLOSE, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (size, size)))
-    outside = np.zeros((height + 2, width + 2), np.uint8)
-    filled = mask.copy()
-    for corner in ((0, 0), (width - 1, 0), (0, height - 1), (width - 1, height - 1)):
-        if not filled[corner[1], corner[0]]:
-            cv2.floodFill(filled, outside, corner, 1)
-    return (mask | (1 - filled)).astype(bool)
+    return fill_holes(mask, [(0, 0), (width - 1, 0), (0, height - 1), (width - 1, height - 1)])

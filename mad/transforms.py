@@ -54,6 +54,14 @@ RADIAL_KEYS = ("k1", "k2")                 # what mad.undistort undoes
 DISTORTION_KEYS = (*RADIAL_KEYS, "k3", "k4", "p1", "p2")
 
 
+def scaled_camera(camera: dict, width: int, height: int) -> dict:
+    """A camera (fl_x, fl_y, cx, cy for w x h images) for width x height images, each axis scaled by its own ratio,
+    so that a rounded image size keeps the principal point and the focal lengths exact."""
+    sx, sy = width / camera["w"], height / camera["h"]
+    return {"fl_x": camera["fl_x"] * sx, "fl_y": camera["fl_y"] * sy, "cx": camera["cx"] * sx,
+            "cy": camera["cy"] * sy, "w": width, "h": height}
+
+
 def _number(meta: dict, key: str, path: Path, positive: bool = True) -> float:
     value = meta[key]
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \

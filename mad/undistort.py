@@ -24,7 +24,7 @@ import numpy as np
 from common.errors import DataError, exit_on_user_error
 from common.io import atomic_path, write_json
 from mad.layout import IMAGE_EXTENSIONS, TEST_POSES_FILE, TRANSFORMS_FILE
-from mad.transforms import DISTORTION_KEYS, RADIAL_KEYS
+from mad.transforms import DISTORTION_KEYS, INTRINSIC_KEYS, RADIAL_KEYS, scaled_camera
 
 
 def undistortion_maps(fl_x: float, fl_y: float, cx: float, cy: float, width: int, height: int,
@@ -39,6 +39,23 @@ def remap(image: np.ndarray, maps: tuple[np.ndarray, np.ndarray], nearest: bool 
     """The image read at the maps' positions (bilinear, or nearest for masks and labels), same dtype."""
     return cv2.remap(image, maps[0], maps[1], cv2.INTER_NEAREST if nearest else cv2.INTER_LINEAR,
                      borderMode=cv2.BORDER_REPLICATE)
+
+
+class Undistorter:
+    """Undoes a camera's radial distortion in images of any size: the camera (fl_x, fl_y, cx, cy for w x h images)
+    scaled to each image, its maps made once per size."""
+
+    def __init__(self, camera: dict, k1: float, k2: float = 0.0):
+        self.camera, self.distortion = camera, (k1, k2)
+        self._maps: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
+
+    def __call__(self, image: np.ndarray, nearest: bool = False) -> np.ndarray:
+        height, width = image.shape[:2]
+        if (width, height) not in self._maps:
+            cam = scaled_camera(self.camera, width, height)
+            self._maps[width, height] = undistortion_maps(cam["fl_x"], cam["fl_y"], cam["cx"], cam["cy"], width,
+                                                          height, *self.distortion)
+        return remap(image, self._maps[width, height], nearest=nearest)
 
 
 def corner_shift_px(fl_x: float, fl_y: float, cx: float, cy: float, width: int, height: int,
@@ -78,17 +95,10 @@ def undistort_class(class_dir: Path, out_dir: Path) -> dict:
     distortion = class_distortion(meta, transforms_path)
     if not any(distortion.values()):
         raise DataError(f"{transforms_path}: has no lens distortion (k1, k2) to undo; use the class as it is")
-    camera = {k: float(meta[k]) for k in ("fl_x", "fl_y", "cx", "cy", "w", "h") if k in meta}
-    if len(camera) < 6:
-        raise DataError(f"{transforms_path}: undistortion needs fl_x, fl_y, cx, cy, w and h beside k1")
-    maps: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
-
-    def for_size(width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
-        if (width, height) not in maps:
-            sx, sy = width / camera["w"], height / camera["h"]
-            maps[width, height] = undistortion_maps(camera["fl_x"] * sx, camera["fl_y"] * sy, camera["cx"] * sx,
-                                                    camera["cy"] * sy, width, height, **distortion)
-        return maps[width, height]
+    camera = {k: float(meta[k]) for k in INTRINSIC_KEYS if k in meta}
+    if len(camera) < len(INTRINSIC_KEYS):
+        raise DataError(f"{transforms_path}: undistortion needs {', '.join(INTRINSIC_KEYS)} beside k1")
+    undistort = Undistorter(camera, **distortion)
 
     final, out_dir = out_dir, out_dir.with_name(f".{out_dir.name}.partial")   # renamed when complete
     shutil.rmtree(out_dir, ignore_errors=True)
@@ -101,7 +111,7 @@ def undistort_class(class_dir: Path, out_dir: Path) -> dict:
             raw = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
             if raw is None:
                 raise DataError(f"{path}: not a readable image")
-            undistorted = remap(raw, for_size(raw.shape[1], raw.shape[0]), nearest=nearest)
+            undistorted = undistort(raw, nearest=nearest)
             with atomic_path(out_dir / _png_if_jpeg(str(path.relative_to(class_dir)))) as tmp:
                 tmp.write_bytes(cv2.imencode(".png", undistorted)[1].tobytes())
             counts["masks" if nearest else "images"] += 1
