@@ -80,8 +80,11 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--capture", type=Path, default=Path("data/captures/skull"), help="the capture folder")
     parser.add_argument("--out", type=Path, default=Path("data/real"), help="where the capture's class is made")
-    parser.add_argument("--class_name", default=None, help="default: <capture name>_sfm<size>")
+    parser.add_argument("--class_name", default=None, help="default: <capture name>_sfm<size>[_raw]")
     parser.add_argument("--size", type=int, default=800, help="long side of the class's photographs, pixels")
+    parser.add_argument("--keep_distortion", action="store_true",
+                        help="photographs with their lens distortion (class <capture>_sfm<size>_raw), for variants "
+                             "with --camera_model SIMPLE_RADIAL: SfM without the capture's k1")
     parser.add_argument("--test_every", type=int, default=5, help="every this-many-th photograph is held out")
     parser.add_argument("--variant", nargs=2, action="append", metavar=("NAME", "FLAGS"), required=True,
                         help="a name and the mad.colmap_poses flags of one SfM run (repeatable)")
@@ -89,9 +92,11 @@ def main(argv: list[str] | None = None) -> int:
     poses = args.capture / POSES_FILE
     if not poses.is_file():
         raise DataError(f"{poses}: the capture has no poses to compare with (mad.capture --poses_from_sfm)")
-    class_dir = args.out / (args.class_name or f"{args.capture.name}_sfm{args.size}")
+    raw = "_raw" if args.keep_distortion else ""
+    class_dir = args.out / (args.class_name or f"{args.capture.name}_sfm{args.size}{raw}")
     if not (class_dir / TRANSFORMS_FILE).is_file():
-        build_capture_class(args.capture, class_dir, size=args.size, test_every=args.test_every, poses=poses)
+        build_capture_class(args.capture, class_dir, size=args.size, test_every=args.test_every, poses=poses,
+                            undistort=not args.keep_distortion)
     record = json.loads((class_dir / "capture.json").read_text())
     posed = len(json.loads((class_dir / TRANSFORMS_FILE).read_text())["frames"])
     rows = [run_variant(class_dir, name, flags) for name, flags in args.variant]

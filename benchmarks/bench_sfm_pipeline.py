@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 import anomaly_nerf_lego
-from benchmarks.sfm_truth import TRUE_POSES, pose_errors, pose_table, run_info
+from benchmarks.sfm_truth import TRUE_POSES, into_recovered_frame, pose_errors, pose_table, run_info
 from common.errors import exit_on_user_error
 from common.io import write_json
 from mad.colmap_poses import recover_poses, summary_lines
@@ -36,14 +36,10 @@ LABELS = ("true (generator)", "recovered (mad.colmap_poses)", "true, moved into 
 
 def write_aligned_control(true_dir: Path, out_dir: Path, similarity: dict) -> None:
     """A copy of the class whose transforms.json holds the true poses in the recovered frame."""
-    s, rot, t = similarity["scale"], np.array(similarity["rotation"]), np.array(similarity["translation"])
     shutil.copytree(true_dir, out_dir, ignore=shutil.ignore_patterns("colmap", TRUE_POSES, "test_poses.json"))
     meta = json.loads((true_dir / "transforms.json").read_text())
     for frame in meta["frames"]:
-        pose = np.array(frame["transform_matrix"])
-        pose[:3, :3] = rot.T @ pose[:3, :3]
-        pose[:3, 3] = rot.T @ (pose[:3, 3] - t) / s
-        frame["transform_matrix"] = pose.tolist()
+        frame["transform_matrix"] = into_recovered_frame(np.array(frame["transform_matrix"]), similarity).tolist()
     write_json(out_dir / "transforms.json", meta)
 
 

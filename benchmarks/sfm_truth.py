@@ -36,6 +36,16 @@ def robust_similarity(src: np.ndarray, dst: np.ndarray, rounds: int = 3) -> tupl
     return s, rot, t, use
 
 
+def into_recovered_frame(pose: np.ndarray, similarity: dict) -> np.ndarray:
+    """A true camera-to-world pose [4, 4] moved into the recovered frame by pose_errors' similarity
+    (true ~ s R recovered + t): what the recovered poses would say of that camera, were they exact."""
+    s, rot, t = similarity["scale"], np.array(similarity["rotation"]), np.array(similarity["translation"])
+    out = np.array(pose, dtype=float)
+    out[:3, :3] = rot.T @ out[:3, :3]
+    out[:3, 3] = rot.T @ (out[:3, 3] - t) / s
+    return out
+
+
 def pose_errors(true_path: Path, est_path: Path) -> dict:
     """Recovered vs true camera-to-world poses (frames matched by file_path) after the similarity
     (robust_similarity, on camera centres) that best aligns them: rotation error = angle of

@@ -24,7 +24,8 @@ With `--backdrop hull` (a capture with poses) the object is the visual hull vote
 (mad.hull), seen from each image's pose: the same object in every view, test images included; a painted
 Missing bite then shows the black backdrop, Burrs outside the outline are kept.
 When the capture's camera has a radial distortion term (k1 in poses.json), every image is undistorted first
-(mad.undistort), so the class is a pinhole class. The same capture, options and seed give byte-identical files
+(mad.undistort), so the class is a pinhole class (`--keep_distortion` keeps it: a class for SfM that estimates its
+own, whose transforms.json then holds the capture's k1). The same capture, options and seed give byte-identical files
 (each image's painting has its own RNG).
 """
 from __future__ import annotations
@@ -72,22 +73,26 @@ POSES_FILE = "poses.json"                  # a capture's camera poses, when it h
 CAMERA_KEYS = ("fl_x", "fl_y", "cx", "cy", "w", "h")
 
 
-def capture_poses_from_sfm(transforms_path: Path, capture_dir: Path, source: str) -> dict:
-    """<capture>/poses.json from a transforms.json that mad.colmap_poses made on the capture's own photographs
-    (any size, e.g. at higher resolution than the class will use): the camera (fl_x, fl_y, cx, cy for w x h
-    images; k1 kept when SfM estimated it), the bounds, one camera-to-world per registered photograph, keyed by its
-    file name in <capture>/images, and `source`, a line saying how the poses were made."""
+def capture_poses_from_sfm(transforms_path: Path, capture_dir: Path, source: str,
+                           class_record: dict | None = None) -> dict:
+    """A capture's poses.json content from a transforms.json that mad.colmap_poses made on the capture's own
+    photographs (any size, e.g. at higher resolution than the class will use; frames matched to the photographs
+    by file name) or, given that class's record (capture.json), on a class made from it (frames matched by the
+    record's training images): the camera (fl_x, fl_y, cx, cy for w x h images; k1 kept when SfM estimated it),
+    the bounds, one camera-to-world per registered photograph, keyed by its file name in <capture>/images, and
+    `source`, a line saying how the poses were made."""
     meta = json.loads(Path(transforms_path).read_text())
-    photos = {p.stem.lower(): p.name for p in list_images(capture_dir / "images")}
+    by_stem = {p.stem.lower(): p.name for p in list_images(capture_dir / "images")}
     frames = []
     for frame in meta["frames"]:
-        stem = Path(frame["file_path"]).stem.lower()
-        if stem not in photos:
+        if class_record is not None:
+            photo = class_record["train"].get(frame["file_path"])
+        else:
+            photo = by_stem.get(Path(frame["file_path"]).stem.lower())
+        if photo is None:
             raise DataError(f"{transforms_path}: {frame['file_path']} is not a photograph of {capture_dir / 'images'}")
-        frames.append({"file_path": f"images/{photos[stem]}", "transform_matrix": frame["transform_matrix"]})
-    poses = {"source": source, **{k: meta[k] for k in (*CAMERA_KEYS, "k1", "bounds") if k in meta}, "frames": frames}
-    write_json(capture_dir / POSES_FILE, poses)
-    return poses
+        frames.append({"file_path": f"images/{photo}", "transform_matrix": frame["transform_matrix"]})
+    return {"source": source, **{k: meta[k] for k in (*CAMERA_KEYS, "k1", "bounds") if k in meta}, "frames": frames}
 
 
 def read_capture_poses(path: Path) -> tuple[dict, dict[str, np.ndarray]]:
@@ -136,8 +141,9 @@ def hull_masks(photos: dict[str, np.ndarray], camera: dict, poses: dict[str, np.
 
 def build_capture_class(capture_dir: Path, class_dir: Path, *, size: int = 400, test_every: int = 5, seed: int = 0,
                         defect_types: Sequence[str] = PAINTED_TYPES, backdrop: str = "keep",
-                        poses: Path | None = None) -> dict:
-    """Write the class (module docstring) and return its record."""
+                        poses: Path | None = None, undistort: bool = True) -> dict:
+    """Write the class (module docstring) and return its record. `undistort` False keeps the photographs' lens
+    distortion (their transforms.json then holds the capture's k1): a class for SfM that estimates its own."""
     images_dir = capture_dir / "images"
     if not images_dir.is_dir():
         raise DataError(f"{capture_dir}: a capture needs an images/ folder of photographs")
@@ -154,10 +160,14 @@ def build_capture_class(capture_dir: Path, class_dir: Path, *, size: int = 400, 
     if backdrop == "hull" and poses is None:
         raise DataError(f"{capture_dir}: --backdrop hull needs the capture's poses ({POSES_FILE})")
     camera, capture_poses = read_capture_poses(poses) if poses is not None else (None, {})
-    undistort = Undistorter(camera, camera["k1"]) if camera is not None and camera["k1"] else None
-    pictures = {p.name: read_photo(p, size) for p in photos}     # at the class's size, lens distortion undone
-    if undistort is not None:
-        pictures = {name: undistort(photo) for name, photo in pictures.items()}
+    distorted = camera is not None and bool(camera["k1"])
+    if distorted and not undistort and backdrop == "hull":
+        raise DataError(f"{capture_dir}: --backdrop hull projects a pinhole camera; it needs the lens distortion "
+                        "undone (drop --keep_distortion)")
+    pictures = {p.name: read_photo(p, size) for p in photos}     # at the class's size
+    if distorted and undistort:
+        undo = Undistorter(camera, camera["k1"])
+        pictures = {name: undo(photo) for name, photo in pictures.items()}
     hulls = hull_masks(pictures, camera, capture_poses) if backdrop == "hull" else {}
 
     def object_of(name: str) -> np.ndarray:
@@ -166,7 +176,8 @@ def build_capture_class(capture_dir: Path, class_dir: Path, *, size: int = 400, 
 
     train, test = split_capture(len(photos), test_every)
     record = {"capture": str(capture_dir), "size": size, "test_every": test_every, "seed": seed, "backdrop": backdrop,
-              "train": {}, "test": {}, "painted_pixels": {d: [] for d in defect_types}}
+              "undistorted": distorted and undistort, "train": {}, "test": {},
+              "painted_pixels": {d: [] for d in defect_types}}
     for i, index in enumerate(train):
         name = photos[index].name
         keep = None if backdrop == "keep" else object_of(name)
@@ -189,17 +200,22 @@ def build_capture_class(capture_dir: Path, class_dir: Path, *, size: int = 400, 
             record["test"][f"test/{defect}/{i}.png"] = name
             record["painted_pixels"][defect].append(int(mask.sum()))
     if camera is not None:
-        record.update(write_class_poses(class_dir, record, camera, capture_poses), poses=str(poses))
+        record.update(write_class_poses(class_dir, record, camera, capture_poses, record["undistorted"]),
+                      poses=str(poses))
     write_json(class_dir / CAPTURE_RECORD, record)
     return record
 
 
-def write_class_poses(class_dir: Path, record: dict, camera: dict, poses: dict[str, np.ndarray]) -> dict:
+def write_class_poses(class_dir: Path, record: dict, camera: dict, poses: dict[str, np.ndarray],
+                      undistorted: bool) -> dict:
     """transforms.json (the training photographs that have a pose) and test_poses.json (every test image of a
     photograph that has one) from the capture's poses; returns what the record notes: the photographs without
-    a pose and how far the lens distortion undone in the images moved their corners."""
+    a pose and how far the lens distortion undone in the images moved their corners. Images that kept their
+    distortion (`undistorted` False, camera k1 non-zero) get k1 in both files."""
     height, width = cv2.imread(str(class_dir / next(iter(record["train"]))), cv2.IMREAD_UNCHANGED).shape[:2]
     cam = scaled_camera(camera, width, height)
+    if camera["k1"] and not undistorted:
+        cam.update(k1=camera["k1"], camera_model="SIMPLE_RADIAL")
 
     def frames(images: dict) -> list[dict]:
         return [{"file_path": rel, "transform_matrix": poses[photo].tolist()}
@@ -212,7 +228,7 @@ def write_class_poses(class_dir: Path, record: dict, camera: dict, poses: dict[s
     write_json(class_dir / TEST_POSES_FILE, {**cam, "frames": frames(record["test"])})
     return {"unposed": sorted({p for p in (*record["train"].values(), *record["test"].values()) if p not in poses}),
             "distortion_undone_px": round(corner_shift_px(cam["fl_x"], cam["fl_y"], cam["cx"], cam["cy"], width,
-                                                          height, camera["k1"]), 3)}
+                                                          height, camera["k1"]), 3) if undistorted else 0.0}
 
 
 @exit_on_user_error
@@ -234,6 +250,9 @@ def main(argv: list[str] | None = None) -> None:
                         help=f"the capture's camera poses: 'capture' (<capture>/{POSES_FILE} when it exists), "
                              f"'none' (a class without poses, for mad.colmap_poses) or a {POSES_FILE} file; with "
                              f"poses the class gets {TRANSFORMS_FILE} and {TEST_POSES_FILE}")
+    parser.add_argument("--keep_distortion", action="store_true",
+                        help="keep the photographs' lens distortion (transforms.json then holds the capture's k1): "
+                             "a class for mad.colmap_poses --camera_model SIMPLE_RADIAL, which estimates its own")
     parser.add_argument("--poses_from_sfm", type=Path, default=None, metavar="TRANSFORMS",
                         help=f"instead of a class: write <capture>/{POSES_FILE} from a {TRANSFORMS_FILE} that "
                              "mad.colmap_poses made on the capture's photographs (--source says how)")
@@ -241,6 +260,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.poses_from_sfm is not None:
         poses = capture_poses_from_sfm(args.poses_from_sfm, args.capture, args.source)
+        write_json(args.capture / POSES_FILE, poses)
         print(f"{args.capture / POSES_FILE}: {len(poses['frames'])} of {len(list_images(args.capture / 'images'))} "
               "photographs with a pose")
         return
@@ -251,7 +271,7 @@ def main(argv: list[str] | None = None) -> None:
         poses = None
     record = build_capture_class(args.capture, args.out / args.class_name, size=args.size, poses=poses,
                                  test_every=args.test_every, seed=args.seed, defect_types=args.defect_types,
-                                 backdrop=args.backdrop)
+                                 backdrop=args.backdrop, undistort=not args.keep_distortion)
     print(f"{args.out / args.class_name}: {len(record['train'])} training photographs, "
           f"{len(record['test'])} test images ({', '.join(args.defect_types)} painted on each held-out one)")
     if poses is None:

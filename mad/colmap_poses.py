@@ -50,7 +50,9 @@ def _settings(opts: SfmOptions, image_width: int, feature_mask: Path | None = No
     if opts.sfm_camera_angle_x is not None:
         focal = 0.5 * image_width / math.tan(0.5 * opts.sfm_camera_angle_x)
     return SfmSettings(camera_model=opts.sfm_camera_model, focal_px=focal, feature_mask=feature_mask,
-                       affine_sift=opts.sfm_affine_sift, guided_matching=opts.sfm_guided_matching,
+                       affine_sift=opts.sfm_affine_sift, upright_sift=opts.sfm_upright_sift,
+                       guided_matching=opts.sfm_guided_matching,
+                       match_max_ratio=opts.sfm_match_max_ratio, match_max_distance=opts.sfm_match_max_distance,
                        num_threads=opts.sfm_num_threads or default_threads(), max_features=opts.sfm_max_features,
                        peak_threshold=opts.sfm_peak_threshold, seed=opts.sfm_seed,
                        init_min_inliers=opts.sfm_init_min_inliers, abs_pose_min_inliers=opts.sfm_abs_pose_min_inliers,

@@ -90,8 +90,17 @@ class SfmOptions(Options):
                                            "(non-zero = look here)")
     sfm_affine_sift: bool = option(False, "SIFT with affine shape estimation and domain-size pooling (COLMAP's "
                                           "setting for weakly textured surfaces; slower extraction)")
+    sfm_upright_sift: bool = option(False, "SIFT without rotation invariance, one descriptor per keypoint: for "
+                                           "photographs whose camera keeps its roll (a tripod, a hand-held ring "
+                                           "around the object), where it makes the descriptors more distinctive "
+                                           "and the ratio test keeps more true matches")
     sfm_guided_matching: bool = option(False, "after the two-view geometry, match again along it (more inliers "
                                               "on repetitive or weak texture; slower matching)")
+    sfm_match_max_ratio: float = option(0.8, "SIFT ratio test: a match's descriptor distance over the second "
+                                             "nearest's at most this (COLMAP default 0.8; 0.9 keeps the weaker "
+                                             "matches between far-apart views of a smooth object, and the two-view "
+                                             "geometry then sorts them)")
+    sfm_match_max_distance: float = option(0.7, "largest descriptor distance of a match (COLMAP default 0.7)")
     sfm_seed: int = option(0, "COLMAP random seed")
     sfm_init_min_inliers: int = option(100, "verified matches the initial image pair needs (COLMAP default)")
     sfm_abs_pose_min_inliers: int = option(30, "2D-3D inliers needed to register a view (COLMAP default)")
@@ -131,6 +140,9 @@ class SfmOptions(Options):
                 f"sfm_num_threads must be >= 1, got {self.sfm_num_threads}")
         require(self.sfm_max_features >= 1 and self.sfm_init_min_inliers >= 1 and self.sfm_abs_pose_min_inliers >= 1,
                 "sfm_max_features, sfm_init_min_inliers and sfm_abs_pose_min_inliers must be >= 1")
+        require(0 < self.sfm_match_max_ratio <= 1 and 0 < self.sfm_match_max_distance <= 1,
+                f"sfm_match_max_ratio and sfm_match_max_distance must be in (0, 1], got {self.sfm_match_max_ratio} "
+                f"and {self.sfm_match_max_distance}")
         require(0.0 <= self.sfm_min_registered_fraction <= 1.0,
                 f"sfm_min_registered_fraction must be in [0, 1], got {self.sfm_min_registered_fraction}")
         require(self.sfm_flip_z_max > 0 and self.sfm_flip_rot_floor_deg > 0 and self.sfm_flip_agreement_floor > 0,

@@ -224,6 +224,8 @@ def test_mapping_settings_keep_the_database_and_extraction_settings_do_not(tmp_p
                           two_view_tracks=True, num_threads=1)
     assert _fingerprint(tmp_path, ["0.png"], mapping) == base
     assert _fingerprint(tmp_path, ["0.png"], SfmSettings(affine_sift=True)) != base
+    assert _fingerprint(tmp_path, ["0.png"], SfmSettings(upright_sift=True)) != base
+    assert _fingerprint(tmp_path, ["0.png"], SfmSettings(match_max_ratio=0.85)) != base
 
 
 def test_bad_class_folders(tmp_path):
@@ -314,6 +316,60 @@ def test_colmap_extracts_features_only_inside_the_mask(tmp_path):
         x = np.asarray(database.read_keypoints(database.read_all_images()[0].image_id))[:, 0]
         database.close()
         assert len(x) > 20 and (x.min() < 80) == expect_left
+
+
+def _textured_pair(tmp_path):
+    """Two 200 px views of one random texture, the second shifted and turned 20 degrees."""
+    import cv2
+
+    rng = np.random.default_rng(2)
+    texture = cv2.resize(rng.integers(0, 255, (50, 50, 3)).astype(np.uint8), (200, 200),
+                         interpolation=cv2.INTER_LINEAR)
+    image_dir = tmp_path / "good"
+    image_dir.mkdir()
+    cv2.imwrite(str(image_dir / "0.png"), texture)
+    turn = cv2.getRotationMatrix2D((100, 100), 20, 1.0) + np.array([[0, 0, 6], [0, 0, -4]])
+    cv2.imwrite(str(image_dir / "1.png"), cv2.warpAffine(texture, turn, (200, 200), borderMode=cv2.BORDER_REFLECT))
+    return image_dir
+
+
+def test_upright_sift_reaches_colmap(tmp_path):
+    """--upright_sift: every keypoint's frame is unturned (its shape matrix has no off-diagonal terms), and no
+    keypoint is doubled for a second orientation; without it, keypoints are turned to their gradient."""
+    pycolmap = pytest.importorskip("pycolmap")
+    from mad.sfm.colmap import DATABASE, SfmSettings, _extract
+
+    image_dir = _textured_pair(tmp_path)
+    shapes = {}
+    for upright in (False, True):
+        db = tmp_path / f"upright_{upright}" / DATABASE
+        db.parent.mkdir()
+        _extract(db, image_dir, ["0.png"], SfmSettings(num_threads=1, upright_sift=upright), progress=False)
+        database = pycolmap.Database.open(db)
+        shapes[upright] = np.asarray(database.read_keypoints(database.read_all_images()[0].image_id))
+        database.close()
+    turned = lambda k: np.abs(k[:, 3]) > 1e-3 * np.abs(k[:, 2:6]).max(1)  # noqa: E731  (a21 of x y a11 a12 a21 a22)
+    assert len(shapes[True]) > 20 and not turned(shapes[True]).any()
+    assert turned(shapes[False]).mean() > 0.5
+
+
+def test_the_ratio_test_setting_reaches_the_matcher(tmp_path):
+    """--match_max_ratio: a stricter ratio test keeps fewer of the raw matches between two views of a texture."""
+    pycolmap = pytest.importorskip("pycolmap")
+    from mad.sfm.colmap import DATABASE, SfmSettings, _extract, _match
+
+    image_dir = _textured_pair(tmp_path)
+    counts = {}
+    for ratio in (0.5, 0.9):
+        work = tmp_path / f"ratio_{ratio}"
+        work.mkdir()
+        settings = SfmSettings(num_threads=1, match_max_ratio=ratio)
+        _extract(work / DATABASE, image_dir, ["0.png", "1.png"], settings, progress=False)
+        _match(work / DATABASE, work, ["0.png", "1.png"], settings, progress=False)
+        database = pycolmap.Database.open(work / DATABASE)
+        counts[ratio] = len(np.asarray(database.read_matches(1, 2)))
+        database.close()
+    assert counts[0.9] > counts[0.5] > 0               # equal if both ran with COLMAP's 0.8
 
 
 RING = 16                                  # the fixture's views, on a ring at 8 degree steps

@@ -144,6 +144,7 @@ def test_the_capture_s_poses_become_the_class_s_transforms_and_test_poses(tmp_pa
                       for i in range(6) if i != 2]}                      # photograph 03 was not registered
     (tmp_path / "sfm.json").write_text(json.dumps(sfm))
     poses = capture_poses_from_sfm(tmp_path / "sfm.json", tmp_path / "cap", "SfM at 2x")
+    (tmp_path / "cap" / "poses.json").write_text(json.dumps(poses))
     assert poses["frames"][0]["file_path"] == "images/01.JPG" and poses["source"] == "SfM at 2x"
     record = build_capture_class(tmp_path / "cap", tmp_path / "toy", size=W, test_every=3, seed=0,
                                  poses=tmp_path / "cap" / "poses.json")

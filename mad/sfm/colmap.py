@@ -38,7 +38,10 @@ class SfmSettings:
     peak_threshold: float | None = None
     feature_mask: Path | None = None     # a folder of masks <image name>.png (non-zero = extract there)
     affine_sift: bool = False
+    upright_sift: bool = False           # one orientation per keypoint (cameras that keep their roll)
     guided_matching: bool = False
+    match_max_ratio: float = 0.8         # SIFT ratio test (COLMAP's default)
+    match_max_distance: float = 0.7      # largest descriptor distance of a match (COLMAP's default)
     seed: int = 0
     init_min_inliers: int = 100
     abs_pose_min_inliers: int = 30
@@ -126,6 +129,7 @@ def _extract(db: Path, image_dir: Path, names: list[str], settings: SfmSettings,
     if settings.peak_threshold is not None:
         extract.sift.peak_threshold = settings.peak_threshold
     extract.sift.estimate_affine_shape = settings.affine_sift
+    extract.sift.upright = settings.upright_sift
     extract.sift.domain_size_pooling = settings.affine_sift
     with progress_bar(total=len(names), initial=len(names) - len(todo), desc="SfM features", unit="img",
                       disable=not progress, dynamic_ncols=True) as bar:
@@ -150,6 +154,8 @@ def _match(db: Path, work_dir: Path, names: list[str], settings: SfmSettings, pr
     match.num_threads = settings.num_threads
     match.use_gpu = False
     match.guided_matching = settings.guided_matching
+    match.sift.max_ratio = settings.match_max_ratio
+    match.sift.max_distance = settings.match_max_distance
     verify = pycolmap.TwoViewGeometryOptions()
     verify.compute_relative_pose = True  # cam2_from_cam1, used by the flipped-view check
     pairing = pycolmap.ImportedPairingOptions()
