@@ -110,6 +110,11 @@ class ScoreOptions(Options):
                                              "balance differs from the training photographs' (it did not help "
                                              "against a flash's shading: RESULTS); a defect much smaller than the "
                                              "blur keeps its contrast (0 = off)")
+    score_colour_gain: bool = option(False, "each colour channel of the reference is scaled by its least-squares "
+                                            "gain to the query's, over the whole image (between 1/2 and 2), "
+                                            "before they are compared: for photographs whose exposure or white "
+                                            "balance changes from shot to shot (a flash, a camera's automatic "
+                                            "white balance), which a NeRF averages away")
     score_sigma: float = option(4.0, "Gaussian smoothing of the map in pixels (0 = off)")
     image_score_pool: int = option(32, "average-pool kernel before the max that gives the image score")
 
@@ -205,8 +210,10 @@ class ScoreOptions(Options):
                 "score_sigma": self.smoothing_sigma(), **self.relight_record(), **self.reference_record()}
 
     def relight_record(self) -> dict:
-        """The relighting of the reference, when on (so records made without it stay as they were)."""
-        return {"score_relight_sigma": self.score_relight_sigma} if self.score_relight_sigma else {}
+        """The relighting of the reference (its colour gain, its low-frequency shading), when on (so records made
+        without it stay as they were)."""
+        return {**({"score_colour_gain": True} if self.score_colour_gain else {}),
+                **({"score_relight_sigma": self.score_relight_sigma} if self.score_relight_sigma else {})}
 
     def reference_record(self) -> dict:
         """The options the reference depends on: for the NeRF's render (the paper's) none but the background band

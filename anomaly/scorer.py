@@ -105,6 +105,8 @@ def term_differences(backbone, query: torch.Tensor, reference: torch.Tensor, opt
         size = protocol_size(opts, *query.shape[-2:])
         query, reference = (F.interpolate(x.float(), size=size, mode="bilinear", align_corners=False, antialias=True)
                             for x in (query, reference))
+    if opts.score_colour_gain:
+        reference = colour_matched_reference(reference, query)
     reference = relit_reference(reference, query, opts.score_relight_sigma)
     n, stages, diffs = query.shape[0], opts.compared_stages(), []
     if stages:
@@ -122,6 +124,15 @@ def term_differences(backbone, query: torch.Tensor, reference: torch.Tensor, opt
 
 RELIGHT_GAIN_LIMIT = 2.0   # the relighting's gain stays within [1/this, this]
 RELIGHT_FLOOR = 0.02       # added to both blurs: dark (or black backdrop) regions keep a gain near 1
+
+
+def colour_matched_reference(reference: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
+    """[B,3,H,W] the reference with each colour channel times its least-squares gain to the query's,
+    sum(query * reference) / sum(reference^2) over the image, within [1/2, 2]: an exposure or white balance that
+    changes from photograph to photograph, undone with three numbers per image, which a small defect moves little."""
+    ref = reference.float()
+    gain = (query.float() * ref).sum((-2, -1), keepdim=True) / (ref * ref).sum((-2, -1), keepdim=True).clamp_min(1e-8)
+    return (ref * gain.clamp(1 / RELIGHT_GAIN_LIMIT, RELIGHT_GAIN_LIMIT)).clamp(0.0, 1.0)
 
 
 def relit_reference(reference: torch.Tensor, query: torch.Tensor, sigma: float) -> torch.Tensor:

@@ -79,8 +79,9 @@ class SfmOptions(Options):
                                    choices=("SIMPLE_PINHOLE", "PINHOLE", "SIMPLE_RADIAL"))
     sfm_camera_angle_x: float | None = option(None, "known horizontal field of view in radians: fixes the focal "
                                                     "length instead of estimating it")
-    sfm_num_threads: int | None = option(None, "COLMAP threads (default: all cores); results differ slightly "
-                                               "with the thread count")
+    sfm_num_threads: int | None = option(None, "COLMAP threads (default: all cores). One thread repeats its poses "
+                                               "exactly; with more, the poses differ from run to run (on a weakly "
+                                               "connected capture, a view by degrees)")
     sfm_max_features: int = option(8192, "SIFT features per image at most")
     sfm_peak_threshold: float | None = option(None, "SIFT peak threshold (COLMAP default 0.0067; lower finds "
                                                     "more, weaker features)")

@@ -111,3 +111,17 @@ def test_sfm_that_estimates_a_distortion_on_undistorted_photographs_is_refused(c
     assert json.loads((tmp_path / "sfm800" / CAPTURE_RECORD).read_text())["undistorted"]
     with pytest.raises(DataError, match="already undistorted"):
         sfm_poses(tmp_path / "sfm800", tmp_path / "sfm.json", capture, SIMILARITY, "")
+
+
+def test_colour_gains_of_a_photograph_against_its_render():
+    """benchmarks.bench_colour_gains: a photograph that is its render under another white balance has exactly
+    those gains, and no residual left after them; the black backdrop is not the object."""
+    import torch
+
+    from benchmarks.bench_colour_gains import colour_gains
+
+    render = torch.rand(32, 40, 3, generator=torch.Generator().manual_seed(0)) * 0.5 + 0.2
+    render[:, :8] = 0.0
+    found = colour_gains(render * torch.tensor([0.8, 1.0, 1.25]), render)
+    np.testing.assert_allclose(found["gain"], [0.8, 1.0, 1.25], rtol=1e-5)
+    assert found["rms_after"] < 1e-5 < 0.01 < found["rms_before"] and found["object_pixels"] == 32 * 32

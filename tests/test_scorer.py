@@ -139,7 +139,8 @@ def test_options_from_config_and_validation(backbone):
                              reference_unseen_power=0.0, reference_depth_search=0, reference_depth_step=0.0025,
                              reference_spread_limit=0.0,
                              score_stages=[1, 3], score_include_rgb=False,
-                             score_stage_weights=[], score_relight_sigma=0.0, score_sigma=0.0, image_score_pool=32)
+                             score_stage_weights=[], score_relight_sigma=0.0, score_colour_gain=False, score_sigma=0.0,
+                             image_score_pool=32)
     assert ScoreOptions.from_config(cfg) == ScoreOptions(score_stages=(1, 3), score_include_rgb=False,
                                                          score_sigma=0.0)
     q = torch.rand(1, 3, 32, 32)
@@ -343,3 +344,37 @@ def test_relighting_is_on_the_scorer_and_in_its_record(backbone):
     assert "score_relight_sigma" not in ScoreOptions().scorer_record()
     with pytest.raises(ConfigError, match="score_relight_sigma must be >= 0"):
         ScoreOptions(score_relight_sigma=-1.0).validated()
+
+
+def test_the_colour_gain_undoes_a_white_balance_and_keeps_a_small_defect():
+    """A reference whose channels are 0.8 / 1.0 / 1.25 times the query's (another white balance) matched to the
+    query is the query again; a 6x6 dark blot in the query moves the gains under 1 % and keeps its contrast; a
+    black backdrop stays black. On the scorer, the gain lowers the map of the recoloured reference to a fraction,
+    and the record says so (off, it is as before)."""
+    from anomaly.scorer import colour_matched_reference
+
+    size = 96
+    query = F.interpolate(torch.rand(1, 3, 6, 6, generator=torch.Generator().manual_seed(4)) * 0.4 + 0.3,
+                          size=(size, size), mode="bilinear", align_corners=False)
+    query[:, :, :, :16] = 0.0
+    balance = torch.tensor([0.8, 1.0, 1.25]).view(1, 3, 1, 1)
+    reference = query * balance
+    torch.testing.assert_close(colour_matched_reference(reference, query), query, atol=1e-5, rtol=0)
+    defect = query.clone()
+    defect[:, :, 40:46, 50:56] *= 0.5
+    matched = colour_matched_reference(reference, defect)
+    gains = (matched / reference.clamp_min(1e-6))[:, :, 10:20, 60:70].mean((-2, -1)) * balance.view(1, 3)
+    assert ((gains - 1).abs() < 0.01).all()
+    blot = (slice(None), slice(None), slice(41, 45), slice(51, 55))
+    assert (matched - defect)[blot].mean() > 0.95 * (query - defect)[blot].mean()
+    assert matched[:, :, :, :16].abs().max() == 0
+
+
+def test_the_colour_gain_is_on_the_scorer_and_in_its_record(backbone):
+    query = _smooth_image(2)
+    reference = (query * torch.tensor([0.8, 1.0, 1.2]).view(1, 3, 1, 1)).clamp(0, 1)
+    plain = anomaly_map(backbone, query, reference, ScoreOptions(score_sigma=0))
+    matched = anomaly_map(backbone, query, reference, ScoreOptions(score_sigma=0, score_colour_gain=True))
+    assert matched.mean() < 0.3 * plain.mean()
+    assert ScoreOptions(score_colour_gain=True).scorer_record()["score_colour_gain"] is True
+    assert "score_colour_gain" not in ScoreOptions().scorer_record()
