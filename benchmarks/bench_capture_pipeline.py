@@ -17,9 +17,9 @@ where their poses come from:
    plain backdrop) and the pose errors use them; the pipeline never reads a test pose.
 The pipeline (benchmarks.bench_pipeline: training, poses, maps, metrics; `--decompose` adds the NeRF at the true
 pose and the oracle) runs on both, and one table shows them side by side with SfM's registered share and pose
-errors. Every other flag is a pipeline option (e.g. --output_root). An existing SfM-pose class is reused (delete it,
-with its checkpoints and outputs, to recover the poses again). Figures: <output_root>/<dataset>/
-capture_pipeline[_<tag>].{md,json}.
+errors. Every other flag is a pipeline option (e.g. --output_root). An existing SfM-pose class is reused when it
+was made with the same --sfm_flags, else refused (delete it, with its checkpoints and outputs, to recover the poses
+again). Figures: <output_root>/<dataset>/capture_pipeline[_<tag>].{md,json}.
 """
 from __future__ import annotations
 
@@ -86,6 +86,15 @@ def sfm_class(capture: Path, class_dir: Path, args: argparse.Namespace, size: in
 SFM_ROW = "capture_sfm_row.json"     # beside the SfM run's poses.json: its report and errors, for a reused class
 
 
+def reused_sfm_row(sfm_dir: Path, flags: str) -> dict:
+    """The SfM row of an existing SfM-pose class, which must have been made with the same `flags`."""
+    row = json.loads((Path(json.loads((sfm_dir / CAPTURE_RECORD).read_text())["poses"]).parent / SFM_ROW).read_text())
+    if row["flags"] != flags:
+        raise DataError(f"{sfm_dir}: made with --sfm_flags {row['flags']!r}, not {flags!r}; delete it (and its "
+                        "checkpoints and outputs) or give another --sfm_name")
+    return row
+
+
 def sfm_lines(row: dict, photos: int) -> str:
     """SfM's account on the capture: views registered, pose errors against the capture's poses."""
     report, errors = row["report"], row["errors"]
@@ -124,8 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     sfm_dir = class_dir.parent / f"{class_dir.name}_{args.sfm_name}"
     if (sfm_dir / CAPTURE_RECORD).is_file():
         print(f"{sfm_dir}: reusing its SfM poses (delete it to recover them again)")
-        sfm_row = json.loads((Path(json.loads((sfm_dir / CAPTURE_RECORD).read_text())["poses"]).parent
-                              / SFM_ROW).read_text())
+        sfm_row = reused_sfm_row(sfm_dir, args.sfm_flags)
     else:
         sfm_row = sfm_class(args.capture, sfm_dir, args, args.size, args.test_every)
     rows = [run_one(args.config, [*pipeline_args, "--class_name", name], args.decompose)

@@ -125,3 +125,16 @@ def test_colour_gains_of_a_photograph_against_its_render():
     found = colour_gains(render * torch.tensor([0.8, 1.0, 1.25]), render)
     np.testing.assert_allclose(found["gain"], [0.8, 1.0, 1.25], rtol=1e-5)
     assert found["rms_after"] < 1e-5 < 0.01 < found["rms_before"] and found["object_pixels"] == 32 * 32
+
+
+def test_a_reused_sfm_class_must_have_been_made_with_the_same_flags(tmp_path):
+    from benchmarks.bench_capture_pipeline import SFM_ROW, reused_sfm_row
+
+    work = tmp_path / "sfm800" / "sfm_variants" / "sfm"
+    work.mkdir(parents=True)
+    (work / SFM_ROW).write_text(json.dumps({"flags": "--upright_sift true", "errors": {}}))
+    (tmp_path / "skull_sfm").mkdir()
+    (tmp_path / "skull_sfm" / CAPTURE_RECORD).write_text(json.dumps({"poses": str(work / "poses.json")}))
+    assert reused_sfm_row(tmp_path / "skull_sfm", "--upright_sift true")["flags"] == "--upright_sift true"
+    with pytest.raises(DataError, match="made with --sfm_flags '--upright_sift true'"):
+        reused_sfm_row(tmp_path / "skull_sfm", "--guided_matching true")
