@@ -126,13 +126,18 @@ RELIGHT_GAIN_LIMIT = 2.0   # the relighting's gain stays within [1/this, this]
 RELIGHT_FLOOR = 0.02       # added to both blurs: dark (or black backdrop) regions keep a gain near 1
 
 
-def colour_matched_reference(reference: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
-    """[B,3,H,W] the reference with each colour channel times its least-squares gain to the query's,
-    sum(query * reference) / sum(reference^2) over the image, within [1/2, 2]: an exposure or white balance that
-    changes from photograph to photograph, undone with three numbers per image, which a small defect moves little."""
+def colour_gains(reference: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
+    """[B,3,1,1] each colour channel's least-squares gain of the reference [B,3,H,W] to the query,
+    sum(query * reference) / sum(reference^2) over the image, within [1/2, 2]."""
     ref = reference.float()
     gain = (query.float() * ref).sum((-2, -1), keepdim=True) / (ref * ref).sum((-2, -1), keepdim=True).clamp_min(1e-8)
-    return (ref * gain.clamp(1 / RELIGHT_GAIN_LIMIT, RELIGHT_GAIN_LIMIT)).clamp(0.0, 1.0)
+    return gain.clamp(1 / RELIGHT_GAIN_LIMIT, RELIGHT_GAIN_LIMIT)
+
+
+def colour_matched_reference(reference: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
+    """[B,3,H,W] the reference times its colour_gains to the query: an exposure or white balance that changes from
+    photograph to photograph, undone with three numbers per image, which a small defect moves little."""
+    return (reference.float() * colour_gains(reference, query)).clamp(0.0, 1.0)
 
 
 def relit_reference(reference: torch.Tensor, query: torch.Tensor, sigma: float) -> torch.Tensor:

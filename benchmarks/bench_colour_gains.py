@@ -4,7 +4,7 @@
 
 For every good test image of a class with test poses: the per-channel least-squares gain of the photograph to the
 render over the object (pixels where both are brighter than 0.05) and the RMS residual there, before and after the
-gain (anomaly.scorer.colour_matched_reference, `score_colour_gain`). Gains that spread far from 1 are what a per-image
+gain (anomaly.scorer.colour_gains, what `score_colour_gain` applies). Gains that spread far from 1 are what a per-image
 appearance code would learn; a residual that the gain barely lowers says that it would not help. Every flag is a
 pipeline option; the class's NeRF must be trained. Figures go to <output_dir>/colour_gains.json.
 """
@@ -15,7 +15,7 @@ import sys
 import numpy as np
 import torch
 
-from anomaly.scorer import colour_matched_reference
+from anomaly.scorer import colour_gains, colour_matched_reference
 from common.errors import DataError, exit_on_user_error
 from common.io import write_json
 from mad.layout import GOOD, TEST_POSES_FILE
@@ -26,15 +26,14 @@ from omniposead.pose_accuracy import load_test_poses
 OBJECT_FLOOR = 0.05     # a pixel is the object's where both images are brighter than this (a black backdrop is not)
 
 
-def colour_gains(photo: torch.Tensor, render: torch.Tensor) -> dict:
+def gains_against_render(photo: torch.Tensor, render: torch.Tensor) -> dict:
     """[H,W,3] photograph and render in [0, 1]: the gains (photo ~ gain x render per channel, over the image) and the
     RMS residual over the object before and after them."""
     query, reference = (x.permute(2, 0, 1)[None].float() for x in (photo, render))
-    matched = colour_matched_reference(reference, query)
-    gain = (matched.sum((-2, -1)) / reference.sum((-2, -1)).clamp_min(1e-8))[0]
+    gain, matched = colour_gains(reference, query), colour_matched_reference(reference, query)
     obj = (query.mean(1) > OBJECT_FLOOR) & (reference.mean(1) > OBJECT_FLOOR)
     rms = lambda ref: float(((query - ref) ** 2).mean(1)[obj].mean().sqrt())  # noqa: E731
-    return {"gain": gain.tolist(), "rms_before": rms(reference), "rms_after": rms(matched),
+    return {"gain": gain.flatten().tolist(), "rms_before": rms(reference), "rms_after": rms(matched),
             "object_pixels": int(obj.sum())}
 
 
@@ -49,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     with torch.no_grad():
         for sample in (s for s in assets.test_set if s.defect_type == GOOD):
             render, _ = assets.reference.with_unseen(truth[sample.name], sample.image)
-            rows[sample.name] = colour_gains(torch.as_tensor(sample.image, dtype=torch.float32), render.cpu())
+            rows[sample.name] = gains_against_render(torch.as_tensor(sample.image, dtype=torch.float32), render.cpu())
             r = rows[sample.name]
             print(f"{sample.name}: gain r g b {' '.join(f'{g:.3f}' for g in r['gain'])}; RMS over the object "
                   f"{r['rms_before']:.4f} -> {r['rms_after']:.4f}")

@@ -200,18 +200,17 @@ def build_capture_class(capture_dir: Path, class_dir: Path, *, size: int = 400, 
             record["test"][f"test/{defect}/{i}.png"] = name
             record["painted_pixels"][defect].append(int(mask.sum()))
     if camera is not None:
-        record.update(write_class_poses(class_dir, record, camera, capture_poses, record["undistorted"]),
-                      poses=str(poses))
+        record.update(write_class_poses(class_dir, record, camera, capture_poses), poses=str(poses))
     write_json(class_dir / CAPTURE_RECORD, record)
     return record
 
 
-def write_class_poses(class_dir: Path, record: dict, camera: dict, poses: dict[str, np.ndarray],
-                      undistorted: bool) -> dict:
+def write_class_poses(class_dir: Path, record: dict, camera: dict, poses: dict[str, np.ndarray]) -> dict:
     """transforms.json (the training photographs that have a pose) and test_poses.json (every test image of a
     photograph that has one) from the capture's poses; returns what the record notes: the photographs without
     a pose and how far the lens distortion undone in the images moved their corners. Images that kept their
-    distortion (`undistorted` False, camera k1 non-zero) get k1 in both files."""
+    distortion (the record's "undistorted" False, camera k1 non-zero) get k1 in both files."""
+    undistorted = record["undistorted"]
     height, width = cv2.imread(str(class_dir / next(iter(record["train"]))), cv2.IMREAD_UNCHANGED).shape[:2]
     cam = scaled_camera(camera, width, height)
     if camera["k1"] and not undistorted:

@@ -118,11 +118,11 @@ def test_colour_gains_of_a_photograph_against_its_render():
     those gains, and no residual left after them; the black backdrop is not the object."""
     import torch
 
-    from benchmarks.bench_colour_gains import colour_gains
+    from benchmarks.bench_colour_gains import gains_against_render
 
     render = torch.rand(32, 40, 3, generator=torch.Generator().manual_seed(0)) * 0.5 + 0.2
     render[:, :8] = 0.0
-    found = colour_gains(render * torch.tensor([0.8, 1.0, 1.25]), render)
+    found = gains_against_render(render * torch.tensor([0.8, 1.0, 1.25]), render)
     np.testing.assert_allclose(found["gain"], [0.8, 1.0, 1.25], rtol=1e-5)
     assert found["rms_after"] < 1e-5 < 0.01 < found["rms_before"] and found["object_pixels"] == 32 * 32
 
