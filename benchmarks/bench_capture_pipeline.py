@@ -1,7 +1,8 @@
 """A real capture end to end: poses by SfM -> pipeline -> metrics, beside the same with the capture's own poses.
 
     python -m benchmarks.bench_capture_pipeline --capture data/captures/skull --config configs/real/skull.txt \\
-        --sfm_flags "--num_threads 2 --camera_angle_x 0.4335 --affine_sift true" --decompose
+        --keep_distortion --sfm_flags "--num_threads 1 --camera_angle_x 0.4335 --affine_sift true \\
+        --upright_sift true --match_max_ratio 0.85" --decompose
 
 Two classes of the same photographs, painted the same way (mad.capture, `--backdrop hull`), that differ only in
 where their poses come from:
