@@ -123,7 +123,7 @@ HULL_RESOLUTION = 96    # cells per side of the visual hull's grid (mad.hull), o
 
 
 def hull_masks(photos: dict[str, np.ndarray], camera: dict, poses: dict[str, np.ndarray],
-               keep: float = 0.85) -> dict[str, np.ndarray]:
+               keep: float = 0.85, erode: int = 0) -> dict[str, np.ndarray]:
     """{photo name: [H, W] bool} the object's visual hull (mad.hull) from every posed photograph, seen by each."""
     names = [name for name in photos if name in poses]
     height, width = photos[names[0]].shape[:2]
@@ -132,7 +132,7 @@ def hull_masks(photos: dict[str, np.ndarray], camera: dict, poses: dict[str, np.
     if radius <= 0:
         raise DataError("the capture's poses have no object radius (poses.json 'bounds'): the hull needs one")
     hull = visual_hull([brighter_than_backdrop(photos[n]) for n in names], [poses[n] for n in names], cam, radius,
-                       resolution=HULL_RESOLUTION, keep=keep)
+                       resolution=HULL_RESOLUTION, keep=keep, erode=erode)
     if not len(hull):
         raise DataError(f"the visual hull of {len(names)} posed photographs is empty: they do not agree on an object "
                         f"brighter than its backdrop inside the object radius {radius:g}; use --backdrop black or keep")
@@ -141,7 +141,7 @@ def hull_masks(photos: dict[str, np.ndarray], camera: dict, poses: dict[str, np.
 
 def build_capture_class(capture_dir: Path, class_dir: Path, *, size: int = 400, test_every: int = 5, seed: int = 0,
                         defect_types: Sequence[str] = PAINTED_TYPES, backdrop: str = "keep",
-                        poses: Path | None = None, undistort: bool = True) -> dict:
+                        poses: Path | None = None, undistort: bool = True, hull_erode: int = 0) -> dict:
     """Write the class (module docstring) and return its record. `undistort` False keeps the photographs' lens
     distortion (their transforms.json then holds the capture's k1): a class for SfM that estimates its own."""
     images_dir = capture_dir / "images"
@@ -157,6 +157,8 @@ def build_capture_class(capture_dir: Path, class_dir: Path, *, size: int = 400, 
         raise DataError(f"no painter for {', '.join(unknown)} (known: {', '.join(PAINTED_TYPES)})")
     if backdrop not in BACKDROPS:
         raise DataError(f"backdrop must be one of {', '.join(BACKDROPS)}, got {backdrop!r}")
+    if hull_erode < 0:
+        raise DataError(f"hull_erode must be >= 0 (layers of cells peeled off the hull), got {hull_erode}")
     if backdrop == "hull" and poses is None:
         raise DataError(f"{capture_dir}: --backdrop hull needs the capture's poses ({POSES_FILE})")
     camera, capture_poses = read_capture_poses(poses) if poses is not None else (None, {})
@@ -168,7 +170,7 @@ def build_capture_class(capture_dir: Path, class_dir: Path, *, size: int = 400, 
     if distorted and undistort:
         undo = Undistorter(camera, camera["k1"])
         pictures = {name: undo(photo) for name, photo in pictures.items()}
-    hulls = hull_masks(pictures, camera, capture_poses) if backdrop == "hull" else {}
+    hulls = hull_masks(pictures, camera, capture_poses, erode=hull_erode) if backdrop == "hull" else {}
 
     def object_of(name: str) -> np.ndarray:
         """The photograph's object: its hull's silhouette (backdrop hull, when posed), else found in it alone."""
@@ -176,7 +178,8 @@ def build_capture_class(capture_dir: Path, class_dir: Path, *, size: int = 400, 
 
     train, test = split_capture(len(photos), test_every)
     record = {"capture": str(capture_dir), "size": size, "test_every": test_every, "seed": seed, "backdrop": backdrop,
-              "undistorted": distorted and undistort, "train": {}, "test": {},
+              **({"hull_erode": hull_erode} if backdrop == "hull" else {}), "undistorted": distorted and undistort,
+              "train": {}, "test": {},
               "painted_pixels": {d: [] for d in defect_types}}
     for i, index in enumerate(train):
         name = photos[index].name
@@ -245,6 +248,10 @@ def main(argv: list[str] | None = None) -> None:
                         help="keep the photographs' background, or each image's object alone on black ('black': "
                              "the object found in each image alone; 'hull': the object's visual hull from the "
                              "capture's poses, the same object in every view)")
+    parser.add_argument("--hull_erode", type=int, default=0,
+                        help="with --backdrop hull: layers of cells peeled off the visual hull before it masks the "
+                             "images (a cell is about 3 px at 400 px): the hull is larger than the object, and "
+                             "its silhouette keeps a rim of the room")
     parser.add_argument("--poses", default="capture",
                         help=f"the capture's camera poses: 'capture' (<capture>/{POSES_FILE} when it exists), "
                              f"'none' (a class without poses, for mad.colmap_poses) or a {POSES_FILE} file; with "
@@ -270,7 +277,8 @@ def main(argv: list[str] | None = None) -> None:
         poses = None
     record = build_capture_class(args.capture, args.out / args.class_name, size=args.size, poses=poses,
                                  test_every=args.test_every, seed=args.seed, defect_types=args.defect_types,
-                                 backdrop=args.backdrop, undistort=not args.keep_distortion)
+                                 backdrop=args.backdrop, undistort=not args.keep_distortion,
+                                 hull_erode=args.hull_erode)
     print(f"{args.out / args.class_name}: {len(record['train'])} training photographs, "
           f"{len(record['test'])} test images ({', '.join(args.defect_types)} painted on each held-out one)")
     if poses is None:

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 
 import cv2
 import numpy as np
+from scipy import ndimage
 
 from common.errors import DataError
 from mad.foreground import fill_holes
@@ -40,9 +41,12 @@ def grid_points(radius: float, resolution: int, centre: Sequence[float] = (0.0, 
 
 
 def visual_hull(masks: Sequence[np.ndarray], poses: Sequence[np.ndarray], camera: dict, radius: float,
-                resolution: int = 96, keep: float = 0.85, min_views: int = 3) -> np.ndarray:
+                resolution: int = 96, keep: float = 0.85, min_views: int = 3, erode: int = 0) -> np.ndarray:
     """[R^3, 3] the centres of the grid cells (grid_points) that at least `keep` of the views seeing them put on
-    the object (`masks` [H, W] bool, one per pose), and that at least `min_views` views see."""
+    the object (`masks` [H, W] bool, one per pose), and that at least `min_views` views see; then `erode` layers of
+    cells peeled off its surface. A hull is larger than its object wherever no view grazes the object there (and by
+    up to a cell everywhere), so each view's silhouette holds a rim of the room; peeling it in 3D keeps the views'
+    masks those of one shape."""
     if len(masks) != len(poses) or not masks:
         raise DataError(f"a visual hull needs one mask per pose (got {len(masks)} masks, {len(poses)} poses)")
     points = grid_points(radius, resolution)
@@ -56,6 +60,8 @@ def visual_hull(masks: Sequence[np.ndarray], poses: Sequence[np.ndarray], camera
         seen += visible
         inside[visible] += mask[row[visible], col[visible]]
     kept = (seen >= min_views) & (inside >= keep * np.maximum(seen, 1))
+    if erode > 0:
+        kept = ndimage.binary_erosion(kept.reshape((resolution,) * 3), iterations=erode).reshape(-1)
     return points[kept]
 
 

@@ -73,6 +73,25 @@ def test_the_hull_keeps_the_object_seen_from_every_side_and_drops_what_one_view_
         visual_hull(masks[:3], poses, CAMERA, RADIUS)
 
 
+def test_peeling_the_hull_takes_the_rim_beyond_the_object_off_every_silhouette():
+    """A hull of 16 views is larger than the sphere: each silhouette holds a rim of pixels off the object (in a
+    room, the room shows there). One layer of cells peeled off in 3D (erode = 1) keeps a subset of the cells, about
+    one cell nearer the centre, and cuts that rim in every view to under half, the silhouettes still the sphere's."""
+    poses = _ring()
+    truth = [_sphere_mask(c2w) for c2w in poses]
+    hull = visual_hull(truth, poses, CAMERA, RADIUS, resolution=48, keep=0.8)
+    peeled = visual_hull(truth, poses, CAMERA, RADIUS, resolution=48, keep=0.8, erode=1)
+    assert {tuple(p) for p in peeled.tolist()} < {tuple(p) for p in hull.tolist()}
+    cell = 2 * RADIUS / 48
+    reach = lambda points: np.linalg.norm(points, axis=1).max()     # noqa: E731
+    assert reach(hull) - reach(peeled) == pytest.approx(cell, abs=0.5 * cell)
+    for k, c2w in enumerate(poses):
+        rim = [(hull_mask(h, c2w, CAMERA, H, W, RADIUS, resolution=48) & ~truth[k]).sum() for h in (hull, peeled)]
+        seen = hull_mask(peeled, c2w, CAMERA, H, W, RADIUS, resolution=48)
+        assert rim[0] > 0 and rim[1] < 0.5 * rim[0], (k, rim)
+        assert (seen & truth[k]).sum() / (seen | truth[k]).sum() > 0.85, k
+
+
 def test_a_capture_on_the_hull_backdrop_keeps_the_same_object_in_every_image(tmp_path):
     """mad.capture --backdrop hull: photographs of a lit sphere on a grey room with a bright lamp in some of
     them; every image keeps the sphere's silhouette at its pose and nothing of the lamp; painted Burrs outside
@@ -111,6 +130,14 @@ def test_a_capture_on_the_hull_backdrop_keeps_the_same_object_in_every_image(tmp
     good = cv2.imread(str(tmp_path / "toy" / "test" / "good" / "0.png"))
     outside = slivers & ~good.any(-1)
     assert outside.any() and burrs[outside].any(-1).all()
+    peeled = build_capture_class(tmp_path / "cap", tmp_path / "peeled", size=W, test_every=4, seed=0,
+                                 defect_types=("Stains",), backdrop="hull", poses=tmp_path / "cap" / "poses.json",
+                                 hull_erode=1)
+    assert peeled["hull_erode"] == 1 and record["hull_erode"] == 0
+    area = lambda root, rel: cv2.imread(str(root / rel)).any(-1).sum()    # noqa: E731
+    assert all(area(tmp_path / "peeled", rel) < area(tmp_path / "toy", rel) for rel in record["train"])
+    with pytest.raises(DataError, match="hull_erode must be >= 0"):
+        build_capture_class(tmp_path / "cap", tmp_path / "x", size=W, backdrop="hull", poses=None, hull_erode=-1)
     with pytest.raises(DataError, match="--backdrop hull needs the capture's poses"):
         build_capture_class(tmp_path / "cap", tmp_path / "x", size=W, backdrop="hull", poses=None)
     rng = np.random.default_rng(0)                          # photographs that agree on nothing: one error line

@@ -321,7 +321,7 @@ def test_auroc_test_takes_dataset_and_resolution_from_the_saved_maps(tmp_path, c
                                          "decompose", "bench_sfm_poses", "bench_sfm_pipeline", "bench_nerf",
                                          "bench_occupancy", "bench_pipeline", "bench_pose_fallback",
                                          "bench_noisy_masks", "bench_capture_sfm", "bench_capture_pipeline",
-                                         "bench_colour_gains")),
+                                         "bench_colour_gains", "bench_reference_detail")),
                                      ["-m", "mad.capture"], ["-m", "mad.undistort"]])
 @pytest.mark.slow
 def test_every_command_line_prints_its_help(command):
