@@ -12,8 +12,9 @@ in place of d_k,c(u), so every term has unit expected energy sum_c z^2 on the Ne
 the RGB term counts as much as a feature stage, and score_stage_weights weigh terms in the same units.
 
 The model is stored with the class's checkpoint (ckpts/<dataset>/<class>/residual.pt, atomic) under a
-fingerprint of everything it depends on; the pipeline refits it when the fingerprint changes
-(omniposead.residual_fit).
+fingerprint of everything it depends on; the pipeline refits it when no stored fingerprint matches
+(omniposead.residual_fit). The file keeps the RESIDUAL_SLOTS models fitted last, so that runs which alternate two
+scorer or reference settings on one class (a benchmark's variants) reuse each other's fit instead of refitting.
 """
 from __future__ import annotations
 
@@ -27,7 +28,8 @@ import torch
 from common.io import save_torch
 
 RESIDUAL_NAME = "residual.pt"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 1          # of one model's state
+RESIDUAL_SLOTS = 4          # models kept in one file, the one fitted last first
 _MIN_STD = 1e-6
 
 
@@ -83,20 +85,30 @@ class ResidualModel:
     def from_state(cls, state: dict) -> ResidualModel:
         return cls(list(state["mean"]), list(state["std"]), state["fingerprint"], dict(state.get("notes") or {}))
 
-    def save(self, path: Path) -> None:
-        save_torch(path, self.state())
+    def save(self, path: Path, slots: int = RESIDUAL_SLOTS) -> None:
+        """Into the cache file at `path`, first, beside the models stored there before (`slots` in all, the
+        oldest fit dropped)."""
+        kept = [state for state in stored_states(path) if state.get("fingerprint") != self.fingerprint]
+        save_torch(path, {"models": [self.state(), *kept][:max(slots, 1)]})
+
+
+def stored_states(path: Path) -> list[dict]:
+    """The model states in the cache file at `path`, the one fitted last first; [] when it is missing or unreadable
+    (a file of one model, as older versions wrote, is a list of one)."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    try:
+        stored = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # noqa: BLE001 - an unreadable cache is simply rebuilt
+        return []
+    states = stored.get("models", [stored]) if isinstance(stored, dict) else []
+    return [state for state in states if isinstance(state, dict) and state.get("format_version") == FORMAT_VERSION]
 
 
 def load_residual_model(path: Path, fingerprint: str) -> ResidualModel | None:
-    """The model saved at `path` when it is readable and its fingerprint matches, else None (refit)."""
-    path = Path(path)
-    if not path.is_file():
-        return None
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:  # noqa: BLE001 - an unreadable cache is simply rebuilt
-        return None
-    if not isinstance(state, dict) or state.get("format_version") != FORMAT_VERSION \
-            or state.get("fingerprint") != fingerprint:
-        return None
-    return ResidualModel.from_state(state)
+    """The model stored at `path` under `fingerprint`, else None (refit)."""
+    for state in stored_states(path):
+        if state.get("fingerprint") == fingerprint:
+            return ResidualModel.from_state(state)
+    return None

@@ -46,8 +46,8 @@ def residual_fingerprint(cfg: OmniposeConfig, renderer: NeRFRenderer, backbone, 
 
 def load_or_fit_residual(cfg: OmniposeConfig, views: TrainViews, reference: ReferenceMaker, backbone,
                          device: torch.device, progress: bool = True) -> ResidualModel:
-    """The class's residual model from ckpts/<dataset>/<class>/residual.pt when its fingerprint matches the
-    NeRF and scorer options; otherwise fitted on the held-out training views and saved there atomically."""
+    """The class's residual model from ckpts/<dataset>/<class>/residual.pt when one stored there has the fingerprint
+    of the NeRF and scorer options; otherwise fitted on the held-out training views and added there atomically."""
     indices, fallback = heldout_view_indices(len(views.images), cfg.train.holdout_every,
                                               cfg.score.residual_fallback_views)
     indices = evenly_chosen(indices, cfg.score.residual_views)

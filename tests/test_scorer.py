@@ -257,6 +257,33 @@ def test_residual_normalisation_gives_each_term_unit_energy_on_the_fitted_residu
         model.normalise([stage])
 
 
+def test_the_residual_cache_keeps_the_models_fitted_last_and_reads_a_one_model_file(tmp_path):
+    """Two settings used in turn on one class find their own fit in the one file; a fifth fit drops the oldest; a
+    refit under the same fingerprint replaces its model; a file of one model (older versions) still loads."""
+    from anomaly.residual import RESIDUAL_SLOTS, ResidualModel, load_residual_model, stored_states
+    from common.io import save_torch
+
+    def model(k: int) -> ResidualModel:
+        return ResidualModel([torch.full((3,), float(k))], [torch.ones(3)], fingerprint=f"fp{k}")
+
+    path = tmp_path / "residual.pt"
+    assert load_residual_model(path, "fp0") is None
+    for k in range(RESIDUAL_SLOTS + 1):
+        model(k).save(path)
+    assert load_residual_model(path, "fp0") is None                          # the oldest of five dropped
+    for k in range(1, RESIDUAL_SLOTS + 1):
+        assert float(load_residual_model(path, f"fp{k}").mean[0][0]) == k
+    refit = model(2)
+    refit.mean = [torch.full((3,), 7.0)]
+    refit.save(path)
+    assert [s["fingerprint"] for s in stored_states(path)] == ["fp2", "fp4", "fp3", "fp1"]
+    assert float(load_residual_model(path, "fp2").mean[0][0]) == 7.0
+    save_torch(path, model(9).state())                                          # one model, as version 1 wrote
+    assert float(load_residual_model(path, "fp9").mean[0][0]) == 9 and load_residual_model(path, "fp2") is None
+    path.write_bytes(b"not a checkpoint")
+    assert load_residual_model(path, "fp9") is None
+
+
 def test_residual_views_are_the_trainers_heldout_split_or_a_flagged_fallback():
     from nerf.trainer import heldout_view_indices
 
