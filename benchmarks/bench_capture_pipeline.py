@@ -63,13 +63,13 @@ def sfm_poses(sfm_class: Path, transforms: Path, capture: Path, similarity: dict
     return poses
 
 
-def sfm_class(capture: Path, class_dir: Path, args: argparse.Namespace, size: int, test_every: int) -> dict:
+def sfm_class(capture: Path, class_dir: Path, args: argparse.Namespace) -> dict:
     """Recover the training poses by SfM (benchmarks.bench_capture_sfm.run_variant) and write <class>_sfm from
     them (sfm_poses, then mad.capture with the hull); returns the SfM row (report and errors)."""
     raw = "_raw" if args.keep_distortion else ""
     on = class_dir.parent / f"{capture.name}_sfm{args.sfm_size}{raw}"
     if not (on / TRANSFORMS_FILE).is_file():
-        build_capture_class(capture, on, size=args.sfm_size, test_every=test_every, poses=capture / POSES_FILE,
+        build_capture_class(capture, on, size=args.sfm_size, test_every=args.test_every, poses=capture / POSES_FILE,
                             undistort=not args.keep_distortion)
     row = run_variant(on, args.sfm_name, args.sfm_flags)
     if "errors" not in row:
@@ -80,7 +80,8 @@ def sfm_class(capture: Path, class_dir: Path, args: argparse.Namespace, size: in
     poses = sfm_poses(on, work / TRANSFORMS_FILE, capture, row["errors"]["similarity"], source)
     write_json(work / POSES_FILE, poses)
     write_json(work / SFM_ROW, row)
-    build_capture_class(capture, class_dir, size=size, test_every=test_every, backdrop="hull", poses=work / POSES_FILE)
+    build_capture_class(capture, class_dir, size=args.size, test_every=args.test_every, backdrop="hull",
+                        poses=work / POSES_FILE)
     return row
 
 
@@ -136,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{sfm_dir}: reusing its SfM poses (delete it to recover them again)")
         sfm_row = reused_sfm_row(sfm_dir, args.sfm_flags)
     else:
-        sfm_row = sfm_class(args.capture, sfm_dir, args, args.size, args.test_every)
+        sfm_row = sfm_class(args.capture, sfm_dir, args)
     rows = [run_one(args.config, [*pipeline_args, "--class_name", name], args.decompose)
             for name in (class_dir.name, sfm_dir.name)]
     photos = len(json.loads((class_dir / CAPTURE_RECORD).read_text())["train"])

@@ -80,16 +80,20 @@ def main(argv: list[str] | None = None) -> int:
     views, maker = assets.views, assets.reference
     train_idx, held_idx = split_views(len(views.images), cfg.train.holdout_every)
     rows = {"train": [], "held-out": []}
+
+    def render(i: int) -> tuple[torch.Tensor, dict]:
+        """View i's pose and the NeRF's buffers there."""
+        pose = torch.as_tensor(views.poses[i], dtype=torch.float32, device=assets.device)
+        return pose, assets.renderer.render_buffers(pose, views.height, views.width, views.intrinsics)
+
     with torch.no_grad():
+        held = {i: render(i) for i in held_idx}          # each rendered once: for its detail and for the warps
         for i in range(0, len(views.images), max(args.every, 1)):
-            pose = torch.as_tensor(views.poses[i], dtype=torch.float32, device=assets.device)
-            render = assets.renderer.render_buffers(pose, views.height, views.width, views.intrinsics)["rgb"]
-            psnr, ratio = detail_figures(views.images[i], render.cpu().numpy())
-            rows["held-out" if i in held_idx else "train"].append({"view": i, "psnr_object": psnr, "detail": ratio})
+            _, buffers = held[i] if i in held else render(i)
+            psnr, ratio = detail_figures(views.images[i], buffers["rgb"].cpu().numpy())
+            rows["held-out" if i in held else "train"].append({"view": i, "psnr_object": psnr, "detail": ratio})
         shifts = {}
-        for i in held_idx:
-            pose = torch.as_tensor(views.poses[i], dtype=torch.float32, device=assets.device)
-            buffers = assets.renderer.render_buffers(pose, views.height, views.width, views.intrinsics)
+        for i, (pose, buffers) in held.items():
             points = backproject(surface_depth(buffers["depth"], buffers["acc"]), pose, views.intrinsics)
             for j in nearest_views(views.poses[i].astype(np.float64), np.asarray(train_idx), views.poses, 3):
                 colour, seen = warp_view(points, maker.source(j), views.intrinsics, cfg.score.reference_tolerance)
